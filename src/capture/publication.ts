@@ -1,0 +1,81 @@
+/**
+ * The publication limits the change stream to the plan's tables. Before creating it we check each
+ * table's replica identity: without a primary key (or REPLICA IDENTITY FULL / USING INDEX) PostgreSQL
+ * would reject the old application's UPDATEs and DELETEs once the table is published, and the stream
+ * could not say which row changed. Imago never changes the old database's tables on its own.
+ */
+import type pg from 'pg';
+import { ImagoError } from '../errors.js';
+
+export interface SourceTable {
+  schema: string;
+  name: string;
+  /** Key columns the change stream carries for updates and deletes. */
+  key: string[];
+  columns: string[];
+}
+
+export async function describeSourceTables(client: pg.Client, tables: string[]): Promise<SourceTable[]> {
+  const result: SourceTable[] = [];
+  for (const qualified of tables) {
+    const [schema, name] = (qualified.includes('.') ? qualified.split('.', 2) : ['public', qualified]) as [
+      string,
+      string,
+    ];
+    const { rows } = await client.query<{ oid: number; relreplident: string }>(
+      `SELECT c.oid, c.relreplident FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`,
+      [schema, name],
+    );
+    const rel = rows[0];
+    if (!rel) {
+      throw new ImagoError(
+        `table ${schema}.${name} does not exist in the old database`,
+        `${schema}.${name}`,
+        'check the table list of the conversion',
+      );
+    }
+    const columns = (
+      await client.query<{ attname: string }>(
+        `SELECT attname FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
+        [rel.oid],
+      )
+    ).rows.map((r) => r.attname);
+    const identityIndex = rel.relreplident === 'i' ? 'indisreplident' : 'indisprimary';
+    const key = (
+      await client.query<{ attname: string }>(
+        `SELECT a.attname FROM pg_index i
+           JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true
+           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+          WHERE i.indrelid = $1 AND i.${identityIndex} ORDER BY k.ord`,
+        [rel.oid],
+      )
+    ).rows.map((r) => r.attname);
+    if (rel.relreplident === 'n' || (rel.relreplident !== 'f' && key.length === 0)) {
+      throw new ImagoError(
+        `table ${schema}.${name} has no primary key or replica identity, so its updates and deletes cannot be captured`,
+        `${schema}.${name}`,
+        `add a primary key, or run: ALTER TABLE ${schema}.${name} REPLICA IDENTITY FULL`,
+      );
+    }
+    result.push({ schema, name, key: rel.relreplident === 'f' && key.length === 0 ? columns : key, columns });
+  }
+  return result;
+}
+
+export async function createPublication(
+  client: pg.Client,
+  name: string,
+  tables: SourceTable[],
+): Promise<void> {
+  const list = tables.map((t) => `${quote(t.schema)}.${quote(t.name)}`).join(', ');
+  await client.query(`CREATE PUBLICATION ${quote(name)} FOR TABLE ${list}`);
+}
+
+export async function dropPublication(client: pg.Client, name: string): Promise<void> {
+  await client.query(`DROP PUBLICATION IF EXISTS ${quote(name)}`);
+}
+
+function quote(identifier: string): string {
+  return `"${identifier.replace(/"/g, '""')}"`;
+}

@@ -1,0 +1,46 @@
+/**
+ * The replication slot is created with an exported snapshot: the bulk copy reads every table inside
+ * that snapshot, and the stream starts at the slot's consistent point, so no change is missed or
+ * applied twice. The snapshot lives only while the creating replication connection stays open and
+ * idle, hence `release()` once every copy transaction has imported it.
+ */
+import pg from 'pg';
+import { parseLsn, type Lsn } from './lsn.js';
+
+export interface ExportedSlot {
+  slotName: string;
+  snapshotName: string;
+  consistentPoint: Lsn;
+  /** Closes the replication connection; the snapshot can no longer be imported after this. */
+  release(): Promise<void>;
+}
+
+export async function createSlotWithSnapshot(url: string, slotName: string): Promise<ExportedSlot> {
+  const conn = new pg.Client({ connectionString: url, replication: 'database' } as pg.ClientConfig);
+  conn.on('error', () => {});
+  await conn.connect();
+  try {
+    const { rows } = await conn.query<{ consistent_point: string; snapshot_name: string }>(
+      `CREATE_REPLICATION_SLOT ${slotName} LOGICAL pgoutput (SNAPSHOT 'export')`,
+    );
+    const row = rows[0];
+    if (!row) throw new Error('CREATE_REPLICATION_SLOT returned nothing');
+    return {
+      slotName,
+      snapshotName: row.snapshot_name,
+      consistentPoint: parseLsn(row.consistent_point),
+      release: () => conn.end(),
+    };
+  } catch (err) {
+    await conn.end().catch(() => {});
+    throw err;
+  }
+}
+
+/** Drops the slot if it exists (it must not be in use). */
+export async function dropSlot(client: pg.Client, slotName: string): Promise<void> {
+  await client.query(
+    `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`,
+    [slotName],
+  );
+}

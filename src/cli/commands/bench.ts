@@ -1,0 +1,35 @@
+import type { Command } from 'commander';
+import { ImagoError } from '../../errors.js';
+import { scenarios } from '../../bench/scenarios.js';
+import { output, reportError } from '../output.js';
+
+export function registerBench(program: Command): void {
+  program
+    .command('bench')
+    .description(
+      `run a benchmark scenario against its reference (${Object.keys(scenarios).join(', ') || 'none yet'})`,
+    )
+    .argument('<scenario>', 'which benchmark')
+    .option('--json', 'end with one JSON line on stdout')
+    .option('--repetitions <n>', 'alternating repetitions per target (medians are reported)')
+    .option('--duration <s>', 'seconds per measurement')
+    .allowUnknownOption(false)
+    .action(async (name: string, opts: Record<string, string | boolean | undefined>) => {
+      const out = output(Boolean(opts.json));
+      try {
+        const load = scenarios[name];
+        if (!load) {
+          throw new ImagoError(
+            `unknown benchmark scenario "${name}"`,
+            name,
+            `choose one of: ${Object.keys(scenarios).join(', ')}`,
+          );
+        }
+        const scenario = await load();
+        const result = await scenario.run({ out, options: opts });
+        out.result(result);
+      } catch (err) {
+        process.exitCode = reportError(err, out.json);
+      }
+    });
+}

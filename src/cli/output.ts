@@ -1,0 +1,44 @@
+/**
+ * How commands talk to people and machines: human lines go to stderr when --json is set, so that
+ * stdout's last line is always one JSON object a script can parse.
+ */
+import { ImagoError } from '../errors.js';
+import { redactText } from '../redact.js';
+
+export interface Output {
+  json: boolean;
+  /** A progress or report line for people. */
+  say(line: string): void;
+  /** The command's result: one JSON line with --json, else nothing (the human report was said). */
+  result(value: unknown): void;
+}
+
+export function output(json: boolean): Output {
+  return {
+    json,
+    say: (line) => (json ? process.stderr : process.stdout).write(`${redactText(line)}\n`),
+    result: (value) => {
+      if (json) process.stdout.write(`${JSON.stringify(value)}\n`);
+    },
+  };
+}
+
+/** Prints an error without a stack trace when it is the user's to fix; with one when it is ours. */
+export function reportError(err: unknown, json: boolean): number {
+  if (err instanceof ImagoError) {
+    const lines = [`imago: ${err.message}`, `  at fault: ${err.subject}`];
+    if (err.hint) lines.push(`  hint: ${err.hint}`);
+    process.stderr.write(`${redactText(lines.join('\n'))}\n`);
+    if (json) {
+      process.stdout.write(
+        `${JSON.stringify({ error: redactText(err.message), subject: redactText(err.subject), hint: err.hint })}\n`,
+      );
+    }
+    return 2;
+  }
+  process.stderr.write(
+    `imago: internal error: ${redactText(err instanceof Error ? (err.stack ?? err.message) : String(err))}\n`,
+  );
+  if (json) process.stdout.write(`${JSON.stringify({ error: redactText(String(err)) })}\n`);
+  return 1;
+}

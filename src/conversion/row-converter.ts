@@ -1,0 +1,97 @@
+/**
+ * Turns one source row into its target rows through the user's transform (or the identity shortcut),
+ * and names what went wrong when a transform throws: table, key and error, with the way to resume.
+ */
+import { ImagoError, errorMessage } from '../errors.js';
+import type { SourceTable } from '../capture/publication.js';
+import type { Row } from '../capture/change.js';
+import type { Conversion, TargetRow, TargetValue, TransformContext } from './api.js';
+
+export class TransformError extends ImagoError {
+  constructor(
+    readonly table: string,
+    readonly key: string,
+    cause: unknown,
+  ) {
+    super(
+      `the transform of ${table} threw on the row with key ${key}: ${errorMessage(cause)}`,
+      `${table} ${key}`,
+      'fix the transform; conversion stopped at this row with nothing half-applied, and resumes from it',
+      { cause },
+    );
+    this.name = 'TransformError';
+  }
+}
+
+interface ResolvedTable {
+  source: SourceTable;
+  /** Set for tables copied unchanged: the target table's name. */
+  identityTarget?: string;
+  transform?: (row: Row, ctx: TransformContext) => TargetRow[] | Promise<TargetRow[]>;
+}
+
+export class RowConverter {
+  private readonly tables = new Map<string, ResolvedTable>();
+
+  constructor(conversion: Conversion, sources: SourceTable[]) {
+    for (const source of sources) {
+      const name = source.schema === 'public' ? source.name : `${source.schema}.${source.name}`;
+      const spec = conversion.tables[name];
+      if (!spec) continue;
+      this.tables.set(
+        name,
+        'identity' in spec
+          ? { source, identityTarget: spec.table ?? name }
+          : { source, transform: spec.transform.bind(spec) },
+      );
+    }
+  }
+
+  /** Source tables in conversion order. */
+  tableNames(): string[] {
+    return [...this.tables.keys()];
+  }
+
+  has(table: string): boolean {
+    return this.tables.has(table);
+  }
+
+  source(table: string): SourceTable {
+    const t = this.tables.get(table);
+    if (!t) throw new Error(`table ${table} is not converted`);
+    return t.source;
+  }
+
+  /** The target table of an identity conversion, or undefined when the table has a transform. */
+  identityTarget(table: string): string | undefined {
+    return this.tables.get(table)?.identityTarget;
+  }
+
+  /** The source row's key as a stable string (JSON array of its key values). */
+  keyOf(table: string, row: Row): string {
+    return JSON.stringify(this.source(table).key.map((c) => row[c] ?? null));
+  }
+
+  async convert(table: string, row: Row, ctx: TransformContext): Promise<TargetRow[]> {
+    const t = this.tables.get(table);
+    if (!t) return [];
+    if (t.identityTarget !== undefined) {
+      // Unchanged TOAST values (undefined) are left out, so the target keeps what it has.
+      const copy: Record<string, TargetValue> = {};
+      for (const [k, v] of Object.entries(row)) if (v !== undefined) copy[k] = v;
+      return [{ table: t.identityTarget, row: copy }];
+    }
+    if (Object.values(row).some((v) => v === undefined)) {
+      throw new ImagoError(
+        `an update of ${table} left a large (TOASTed) value unchanged, so PostgreSQL did not send it and the transform cannot see the whole row`,
+        `${table} ${this.keyOf(table, row)}`,
+        `run on the old database: ALTER TABLE ${table} REPLICA IDENTITY FULL`,
+      );
+    }
+    try {
+      return await (t.transform as NonNullable<ResolvedTable['transform']>)(row, ctx);
+    } catch (err) {
+      throw new TransformError(table, this.keyOf(table, row), err);
+    }
+  }
+}

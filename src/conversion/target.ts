@@ -1,0 +1,149 @@
+/**
+ * Writes into the new database: upserts by primary key (so replaying a source change is idempotent)
+ * and deletes by key. Table metadata is read once from the catalog.
+ */
+import type pg from 'pg';
+import { ImagoError } from '../errors.js';
+import type { TargetRow, TargetValue } from './api.js';
+
+export interface TargetTable {
+  name: string;
+  key: string[];
+  columns: Set<string>;
+}
+
+export class TargetCatalog {
+  private readonly tables = new Map<string, Promise<TargetTable>>();
+
+  constructor(private readonly client: pg.Client) {}
+
+  table(name: string): Promise<TargetTable> {
+    let table = this.tables.get(name);
+    if (!table) {
+      table = describe(this.client, name);
+      this.tables.set(name, table);
+      table.catch(() => this.tables.delete(name));
+    }
+    return table;
+  }
+}
+
+async function describe(client: pg.Client, name: string): Promise<TargetTable> {
+  const { rows } = await client.query<{ attname: string; key: boolean }>(
+    `SELECT a.attname, coalesce(a.attnum = ANY (i.indkey), false) AS key
+       FROM pg_attribute a
+       LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+      ORDER BY a.attnum`,
+    [quoteQualified(name)],
+  );
+  if (rows.length === 0) {
+    throw new ImagoError(
+      `target table ${name} does not exist in the new database`,
+      name,
+      'the new version must create its schema before conversion starts, or fix the table name in the transform',
+    );
+  }
+  const key = rows.filter((r) => r.key).map((r) => r.attname);
+  if (key.length === 0) {
+    throw new ImagoError(
+      `target table ${name} has no primary key`,
+      name,
+      'conversion upserts by primary key; add one to the new schema',
+    );
+  }
+  return { name, key, columns: new Set(rows.map((r) => r.attname)) };
+}
+
+/** The primary key of a target row as a stable string (lineage stores it). */
+export function keyOf(table: TargetTable, row: Record<string, TargetValue>): string[] {
+  return table.key.map((column) => {
+    const value = row[column];
+    if (value === undefined || value === null) {
+      throw new ImagoError(
+        `a row for ${table.name} has no value for primary key column ${column}`,
+        table.name,
+        'every target row must carry its primary key',
+      );
+    }
+    return String(value);
+  });
+}
+
+/** Upserts rows of one table with one multi-row statement per batch (same column set). */
+export async function upsert(
+  client: pg.Client,
+  table: TargetTable,
+  rows: Record<string, TargetValue>[],
+): Promise<void> {
+  const groups = new Map<string, Record<string, TargetValue>[]>();
+  for (const row of rows) {
+    const columns = Object.keys(row);
+    for (const c of columns) {
+      if (!table.columns.has(c))
+        throw new ImagoError(
+          `target table ${table.name} has no column ${c}`,
+          `${table.name}.${c}`,
+          'fix the transform',
+        );
+    }
+    const signature = columns.join('\0');
+    const group = groups.get(signature);
+    if (group) group.push(row);
+    else groups.set(signature, [row]);
+  }
+  for (const [signature, group] of groups) {
+    const columns = signature.split('\0');
+    // PostgreSQL allows 65535 parameters per statement.
+    const perStatement = Math.max(1, Math.floor(60000 / columns.length));
+    for (let start = 0; start < group.length; start += perStatement) {
+      const batch = dedupeByKey(table, group.slice(start, start + perStatement));
+      const params: unknown[] = [];
+      const tuples = batch.map(
+        (row) => `(${columns.map((c) => `$${params.push(toParam(row[c]))}`).join(', ')})`,
+      );
+      const updates = columns
+        .filter((c) => !table.key.includes(c))
+        .map((c) => `${quote(c)} = EXCLUDED.${quote(c)}`);
+      await client.query(
+        `INSERT INTO ${quoteQualified(table.name)} (${columns.map(quote).join(', ')}) VALUES ${tuples.join(', ')}
+         ON CONFLICT (${table.key.map(quote).join(', ')}) DO ${updates.length ? `UPDATE SET ${updates.join(', ')}` : 'NOTHING'}`,
+        params,
+      );
+    }
+  }
+}
+
+/** ON CONFLICT cannot touch one row twice in a statement: the last version of a key wins. */
+function dedupeByKey(table: TargetTable, rows: Record<string, TargetValue>[]): Record<string, TargetValue>[] {
+  const byKey = new Map<string, Record<string, TargetValue>>();
+  for (const row of rows) byKey.set(keyOf(table, row).join('\0'), row);
+  return byKey.size === rows.length ? rows : [...byKey.values()];
+}
+
+export async function deleteByKey(client: pg.Client, table: TargetTable, key: string[]): Promise<void> {
+  const where = table.key.map((c, i) => `${quote(c)} = $${i + 1}`).join(' AND ');
+  await client.query(`DELETE FROM ${quoteQualified(table.name)} WHERE ${where}`, key);
+}
+
+export function toRows(outputs: TargetRow[]): Map<string, Record<string, TargetValue>[]> {
+  const byTable = new Map<string, Record<string, TargetValue>[]>();
+  for (const { table, row } of outputs) {
+    const rows = byTable.get(table);
+    if (rows) rows.push(row);
+    else byTable.set(table, [row]);
+  }
+  return byTable;
+}
+
+function toParam(value: TargetValue | undefined): unknown {
+  return typeof value === 'bigint' ? value.toString() : (value ?? null);
+}
+
+export function quote(identifier: string): string {
+  return `"${identifier.replace(/"/g, '""')}"`;
+}
+
+export function quoteQualified(name: string): string {
+  return name.split('.').map(quote).join('.');
+}

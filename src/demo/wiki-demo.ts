@@ -1,0 +1,243 @@
+/**
+ * `imago demo`: a whole online upgrade of the example wiki from v1 (MediaWiki 1.4 storage) to v2
+ * (1.5 storage), under live load, on embedded PostgreSQL clusters (or external servers).
+ *
+ * Old universe (cluster + wiki v1, seeded) behind the ingress, with reads and edits flowing; then the
+ * new universe (its own cluster + wiki v2) is started, the old database's changes are captured from a
+ * slot with an exported snapshot, the snapshot is converted, the stream applied, and the ingress
+ * switches atomically. The load runs across the switch. At the end every acknowledged write is
+ * looked for in the new database, and everything started is stopped.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startCluster, connectCluster, createDatabase, type Cluster } from '../universe/cluster.js';
+import { startApp, type AppProcess } from '../universe/app-process.js';
+import { teardownAll } from '../universe/teardown.js';
+import { startIngress, type Ingress } from '../ingress/index.js';
+import { Converter } from '../conversion/converter.js';
+import { switchover, type SwitchResult } from '../switchover/switchover.js';
+import { startLoad, mixedAnswers, percentile, type LoadResult } from '../bench/load.js';
+import { seedWiki } from '../../examples/wiki/seed.js';
+import wikiConversion from '../../examples/wiki/conversion.js';
+import { missingWrites, VERSION_HEADER, wikiOperations } from '../../examples/wiki/workload.js';
+import { settle } from './settle.js';
+
+export interface DemoOptions {
+  pages: number;
+  revisions: number;
+  /** Requests per second of the live load, and its concurrency. */
+  rate: number;
+  workers: number;
+  /** How long the load runs against the new universe's stream before and after the switch. */
+  streamSeconds: number;
+  afterSwitchSeconds: number;
+  /** External servers instead of embedded clusters. */
+  oldUrl?: string;
+  newUrl?: string;
+  say: (line: string) => void;
+}
+
+export interface DemoReport {
+  switched: boolean;
+  pause_ms: number;
+  failed_requests: number;
+  acknowledged_writes: number;
+  lost_writes: number;
+  converted_rows: number;
+  duration_s: number;
+  requests: number;
+  served_by_old: number;
+  served_by_new: number;
+  mixed_version_answers: number;
+  copied_rows: number;
+  streamed_transactions: number;
+  catch_up_ms: number;
+  drain_ms: number;
+  held_requests: number;
+  latency_p50_ms: number;
+  latency_p99_ms: number;
+  latency_max_ms: number;
+  abort_reason?: string;
+  failures?: string[];
+  lost?: string[];
+}
+
+const wikiDir = fileURLToPath(new URL('../../examples/wiki/', import.meta.url));
+const tsxNode = [process.execPath, '--import', 'tsx'];
+
+export async function runDemo(options: DemoOptions): Promise<DemoReport> {
+  const { say } = options;
+  const started = performance.now();
+  const logs = mkdtempSync(join(tmpdir(), 'imago-demo-logs-'));
+  let ingress: Ingress | undefined;
+  let converter: Converter | undefined;
+  let succeeded = false;
+  try {
+    say(`old universe: PostgreSQL ${options.oldUrl ? '(external)' : '(embedded)'} + wiki v1`);
+    const oldCluster = await cluster('old', options.oldUrl);
+    const oldDb = await createDatabase(oldCluster, 'wiki');
+    const seeded = await seedWiki(oldDb, { pages: options.pages, revisionsPerPage: options.revisions });
+    say(`  seeded ${seeded.cur} pages with ${seeded.cur + seeded.old} revisions`);
+    const v1 = await wiki(1, oldDb, logs);
+    ingress = await startIngress({ upstreams: { old: [v1.url] }, route: 'old' });
+    say(`  ingress on ${ingress.url} → wiki v1 at ${v1.url}`);
+
+    const load = startLoad({
+      url: ingress.url,
+      workers: options.workers,
+      rate: options.rate,
+      next: wikiOperations(options.pages, `demo${Date.now().toString(36)}`),
+      versionHeader: VERSION_HEADER,
+    });
+    say(`live load: ${options.rate} req/s from ${options.workers} clients, 1 write in 4`);
+
+    say('new universe: its own PostgreSQL + wiki v2');
+    const newCluster = await cluster('new', options.newUrl);
+    const newDb = await createDatabase(newCluster, 'wiki');
+    const v2 = await wiki(2, newDb, logs);
+    ingress.setUpstreams('new', [v2.url]);
+
+    converter = new Converter({
+      sourceUrl: oldDb,
+      targetUrl: newDb,
+      conversion: wikiConversion,
+      name: 'imago_demo',
+    });
+    await converter.prepare();
+    say(
+      `capture: slot ${converter.slotName} with an exported snapshot, publication ${converter.publicationName}`,
+    );
+    const copyStarted = performance.now();
+    const copied = await converter.copy((p) =>
+      say(`  copy ${p.table}: ${p.rows} rows, ${(p.bytes / 1e6).toFixed(1)} MB`),
+    );
+    say(
+      `  converted ${copied.rows} source rows into ${copied.targetRows} target rows in ${((performance.now() - copyStarted) / 1000).toFixed(1)} s`,
+    );
+    let streamError: unknown;
+    await converter.startStreaming((err) => (streamError = err));
+    say(`streaming changes for ${options.streamSeconds} s while the load goes on…`);
+    await settle(options.streamSeconds * 1000, () => streamError);
+    const stats = converter.conversionStats();
+    say(
+      `  applied ${stats.appliedTransactions} source transactions (${stats.appliedChanges} changes), last apply lag ${stats.lastApplyLagMs} ms`,
+    );
+
+    say('switchover: hold → drain → fence marker → catch-up → flip → release');
+    const result: SwitchResult = streamError
+      ? {
+          switched: false,
+          pauseMs: 0,
+          drainMs: 0,
+          catchUpMs: 0,
+          heldRequests: 0,
+          reason: String(streamError),
+        }
+      : await switchover(ingress, converter, undefined, (line) => say(`  ${line}`));
+
+    say(
+      `load continues for ${options.afterSwitchSeconds} s on the ${result.switched ? 'new' : 'old'} universe…`,
+    );
+    await settle(options.afterSwitchSeconds * 1000, () => undefined);
+    const observed = await load.stop();
+    const finalStats = converter.conversionStats();
+    await converter.stop({ dropCapture: true });
+    converter = undefined;
+
+    const ids = observed.acknowledged.map((w) => w.id);
+    const lost = result.switched ? await missingWrites(newDb, ids) : await missingV1(oldDb, ids);
+    say(
+      `verify: ${ids.length} acknowledged writes looked up in the ${result.switched ? 'new' : 'old'} database`,
+    );
+    succeeded = true;
+    return report(
+      result,
+      observed,
+      finalStats.convertedRows,
+      finalStats.copiedRows,
+      finalStats.appliedTransactions,
+      lost,
+      started,
+    );
+  } finally {
+    await converter?.stop({ dropCapture: true }).catch(() => {});
+    await ingress?.close().catch(() => {});
+    await teardownAll((line) => say(`cleanup: ${line}`));
+    // Logs of the apps are kept only when something went wrong.
+    if (succeeded) rmSync(logs, { recursive: true, force: true });
+    else say(`logs of the wiki processes: ${logs}`);
+  }
+}
+
+async function cluster(name: 'old' | 'new', url: string | undefined): Promise<Cluster> {
+  return url ? connectCluster(url, name) : startCluster({ name, ephemeral: true });
+}
+
+function wiki(version: 1 | 2, databaseUrl: string, logs: string): Promise<AppProcess> {
+  return startApp({
+    name: `wiki v${version}`,
+    command: [...tsxNode, join(wikiDir, `v${version}`, 'server.ts')],
+    env: { DATABASE_URL: databaseUrl },
+    logFile: join(logs, `wiki-v${version}.log`),
+  });
+}
+
+/** After an aborted switch the old universe keeps serving: its writes must be in the old database. */
+async function missingV1(databaseUrl: string, ids: string[]): Promise<string[]> {
+  const pg = (await import('pg')).default;
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ c: string }>(
+      `SELECT cur_comment AS c FROM cur WHERE cur_comment = ANY($1::text[])
+       UNION SELECT old_comment FROM old WHERE old_comment = ANY($1::text[])`,
+      [ids],
+    );
+    const found = new Set(rows.map((r) => r.c));
+    return ids.filter((id) => !found.has(id));
+  } finally {
+    await client.end();
+  }
+}
+
+function report(
+  result: SwitchResult,
+  observed: LoadResult,
+  convertedRows: number,
+  copiedRows: number,
+  streamed: number,
+  lost: string[],
+  started: number,
+): DemoReport {
+  const byVersion = (v: string) => observed.answers.filter((a) => a.version === v).length;
+  return {
+    switched: result.switched,
+    pause_ms: round(result.pauseMs),
+    failed_requests: observed.failed,
+    acknowledged_writes: observed.acknowledged.length,
+    lost_writes: lost.length,
+    converted_rows: convertedRows,
+    duration_s: round((performance.now() - started) / 1000),
+    requests: observed.requests,
+    served_by_old: byVersion('1'),
+    served_by_new: byVersion('2'),
+    mixed_version_answers: mixedAnswers(observed.answers, '1', '2'),
+    copied_rows: copiedRows,
+    streamed_transactions: streamed,
+    catch_up_ms: round(result.catchUpMs),
+    drain_ms: round(result.drainMs),
+    held_requests: result.heldRequests,
+    latency_p50_ms: round(percentile(observed.latenciesMs, 50)),
+    latency_p99_ms: round(percentile(observed.latenciesMs, 99)),
+    latency_max_ms: round(Math.max(0, ...observed.latenciesMs)),
+    ...(result.reason ? { abort_reason: result.reason } : {}),
+    ...(observed.failures.length ? { failures: observed.failures } : {}),
+    ...(lost.length ? { lost: lost.slice(0, 20) } : {}),
+  };
+}
+
+function round(n: number): number {
+  return Math.round(n * 10) / 10;
+}

@@ -1,0 +1,262 @@
+/**
+ * Imago's ingress: the reverse proxy all live traffic passes through during an upgrade. It owns routing
+ * to the old or new universe, the hold queue, drain tracking, mirroring and its control endpoint; it is
+ * where switchover atomicity is enforced. It must never crash on what a client or backend does (those
+ * become 4xx/5xx answers) and never send one request to both universes.
+ *
+ * This file is the in-process API and wires the parts: router (route + hold decision), hold-queue,
+ * drain, backends, forward (hot path), headers, body-limit, upgrade, classify, mirror, metrics,
+ * control-endpoint and control-store.
+ */
+import http, { type IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { BackendSet } from './backends.js';
+import { Classifier, type ClassRule, type RequestClass } from './classify.js';
+import { startControlEndpoint, type ControlEndpoint } from './control-endpoint.js';
+import { FileControlStore, MemoryControlStore, type ControlStore } from './control-store.js';
+import { DrainTracker } from './drain.js';
+import { DEFAULT_HOLD_LIMITS } from './hold-queue.js';
+import { IngressMetrics } from './metrics.js';
+import { Mirror, type MirrorOptions, type MirrorStats } from './mirror.js';
+import { Router } from './router.js';
+import { UNIVERSES, type UniverseName } from './universe.js';
+
+export type { UniverseName } from './universe.js';
+export type { ClassRule, RequestClass } from './classify.js';
+export type { MirrorExchange, MirrorOptions, MirrorStats, CapturedResponse } from './mirror.js';
+export type { ControlState, ControlStore } from './control-store.js';
+export { FileControlStore, MemoryControlStore } from './control-store.js';
+
+export interface IngressOptions {
+  /** Default '127.0.0.1'. */
+  host?: string;
+  /** Default 0 (a free port). */
+  port?: number;
+  /** Base URLs per universe, e.g. { old: ['http://127.0.0.1:4001'] }. */
+  upstreams: Partial<Record<UniverseName, string[]>>;
+  /** Where requests go initially. */
+  route: UniverseName;
+  /** Hold queue limits; defaults 10000 requests, 64 MiB, 10000 ms. Past maxWaitMs → 503 + Retry-After: 1. */
+  hold?: { maxRequests?: number; maxBytes?: number; maxWaitMs?: number };
+  limits?: IngressLimits;
+  /** Called as each request is handed to a backend, in dispatch order (tests, tracing). */
+  onDispatch?: (universe: UniverseName, req: IncomingMessage) => void;
+  /** Read/write classification rules (first match wins); default by method. */
+  classify?: ClassRule[];
+  /** Mirror configuration; mirroring itself is switched on with mirror(true) or the control endpoint. */
+  mirror?: MirrorOptions;
+  /** Control endpoint on its own loopback port; absent = in-process control only. */
+  control?: {
+    token: string;
+    port?: number;
+    /** Where the epoch and route survive a restart: a ControlStore or a JSON file path. */
+    store?: ControlStore | string;
+    nodeId?: string;
+  };
+}
+
+export interface IngressLimits {
+  /** Largest request body accepted (413 beyond). Default 10 MiB. */
+  maxBodyBytes?: number;
+  /** Time a client has to send the request headers (slowloris guard). Default 10 000 ms. */
+  headersTimeoutMs?: number;
+  /** Time a client has to send the whole request, body included. Default 60 000 ms. */
+  requestTimeoutMs?: number;
+  /** Idle keep-alive connection timeout on the client side. Default 5 000 ms. */
+  idleTimeoutMs?: number;
+  /** Time to connect to a backend (then 502/504). Default 5 000 ms. */
+  upstreamConnectTimeoutMs?: number;
+  /** Time for a backend's response headers to arrive (then 504). Default 60 000 ms. */
+  upstreamHeadersTimeoutMs?: number;
+  /** Longest silence inside a backend's response body (then the client connection is cut). Default 60 000 ms. */
+  upstreamBodyTimeoutMs?: number;
+}
+
+export interface Ingress {
+  readonly port: number;
+  /** http://127.0.0.1:PORT */
+  readonly url: string;
+  route(): UniverseName;
+  /** Sets the backends of a universe (the new universe starts later than the ingress). */
+  setUpstreams(universe: UniverseName, urls: string[]): void;
+  /** From now on new requests queue (bodies not read yet). */
+  hold(): void;
+  /** Optionally switches the route, then dispatches the queue in arrival order to the route in force. */
+  release(route?: UniverseName): { released: number };
+  holding(): boolean;
+  /** Requests dispatched to `universe` whose upstream response is not yet fully received. */
+  inFlight(universe: UniverseName): number;
+  /** Resolves when inFlight(universe) reaches 0; rejects with an Error naming the count on deadline. */
+  drained(universe: UniverseName, timeoutMs: number): Promise<void>;
+  stats(): {
+    requests: Record<UniverseName, number>;
+    errors: Record<UniverseName, number>;
+    held: number;
+    maxHoldMs: number;
+  };
+  /** Stops listening, closes upstream pools and open sockets. */
+  close(): Promise<void>;
+  /** Switches mirroring on or off; throws when no mirror was configured. */
+  mirror(enabled: boolean): void;
+  mirrorStats(): MirrorStats | undefined;
+  /** The read/write class a request would get. */
+  classify(method: string, url: string): RequestClass;
+  /** Prometheus text exposition of this ingress's metrics. */
+  metrics(): Promise<string>;
+  /** Upgraded (WebSocket) connections open now, per universe they were accepted by. */
+  upgraded(): Record<UniverseName, number>;
+  /** The control endpoint, when configured. */
+  readonly control: { url: string; port: number; epoch(): number } | undefined;
+}
+
+export async function startIngress(options: IngressOptions): Promise<Ingress> {
+  const limits = options.limits ?? {};
+  const backends = new BackendSet({
+    connectMs: limits.upstreamConnectTimeoutMs ?? 5_000,
+    headersMs: limits.upstreamHeadersTimeoutMs ?? 60_000,
+    bodyMs: limits.upstreamBodyTimeoutMs ?? 60_000,
+  });
+  for (const u of UNIVERSES) {
+    const urls = options.upstreams[u];
+    if (urls) backends.set(u, urls);
+  }
+  const drain = new DrainTracker();
+  const store =
+    typeof options.control?.store === 'string'
+      ? new FileControlStore(options.control.store)
+      : (options.control?.store ?? new MemoryControlStore());
+  // A restarted node resumes the last acknowledged state instead of trusting its command line.
+  const restored = options.control ? await store.load() : undefined;
+  const classifier = new Classifier(options.classify);
+  const router = new Router(
+    {
+      route: restored?.route ?? options.route,
+      hold: {
+        maxRequests: options.hold?.maxRequests ?? DEFAULT_HOLD_LIMITS.maxRequests,
+        maxBytes: options.hold?.maxBytes ?? DEFAULT_HOLD_LIMITS.maxBytes,
+        maxWaitMs: options.hold?.maxWaitMs ?? DEFAULT_HOLD_LIMITS.maxWaitMs,
+      },
+      maxBodyBytes: limits.maxBodyBytes ?? 10 * 1024 * 1024,
+      holdRefusal: { status: 503, retryAfterS: 1 },
+      upgradeConnectMs: limits.upstreamConnectTimeoutMs ?? 5_000,
+    },
+    backends,
+    drain,
+    classifier,
+  );
+  if (restored?.holding) router.hold();
+  if (options.mirror) {
+    router.mirror = new Mirror(options.mirror, backends);
+    router.mirror.enabled = restored?.mirror ?? false;
+  }
+  const metrics = new IngressMetrics({ router, drain, mirror: () => router.mirror });
+  if (router.mirror) router.mirror.onChange = (_q, dropped) => dropped && metrics.mirrorDropped.inc();
+  router.observer = {
+    dispatched: options.onDispatch,
+    completed: (u, cls, outcome, status, ms) => metrics.completed(u, cls, outcome, status, ms),
+    held: (ms) => metrics.holdDuration.observe(ms / 1000),
+  };
+  const setMirror = (enabled: boolean): void => {
+    if (!router.mirror) throw new Error('mirroring is not configured: pass options.mirror with a comparator');
+    router.mirror.enabled = enabled;
+  };
+
+  const server = http.createServer({
+    headersTimeout: limits.headersTimeoutMs ?? 10_000,
+    requestTimeout: limits.requestTimeoutMs ?? 60_000,
+    keepAliveTimeout: limits.idleTimeoutMs ?? 5_000,
+    // Reject obs-fold, bare LF and other lenient parsing: they are request-smuggling vectors.
+    insecureHTTPParser: false,
+    // Header/request timeouts are only checked this often; node's default (30 s) would let a
+    // slowloris client hold a socket far past headersTimeout.
+    connectionsCheckingInterval: Math.max(
+      10,
+      Math.min(1_000, Math.floor((limits.headersTimeoutMs ?? 10_000) / 4)),
+    ),
+  });
+  server.on('upgrade', (req, socket, head) => router.handleUpgrade(req, socket, head));
+  server.on('request', (req, res) => router.handle(req, res, false));
+  // Answering 100 Continue ourselves, at dispatch time, keeps held requests' bodies unread.
+  server.on('checkContinue', (req, res) => router.handle(req, res, true));
+  // Parse errors (smuggling attempts, oversized headers, header timeouts) are left to node's default
+  // clientError handling: it answers 400/431/408 only when no response is under way, else closes.
+
+
+  const host = options.host ?? '127.0.0.1';
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? 0, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  let closing: Promise<void> | undefined;
+
+  let control: ControlEndpoint | undefined;
+  if (options.control) {
+    try {
+      control = await startControlEndpoint(
+        {
+          route: () => router.route(),
+          holding: () => router.holding(),
+          hold: () => router.hold(),
+          release: (route) => router.release(route),
+          hasUpstreams: (u) => backends.has(u),
+          setUpstreams: (u, urls) => backends.set(u, urls),
+          mirroring: () => router.mirror?.enabled ?? false,
+          setMirror,
+          drained: (u, ms) => drain.drained(u, ms),
+          snapshot: () => ({
+            port,
+            inFlight: { old: drain.inFlight('old'), new: drain.inFlight('new') },
+            held: router.heldCount(),
+            requests: { ...router.requests },
+            errors: { ...router.errors },
+            mirrorStats: router.mirror?.stats(),
+          }),
+          metrics: async () => ({ contentType: metrics.contentType, text: await metrics.text() }),
+        },
+        { token: options.control.token, port: options.control.port, store, nodeId: options.control.nodeId },
+        restored?.epoch ?? 0,
+      );
+    } catch (err) {
+      server.close();
+      await backends.close();
+      throw err;
+    }
+  }
+
+  return {
+    port,
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    route: () => router.route(),
+    setUpstreams: (universe, urls) => backends.set(universe, urls),
+    hold: () => router.hold(),
+    release: (route) => router.release(route),
+    holding: () => router.holding(),
+    inFlight: (universe) => drain.inFlight(universe),
+    drained: (universe, timeoutMs) => drain.drained(universe, timeoutMs),
+    stats: () => ({
+      requests: { ...router.requests },
+      errors: { ...router.errors },
+      held: router.heldCount(),
+      maxHoldMs: router.maxHoldMs(),
+    }),
+    mirror: setMirror,
+    mirrorStats: () => router.mirror?.stats(),
+    classify: (method, url) => classifier.classify(method.toUpperCase(), url),
+    metrics: () => metrics.text(),
+    upgraded: () => ({ ...router.upgraded }),
+    control: control && { url: control.url, port: control.port, epoch: () => control.epoch() },
+    close: () =>
+      (closing ??= (async () => {
+        await control?.close();
+        router.refuseAllHeld();
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeAllConnections();
+        await backends.close();
+        await closed;
+      })()),
+  };
+}

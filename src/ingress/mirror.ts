@@ -1,0 +1,217 @@
+/**
+ * Mirror mode: eligible requests (reads, bodies under a size limit) are copied to the other universe
+ * after the client has been answered, and both answers go to a comparator (runtime testing). The
+ * client never waits for the mirror and never sees its failures: copies go through a bounded queue,
+ * and when it is full the copy is dropped and counted, not delayed.
+ */
+import type { BackendSet } from './backends.js';
+import type { ResponseTap } from './forward.js';
+import type { UniverseName } from './universe.js';
+
+export interface CapturedResponse {
+  universe: UniverseName;
+  status: number;
+  /** Flat [name, value, …] as received (hop-by-hop already removed for the primary). */
+  headers: string[];
+  body: Buffer;
+  /** True when the body passed maxResponseBytes and was cut for comparison. */
+  truncated: boolean;
+}
+
+export interface MirrorExchange {
+  request: { method: string; url: string; headers: string[]; body: Buffer };
+  primary: CapturedResponse;
+  mirror: CapturedResponse | { universe: UniverseName; error: string };
+  /** Date.now() when the primary answer was complete (what a consistency barrier waits to cover). */
+  primaryDoneAt: number;
+}
+
+export interface MirrorOptions {
+  /** Receives each pair of answers; its errors are counted, never propagated. */
+  compare: (exchange: MirrorExchange) => void | Promise<void>;
+  /** Awaited before the copy is sent, e.g. until conversion has applied what old had committed. */
+  barrier?: (exchange: Pick<MirrorExchange, 'request' | 'primaryDoneAt'>) => Promise<void>;
+  /** Largest request body copied; larger requests are not mirrored. Default 1 MiB. */
+  maxBodyBytes?: number;
+  /** Largest response body kept for comparison (each side). Default 1 MiB. */
+  maxResponseBytes?: number;
+  /** Copies waiting to be sent; beyond, copies are dropped and counted. Default 1000. */
+  maxQueue?: number;
+  /** Copies in flight at once. Default 16. */
+  concurrency?: number;
+  /** Deadline for one copy, barrier included. Default 10 000 ms. */
+  timeoutMs?: number;
+}
+
+export interface MirrorStats {
+  enabled: boolean;
+  queued: number;
+  inFlight: number;
+  sent: number;
+  dropped: number;
+  skipped: number;
+  failed: number;
+  compared: number;
+  compareErrors: number;
+}
+
+interface Job {
+  target: UniverseName;
+  request: MirrorExchange['request'];
+  primary: CapturedResponse;
+  primaryDoneAt: number;
+}
+
+/** Accumulates a body up to a limit, remembering whether it was cut. */
+export class BodyCapture {
+  readonly chunks: Buffer[] = [];
+  size = 0;
+  truncated = false;
+  constructor(private readonly limit: number) {}
+  add(chunk: Buffer): void {
+    if (this.truncated) return;
+    if (this.size + chunk.length > this.limit) {
+      this.truncated = true;
+      return;
+    }
+    this.chunks.push(chunk);
+    this.size += chunk.length;
+  }
+  buffer(): Buffer {
+    return this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks, this.size);
+  }
+}
+
+/** Keeps the primary's answer, as the client receives it, for comparison. */
+export class ResponseCapture implements ResponseTap {
+  status = 0;
+  headers: string[] = [];
+  readonly body: BodyCapture;
+  constructor(limit: number) {
+    this.body = new BodyCapture(limit);
+  }
+  onHeaders(status: number, headers: string[]): void {
+    this.status = status;
+    this.headers = headers;
+  }
+  onData(chunk: Buffer): void {
+    this.body.add(chunk);
+  }
+}
+
+export class Mirror {
+  enabled = false;
+  private readonly queue: Job[] = [];
+  private active = 0;
+  private readonly counts = { sent: 0, dropped: 0, skipped: 0, failed: 0, compared: 0, compareErrors: 0 };
+  readonly maxBodyBytes: number;
+  readonly maxResponseBytes: number;
+  private readonly maxQueue: number;
+  private readonly concurrency: number;
+  private readonly timeoutMs: number;
+  /** Notified on queue length changes and drops (metrics). */
+  onChange?: (queued: number, dropped: boolean) => void;
+
+  constructor(
+    private readonly opts: MirrorOptions,
+    private readonly backends: BackendSet,
+  ) {
+    this.maxBodyBytes = opts.maxBodyBytes ?? 1024 * 1024;
+    this.maxResponseBytes = opts.maxResponseBytes ?? 1024 * 1024;
+    this.maxQueue = opts.maxQueue ?? 1000;
+    this.concurrency = opts.concurrency ?? 16;
+    this.timeoutMs = opts.timeoutMs ?? 10_000;
+  }
+
+  skip(): void {
+    this.counts.skipped++;
+  }
+
+  /** Queues a copy; never blocks. Returns false when it was dropped. */
+  enqueue(job: Job): boolean {
+    if (!this.backends.has(job.target)) {
+      this.counts.skipped++;
+      return false;
+    }
+    if (this.queue.length >= this.maxQueue) {
+      this.counts.dropped++;
+      this.onChange?.(this.queue.length, true);
+      return false;
+    }
+    this.queue.push(job);
+    this.onChange?.(this.queue.length, false);
+    this.pump();
+    return true;
+  }
+
+  stats(): MirrorStats {
+    return { enabled: this.enabled, queued: this.queue.length, inFlight: this.active, ...this.counts };
+  }
+
+  private pump(): void {
+    while (this.active < this.concurrency && this.queue.length > 0) {
+      const job = this.queue.shift() as Job;
+      this.onChange?.(this.queue.length, false);
+      this.active++;
+      void this.send(job).finally(() => {
+        this.active--;
+        this.pump();
+      });
+    }
+  }
+
+  private async send(job: Job): Promise<void> {
+    const signal = AbortSignal.timeout(this.timeoutMs);
+    let mirror: MirrorExchange['mirror'];
+    try {
+      if (this.opts.barrier) {
+        await Promise.race([
+          this.opts.barrier({ request: job.request, primaryDoneAt: job.primaryDoneAt }),
+          new Promise<never>((_, reject) =>
+            signal.addEventListener('abort', () => reject(new Error('mirror barrier deadline passed')), {
+              once: true,
+            }),
+          ),
+        ]);
+      }
+      const backend = this.backends.pick(job.target);
+      if (backend === undefined) throw new Error(`no upstream for universe '${job.target}'`);
+      this.counts.sent++;
+      const res = await backend.pool.request({
+        path: backend.prefix + job.request.url,
+        method: job.request.method as 'GET',
+        headers: job.request.headers,
+        body: job.request.body.length > 0 ? job.request.body : null,
+        signal,
+      });
+      const body = new BodyCapture(this.maxResponseBytes);
+      for await (const chunk of res.body) body.add(chunk as Buffer);
+      const headers: string[] = [];
+      for (const [name, value] of Object.entries(res.headers)) {
+        if (Array.isArray(value)) for (const v of value) headers.push(name, v);
+        else if (value !== undefined) headers.push(name, value);
+      }
+      mirror = {
+        universe: job.target,
+        status: res.statusCode,
+        headers,
+        body: body.buffer(),
+        truncated: body.truncated,
+      };
+    } catch (err) {
+      this.counts.failed++;
+      mirror = { universe: job.target, error: err instanceof Error ? err.message : String(err) };
+    }
+    try {
+      await this.opts.compare({
+        request: job.request,
+        primary: job.primary,
+        mirror,
+        primaryDoneAt: job.primaryDoneAt,
+      });
+      this.counts.compared++;
+    } catch {
+      this.counts.compareErrors++;
+    }
+  }
+}

@@ -1,0 +1,285 @@
+/**
+ * The router: decides, for each request, whether it waits in the hold queue or goes now, and to which
+ * universe. The route is read at dispatch time, in the same synchronous step that hands the request to
+ * a backend pool, and changes only inside release(): so once release('new') returns, no request can
+ * reach 'old' again, and held requests go to the route in force at release, in arrival order.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex, Readable } from 'node:stream';
+import { Transform } from 'node:stream';
+import type { Backend, BackendSet } from './backends.js';
+import { declaredLength, hasBody, limitedBody } from './body-limit.js';
+import type { Classifier, RequestClass } from './classify.js';
+import type { DrainTracker } from './drain.js';
+import { answerError, forward, type ForwardOutcome } from './forward.js';
+import { upstreamRequestHeaders } from './headers.js';
+import { HoldQueue, type HoldLimits } from './hold-queue.js';
+import { BodyCapture, ResponseCapture, type Mirror } from './mirror.js';
+import { otherUniverse, type UniverseName } from './universe.js';
+import { forwardUpgrade, refuseUpgrade } from './upgrade.js';
+
+export interface RouterOptions {
+  route: UniverseName;
+  hold: HoldLimits;
+  maxBodyBytes: number;
+  /** Answer past the hold deadline or when the hold queue is full. */
+  holdRefusal: { status: number; retryAfterS: number };
+  upgradeConnectMs: number;
+}
+
+/** What the router reports after each request; metrics and tests subscribe to it. */
+export interface RequestObserver {
+  dispatched?(universe: UniverseName, req: IncomingMessage): void;
+  completed?(
+    universe: UniverseName,
+    cls: RequestClass,
+    outcome: ForwardOutcome,
+    status: number,
+    ms: number,
+  ): void;
+  held?(waitedMs: number): void;
+}
+
+interface Pending {
+  req: IncomingMessage;
+  res: ServerResponse;
+  expectContinue: boolean;
+}
+
+export class Router {
+  private current: UniverseName;
+  private isHolding = false;
+  private readonly queue: HoldQueue<Pending>;
+  readonly requests: Record<UniverseName, number> = { old: 0, new: 0 };
+  readonly errors: Record<UniverseName, number> = { old: 0, new: 0 };
+  readonly upgraded: Record<UniverseName, number> = { old: 0, new: 0 };
+  observer: RequestObserver = {};
+  mirror: Mirror | undefined;
+
+  constructor(
+    private readonly opts: RouterOptions,
+    private readonly backends: BackendSet,
+    private readonly drain: DrainTracker,
+    private readonly classifier: Classifier,
+  ) {
+    this.current = opts.route;
+    this.queue = new HoldQueue<Pending>(opts.hold, (p) => this.refuse(p.res));
+    this.queue.onLeave = (ms) => this.observer.held?.(ms);
+  }
+
+  route(): UniverseName {
+    return this.current;
+  }
+
+  holding(): boolean {
+    return this.isHolding;
+  }
+
+  heldCount(): number {
+    return this.queue.size;
+  }
+
+  maxHoldMs(): number {
+    return this.queue.maxHoldMs;
+  }
+
+  hold(): void {
+    this.isHolding = true;
+  }
+
+  /**
+   * Optionally switches the route, then dispatches the held requests in arrival order. Refuses (throws,
+   * changing nothing) to switch to a universe without backends: the queue would only turn into 502s.
+   */
+  release(route?: UniverseName): { released: number } {
+    const target = route ?? this.current;
+    if (!this.backends.has(target)) {
+      throw new Error(
+        `cannot release to universe '${target}': it has no upstreams (call setUpstreams first)`,
+      );
+    }
+    this.current = target;
+    this.isHolding = false;
+    const held = this.queue.drainAll();
+    for (const p of held) {
+      if (p.res.destroyed) continue;
+      this.dispatch(p);
+    }
+    return { released: held.length };
+  }
+
+  /** Closes the queue at shutdown: whoever waits gets the refusal rather than a reset. */
+  refuseAllHeld(): void {
+    for (const p of this.queue.drainAll()) this.refuse(p.res);
+  }
+
+  handle(req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
+    const declared = declaredLength(req);
+    if (declared !== undefined && declared > this.opts.maxBodyBytes) {
+      // Refused before reading: the connection closes, since the unread body would follow.
+      answerError(res, 413, 'Payload Too Large', { connection: 'close' });
+      return;
+    }
+    const p: Pending = { req, res, expectContinue };
+    if (!this.isHolding) {
+      this.dispatch(p);
+      return;
+    }
+    // Bytes a held request pins: its declared body (unread, in socket buffers) plus its headers.
+    const bytes = (declared ?? 0) + approxHeaderBytes(req);
+    const entry = this.queue.push(p, bytes);
+    if (typeof entry === 'string') {
+      this.refuse(res);
+      return;
+    }
+    res.once('close', () => this.queue.cancel(entry));
+  }
+
+  /**
+   * Upgrade requests go to the universe in force and stay there for the connection's life. During a
+   * hold they are refused with the hold answer: a client reconnecting a second later lands on the
+   * universe chosen by then, which is simpler and safer than parking raw sockets.
+   */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    if (this.isHolding) {
+      refuseUpgrade(
+        socket,
+        this.opts.holdRefusal.status,
+        'Service Unavailable',
+        `retry-after: ${this.opts.holdRefusal.retryAfterS}\r\n`,
+      );
+      return;
+    }
+    const universe = this.current;
+    const backend = this.backends.pick(universe);
+    if (backend === undefined) {
+      this.errors[universe]++;
+      refuseUpgrade(socket, 502, 'Bad Gateway');
+      return;
+    }
+    this.requests[universe]++;
+    forwardUpgrade(req, socket, head, backend, { connectMs: this.opts.upgradeConnectMs }, (open) => {
+      if (!open) return;
+      this.upgraded[universe]++;
+      socket.once('close', () => this.upgraded[universe]--);
+    });
+  }
+
+  private refuse(res: ServerResponse): void {
+    const { status, retryAfterS } = this.opts.holdRefusal;
+    answerError(res, status, 'Service Unavailable: upgrade in progress, retry shortly', {
+      'retry-after': String(retryAfterS),
+    });
+  }
+
+  private dispatch(p: Pending, tried?: Set<Backend>): void {
+    const universe = this.current;
+    const backend = this.backends.pick(universe);
+    if (backend === undefined) {
+      this.errors[universe]++;
+      answerError(p.res, 502, `Bad Gateway: no upstream for universe '${universe}'`);
+      return;
+    }
+    const { req, res } = p;
+    const method = req.method ?? 'GET';
+    const cls = this.classifier.classify(method, req.url ?? '/');
+    if (p.expectContinue && tried === undefined) res.writeContinue();
+    const headers = upstreamRequestHeaders(req.rawHeaders, {
+      clientIp: req.socket.remoteAddress ?? '',
+      proto: 'http',
+    });
+    const declared = declaredLength(req);
+    let body: Readable | null = null;
+    if (hasBody(req)) body = declared === undefined ? limitedBody(req, this.opts.maxBodyBytes) : req;
+
+    // Mirror capture, only when mirroring: the fast path stays free of it.
+    let tap: ResponseCapture | undefined;
+    let requestBody: BodyCapture | undefined;
+    const mirror = this.mirror;
+    if (mirror?.enabled && tried === undefined) {
+      if (cls === 'read' && (body === null || (declared !== undefined && declared <= mirror.maxBodyBytes))) {
+        tap = new ResponseCapture(mirror.maxResponseBytes);
+        if (body !== null) {
+          const reqCapture = new BodyCapture(mirror.maxBodyBytes);
+          requestBody = reqCapture;
+          body = teeInto(body, reqCapture);
+        }
+      } else {
+        mirror.skip();
+      }
+    }
+
+    const startedAt = performance.now();
+    this.requests[universe]++;
+    this.drain.begin(universe);
+    this.observer.dispatched?.(universe, req);
+    forward({
+      req,
+      res,
+      backend,
+      body,
+      headers,
+      tap,
+      // Only bodyless requests are retried: a streamed body may already be partly consumed.
+      retry:
+        body === null
+          ? () => {
+              this.backends.markFailed(backend);
+              // The route may have flipped since: then the retry goes where requests go now.
+              if (this.current !== universe) {
+                this.dispatch(p, new Set());
+                return true;
+              }
+              const seen = tried ?? new Set<Backend>();
+              seen.add(backend);
+              if (seen.size >= this.backends.list(universe).length) return false;
+              const next = this.backends.pick(universe);
+              if (next === undefined || seen.has(next)) return false;
+              this.dispatch(p, seen);
+              return true;
+            }
+          : undefined,
+      done: (outcome, info) => {
+        this.drain.end(universe);
+        if (outcome === 'ok') this.backends.markHealthy(backend);
+        else if (info.connectFailed && outcome !== 'retried') this.backends.markFailed(backend);
+        if (outcome === 'upstream-error') this.errors[universe]++;
+        if (outcome === 'retried') return;
+        this.observer.completed?.(universe, cls, outcome, info.status, performance.now() - startedAt);
+        if (tap !== undefined && mirror !== undefined && outcome === 'ok') {
+          mirror.enqueue({
+            target: otherUniverse(universe),
+            request: { method, url: req.url ?? '/', headers, body: requestBody?.buffer() ?? Buffer.alloc(0) },
+            primary: {
+              universe,
+              status: tap.status,
+              headers: tap.headers,
+              body: tap.body.buffer(),
+              truncated: tap.body.truncated,
+            },
+            primaryDoneAt: Date.now(),
+          });
+        }
+      },
+    });
+  }
+}
+
+/** Passes a body through unchanged while keeping a copy for the mirror. */
+function teeInto(body: Readable, capture: BodyCapture): Readable {
+  const tee = new Transform({
+    transform(chunk: Buffer, _enc, callback) {
+      capture.add(chunk);
+      callback(null, chunk);
+    },
+  });
+  body.on('error', (err) => tee.destroy(err));
+  body.pipe(tee);
+  return tee;
+}
+
+function approxHeaderBytes(req: IncomingMessage): number {
+  let n = (req.url?.length ?? 0) + 16;
+  for (const h of req.rawHeaders) n += h.length + 2;
+  return n;
+}

@@ -48,6 +48,16 @@ export interface ConversionStats {
 
 const MARKER_PREFIX = 'imago';
 
+/** What observers learn about each applied source transaction (late-write detection, progress). */
+export interface AppliedTransaction {
+  commitEndLsn: Lsn;
+  commitTime: Date;
+  /** Source tables the transaction changed, with the number of changes. */
+  tables: Record<string, number>;
+  /** True when the transaction only carried Imago's fence marker. */
+  markerOnly: boolean;
+}
+
 export class Converter {
   private source!: pg.Client;
   private target!: pg.Client;
@@ -60,6 +70,7 @@ export class Converter {
   private failure: unknown;
   private readonly markerWaiters = new Map<string, { resolve: () => void; reject: (err: unknown) => void }>();
   private markerSeq = 0;
+  private readonly appliedListeners: ((txn: AppliedTransaction) => void)[] = [];
   private readonly stats: ConversionStats = {
     copiedRows: 0,
     convertedRows: 0,
@@ -176,6 +187,16 @@ export class Converter {
     return bringSequencesPast(this.target);
   }
 
+  /** Calls `listener` after each source transaction has been applied and checkpointed. */
+  onApplied(listener: (txn: AppliedTransaction) => void): void {
+    this.appliedListeners.push(listener);
+  }
+
+  /** The commit LSN of the last applied source transaction. */
+  appliedLsn(): Lsn {
+    return this.applied;
+  }
+
   conversionStats(): ConversionStats {
     return { ...this.stats };
   }
@@ -205,6 +226,14 @@ export class Converter {
     this.stats.appliedChanges += txn.changes.length;
     this.stats.appliedLsn = formatLsn(txn.commitEndLsn);
     this.stats.lastApplyLagMs = Date.now() - txn.commitTime.getTime();
+    const tables: Record<string, number> = {};
+    for (const change of txn.changes) {
+      for (const table of change.op === 'truncate' ? change.tables : [change.table])
+        tables[table] = (tables[table] ?? 0) + 1;
+    }
+    const markerOnly = txn.changes.length === 0 && txn.messages.some((m) => m.prefix === MARKER_PREFIX);
+    for (const listener of this.appliedListeners)
+      listener({ commitEndLsn: txn.commitEndLsn, commitTime: txn.commitTime, tables, markerOnly });
     for (const message of txn.messages) {
       if (message.prefix === MARKER_PREFIX) this.markerWaiters.get(message.content)?.resolve();
     }

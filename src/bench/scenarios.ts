@@ -17,3 +17,4 @@ export interface Scenario {
 }
 
 export const scenarios: Record<string, () => Promise<Scenario>> = {};
+scenarios.proxy = async () => (await import('./proxy.js')).proxyScenario;

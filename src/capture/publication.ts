@@ -79,3 +79,9 @@ export async function dropPublication(client: pg.Client, name: string): Promise<
 function quote(identifier: string): string {
   return `"${identifier.replace(/"/g, '""')}"`;
 }
+
+/** Only with the plan's consent: makes updates and deletes carry the whole old row. */
+export async function setReplicaIdentityFull(client: pg.Client, table: string): Promise<void> {
+  const qualified = table.split('.').map(quote).join('.');
+  await client.query(`ALTER TABLE ${qualified} REPLICA IDENTITY FULL`);
+}

@@ -6,6 +6,7 @@
  */
 import pg from 'pg';
 import { parseLsn, type Lsn } from './lsn.js';
+import { waitUntil } from '../deadline.js';
 
 export interface ExportedSlot {
   slotName: string;
@@ -42,5 +43,34 @@ export async function dropSlot(client: pg.Client, slotName: string): Promise<voi
   await client.query(
     `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`,
     [slotName],
+  );
+}
+
+export async function slotExists(client: pg.Client, slotName: string): Promise<boolean> {
+  const { rowCount } = await client.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [
+    slotName,
+  ]);
+  return (rowCount ?? 0) > 0;
+}
+
+/**
+ * A conversion process that died (kill -9) can leave its walsender holding the slot for a moment;
+ * the next one ends it, so that resuming does not fail with "slot is active".
+ */
+export async function releaseSlot(client: pg.Client, slotName: string, timeoutMs = 10_000): Promise<void> {
+  await client.query(
+    'SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL',
+    [slotName],
+  );
+  await waitUntil(
+    `replication slot ${slotName} released by its previous holder`,
+    async () => {
+      const { rowCount } = await client.query(
+        'SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active',
+        [slotName],
+      );
+      return rowCount ? undefined : true;
+    },
+    { timeoutMs },
   );
 }

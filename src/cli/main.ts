@@ -5,6 +5,7 @@
 import { Command } from 'commander';
 import { registerDemo } from './commands/demo.js';
 import { registerBench } from './commands/bench.js';
+import { registerConvert } from './commands/convert.js';
 
 const program = new Command()
   .name('imago')
@@ -15,5 +16,6 @@ const program = new Command()
 
 registerDemo(program);
 registerBench(program);
+registerConvert(program);
 
 await program.parseAsync(process.argv);

@@ -1,17 +1,26 @@
 /**
- * Applies source transactions to the new database in commit order. Each source transaction becomes
- * one target transaction that also advances the checkpoint to the source commit LSN, so the new
- * database always holds a transaction-consistent prefix of the old one's history, and a restart
- * skips exactly what the checkpoint covers. A transform that throws rolls its whole transaction back.
+ * Applies source transactions to the new database in commit order. A group of whole source
+ * transactions becomes one target transaction that also advances the checkpoint to the last one's
+ * commit LSN, so the new database always holds a transaction-consistent prefix of the old one's
+ * history, and a restart skips exactly what the checkpoint covers. A transform that throws rolls the
+ * whole group back. Changes to identity tables are collapsed per key (see identity-batch.ts).
  */
 import type pg from 'pg';
 import type { Change, Row, SourceTransaction } from '../capture/change.js';
-import type { Lsn } from '../capture/lsn.js';
 import type { TargetRow, TransformContext } from './api.js';
 import { deleteLineage, readLineage, takeTableLineage, writeLineage, type Targets } from './lineage.js';
 import type { RowConverter } from './row-converter.js';
 import { writeCheckpoint } from './state.js';
-import { deleteByKey, keyOf, quoteQualified, toRows, upsert, type TargetCatalog } from './target.js';
+import {
+  deleteByKey,
+  keyOf,
+  quoteQualified,
+  toRows,
+  upsert,
+  type TargetCatalog,
+  type TargetTable,
+} from './target.js';
+import { IdentityBatch } from './identity-batch.js';
 import { lookupIn } from './lookup.js';
 
 export class Applier {
@@ -26,30 +35,39 @@ export class Applier {
     this.ctx = { lookup: (table, where) => lookupIn(client, table, where) };
   }
 
-  async apply(txn: SourceTransaction): Promise<void> {
+  private readonly batch = new IdentityBatch();
+
+  async apply(txns: SourceTransaction[]): Promise<void> {
+    const last = txns[txns.length - 1];
+    if (!last) return;
     await this.client.query('BEGIN');
     try {
-      for (const change of txn.changes) await this.applyChange(change);
-      await writeCheckpoint(this.client, this.stream, txn.commitEndLsn);
+      for (const txn of txns) for (const change of txn.changes) await this.applyChange(change);
+      await this.batch.flush(this.client);
+      await writeCheckpoint(this.client, this.stream, last.commitEndLsn);
       await this.client.query('COMMIT');
     } catch (err) {
       await this.client.query('ROLLBACK').catch(() => {});
+      this.catalog.forget();
       throw err;
     }
   }
 
-  /** Records a position without changes (e.g. a transaction that only carried a fence marker). */
-  async checkpoint(lsn: Lsn): Promise<void> {
-    await writeCheckpoint(this.client, this.stream, lsn);
-  }
-
   private async applyChange(change: Change): Promise<void> {
     if (change.op === 'truncate') {
+      await this.batch.flush(this.client);
       for (const table of change.tables.filter((t) => this.converter.has(t))) await this.truncate(table);
       return;
     }
     if (!this.converter.has(change.table)) return;
     const table = change.table;
+    const identity = this.converter.identityTarget(table);
+    if (identity !== undefined) {
+      await this.batchIdentity(await this.catalog.table(identity), change);
+      return;
+    }
+    // A transform may look up target rows: identity changes before it must be visible.
+    await this.batch.flush(this.client);
     if (change.op === 'delete') {
       await this.replace(table, change.old, undefined);
       return;
@@ -63,15 +81,27 @@ export class Applier {
     await this.replace(table, change.new, change.new);
   }
 
-  /** Makes the target hold exactly what `row` converts to (nothing when `row` is undefined). */
-  private async replace(table: string, keyRow: Row, row: Row | undefined): Promise<void> {
-    const identity = this.converter.identityTarget(table);
-    const outputs = row ? await this.converter.convert(table, row, this.ctx) : [];
-    if (identity !== undefined) {
-      if (row) await this.write(outputs);
-      else await deleteByKey(this.client, await this.catalog.table(identity), this.keyValues(table, keyRow));
+  private async batchIdentity(
+    target: TargetTable,
+    change: Exclude<Change, { op: 'truncate' }>,
+  ): Promise<void> {
+    if (change.op === 'delete') {
+      this.batch.delete(target, change.old);
       return;
     }
+    if (
+      change.op === 'update' &&
+      change.old &&
+      keyString(target, change.old) !== keyString(target, change.new)
+    ) {
+      this.batch.delete(target, change.old);
+    }
+    this.batch.upsert(target, change.new);
+  }
+
+  /** Makes the target hold exactly what `row` converts to (nothing when `row` is undefined). */
+  private async replace(table: string, keyRow: Row, row: Row | undefined): Promise<void> {
+    const outputs = row ? await this.converter.convert(table, row, this.ctx) : [];
     const sourceKey = this.converter.keyOf(table, keyRow);
     const previous = await readLineage(this.client, table, sourceKey);
     const produced = await this.write(outputs);
@@ -105,8 +135,8 @@ export class Applier {
       await deleteByKey(this.client, await this.catalog.table(t), key);
     }
   }
+}
 
-  private keyValues(table: string, row: Row): string[] {
-    return this.converter.source(table).key.map((c) => String(row[c]));
-  }
+function keyString(target: TargetTable, row: Row): string {
+  return target.key.map((c) => String(row[c])).join('\0');
 }

@@ -11,9 +11,16 @@ import {
   describeSourceTables,
   createPublication,
   dropPublication,
+  setReplicaIdentityFull,
   type SourceTable,
 } from '../capture/publication.js';
-import { createSlotWithSnapshot, dropSlot, type ExportedSlot } from '../capture/slot.js';
+import {
+  createSlotWithSnapshot,
+  dropSlot,
+  releaseSlot,
+  slotExists,
+  type ExportedSlot,
+} from '../capture/slot.js';
 import { ChangeStream } from '../capture/stream.js';
 import type { SourceTransaction } from '../capture/change.js';
 import { formatLsn, parseLsn, type Lsn } from '../capture/lsn.js';
@@ -22,10 +29,11 @@ import { redactUrl } from '../redact.js';
 import { withDeadline } from '../deadline.js';
 import type { Conversion } from './api.js';
 import { Applier } from './applier.js';
+import { ApplyQueue } from './apply-queue.js';
 import { copySnapshot, type CopyProgress, type CopyResult } from './copier.js';
 import { RowConverter } from './row-converter.js';
 import { bringSequencesPast } from './sequences.js';
-import { ensureStateSchema, readCheckpoint, writeCheckpoint } from './state.js';
+import { ensureStateSchema, readCheckpoint, resetTargets, writeCheckpoint } from './state.js';
 import { TargetCatalog } from './target.js';
 
 export interface ConverterOptions {
@@ -34,6 +42,12 @@ export interface ConverterOptions {
   conversion: Conversion;
   /** Names the slot, the publication and the checkpoint (letters, digits, underscores). */
   name: string;
+  /**
+   * Tables the plan consents to switch to REPLICA IDENTITY FULL on the old database (needed for
+   * tables without a primary key, and for transforms that must see unchanged TOASTed values).
+   * Imago changes nothing on the old database without this consent.
+   */
+  replicaIdentityFull?: string[];
 }
 
 export interface ConversionStats {
@@ -65,7 +79,9 @@ export class Converter {
   private catalog!: TargetCatalog;
   private applier!: Applier;
   private stream: ChangeStream | undefined;
+  private queue: ApplyQueue | undefined;
   private slot: ExportedSlot | undefined;
+  private resumed = false;
   private applied: Lsn = 0n;
   private failure: unknown;
   private readonly markerWaiters = new Map<string, { resolve: () => void; reject: (err: unknown) => void }>();
@@ -98,24 +114,52 @@ export class Converter {
     return `${this.options.name}_pub`;
   }
 
-  /** Connects to both databases, checks the tables, creates the publication and the slot. */
-  async prepare(): Promise<{ tables: SourceTable[] }> {
+  /**
+   * Connects to both databases and checks the tables. A conversion of the same name that had finished
+   * its copy resumes from its checkpoint on its slot; one interrupted during the copy (its snapshot is
+   * gone with its connection) is reset — the target tables it wrote are emptied — and starts over.
+   * Otherwise the publication and the slot with an exported snapshot are created.
+   */
+  async prepare(
+    log: (line: string) => void = () => {},
+  ): Promise<{ tables: SourceTable[]; resumed: boolean }> {
     this.source = await connect(this.options.sourceUrl, 'old');
     this.target = await connect(this.options.targetUrl, 'new');
+    for (const table of this.options.replicaIdentityFull ?? []) {
+      log(`setting REPLICA IDENTITY FULL on ${table} (the plan consents)`);
+      await setReplicaIdentityFull(this.source, table);
+    }
     const tables = await describeSourceTables(this.source, Object.keys(this.options.conversion.tables));
     this.converter = new RowConverter(this.options.conversion, tables);
     this.catalog = new TargetCatalog(this.target);
     this.applier = new Applier(this.target, this.converter, this.catalog, this.options.name);
     await ensureStateSchema(this.target);
+    const checkpoint = await readCheckpoint(this.target, this.options.name);
+    const hasSlot = await slotExists(this.source, this.slotName);
+    if (hasSlot) await releaseSlot(this.source, this.slotName);
+    if (checkpoint?.copied && hasSlot) {
+      this.resumed = true;
+      this.applied = checkpoint.lsn;
+      log(`resuming ${this.options.name} from its checkpoint at ${formatLsn(checkpoint.lsn)}`);
+      return { tables, resumed: true };
+    }
+    if (checkpoint || hasSlot) {
+      log(
+        `${this.options.name} was interrupted ${checkpoint?.copied ? 'and its slot is gone' : 'during the copy'}: starting the copy over`,
+      );
+      await resetTargets(this.target, this.options.name);
+    }
     await dropSlot(this.source, this.slotName);
     await dropPublication(this.source, this.publicationName);
     await createPublication(this.source, this.publicationName, tables);
     this.slot = await createSlotWithSnapshot(this.options.sourceUrl, this.slotName);
-    return { tables };
+    await writeCheckpoint(this.target, this.options.name, this.slot.consistentPoint, false);
+    return { tables, resumed: false };
   }
 
   /** Copies and converts every table as of the slot's snapshot. */
   async copy(onProgress?: (p: CopyProgress) => void): Promise<CopyResult> {
+    if (this.resumed) return { rows: 0, bytes: 0, targetRows: 0 };
     const slot = this.slot;
     if (!slot) throw new Error('prepare() first');
     try {
@@ -141,16 +185,20 @@ export class Converter {
   async startStreaming(onError: (err: unknown) => void): Promise<void> {
     const checkpoint = await readCheckpoint(this.target, this.options.name);
     this.applied = checkpoint?.lsn ?? 0n;
+    const failed = (err: unknown) => {
+      if (this.failure) return;
+      this.failure = err;
+      for (const waiter of this.markerWaiters.values()) waiter.reject(err);
+      void this.stream?.stop();
+      onError(err);
+    };
+    this.queue = new ApplyQueue({ applyGroup: (txns) => this.applyGroup(txns), onFailure: failed });
     this.stream = new ChangeStream({
       url: this.options.sourceUrl,
       slotName: this.slotName,
       publication: this.publicationName,
       onTransaction: (txn) => this.onTransaction(txn),
-      onError: (err) => {
-        this.failure = err;
-        for (const waiter of this.markerWaiters.values()) waiter.reject(err);
-        onError(err);
-      },
+      onError: failed,
     });
     await this.stream.start();
   }
@@ -219,21 +267,36 @@ export class Converter {
       this.stream?.acknowledge(txn.commitEndLsn);
       return;
     }
-    await this.applier.apply(txn);
-    this.applied = txn.commitEndLsn;
-    this.stream?.acknowledge(txn.commitEndLsn);
-    this.stats.appliedTransactions++;
-    this.stats.appliedChanges += txn.changes.length;
-    this.stats.appliedLsn = formatLsn(txn.commitEndLsn);
-    this.stats.lastApplyLagMs = Date.now() - txn.commitTime.getTime();
-    const tables: Record<string, number> = {};
-    for (const change of txn.changes) {
-      for (const table of change.op === 'truncate' ? change.tables : [change.table])
-        tables[table] = (tables[table] ?? 0) + 1;
+    await this.queue?.push(txn);
+  }
+
+  private async applyGroup(txns: SourceTransaction[]): Promise<void> {
+    const last = txns[txns.length - 1];
+    if (!last) return;
+    await this.applier.apply(txns);
+    this.applied = last.commitEndLsn;
+    this.stream?.acknowledge(last.commitEndLsn);
+    this.stats.appliedTransactions += txns.length;
+    this.stats.appliedLsn = formatLsn(last.commitEndLsn);
+    this.stats.lastApplyLagMs = Date.now() - last.commitTime.getTime();
+    for (const txn of txns) {
+      this.stats.appliedChanges += txn.changes.length;
+      this.notify(txn);
     }
-    const markerOnly = txn.changes.length === 0 && txn.messages.some((m) => m.prefix === MARKER_PREFIX);
-    for (const listener of this.appliedListeners)
-      listener({ commitEndLsn: txn.commitEndLsn, commitTime: txn.commitTime, tables, markerOnly });
+  }
+
+  private notify(txn: SourceTransaction): void {
+    if (this.appliedListeners.length > 0) {
+      const tables: Record<string, number> = {};
+      for (const change of txn.changes) {
+        for (const table of change.op === 'truncate' ? change.tables : [change.table])
+          tables[table] = (tables[table] ?? 0) + 1;
+      }
+      const markerOnly = txn.changes.length === 0 && txn.messages.some((m) => m.prefix === MARKER_PREFIX);
+      for (const listener of this.appliedListeners) {
+        listener({ commitEndLsn: txn.commitEndLsn, commitTime: txn.commitTime, tables, markerOnly });
+      }
+    }
     for (const message of txn.messages) {
       if (message.prefix === MARKER_PREFIX) this.markerWaiters.get(message.content)?.resolve();
     }

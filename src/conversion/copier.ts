@@ -108,6 +108,7 @@ async function writeBatch(
     await target.query('COMMIT');
   } catch (err) {
     await target.query('ROLLBACK').catch(() => {});
+    catalog.forget();
     throw err;
   }
   return outputs.length;

@@ -1,7 +1,8 @@
 /**
  * Imago's own state in the new database (schema `imago`): the stream checkpoint — the commit LSN of
  * the last source transaction applied, written in the same transaction as its changes, which makes
- * apply exactly-once — and the lineage of converted rows.
+ * apply exactly-once — the lineage of converted rows, and the target tables conversion has written
+ * (emptied when an interrupted copy starts over).
  */
 import type pg from 'pg';
 import { parseLsn, formatLsn, type Lsn } from '../capture/lsn.js';
@@ -14,6 +15,9 @@ export async function ensureStateSchema(client: pg.Client): Promise<void> {
       commit_lsn pg_lsn NOT NULL,
       copied boolean NOT NULL DEFAULT false,
       applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
+    );
+    CREATE TABLE IF NOT EXISTS imago.targets (
+      name text PRIMARY KEY
     );
     CREATE TABLE IF NOT EXISTS imago.lineage (
       source_table text NOT NULL,
@@ -46,4 +50,21 @@ export async function writeCheckpoint(
      ON CONFLICT (stream) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, copied = EXCLUDED.copied, applied_at = clock_timestamp()`,
     [stream, formatLsn(lsn), copied],
   );
+}
+
+/** Empties every target table conversion wrote, the lineage and the checkpoint: a clean start for the copy. */
+export async function resetTargets(client: pg.Client, stream: string): Promise<void> {
+  const { rows } = await client.query<{ name: string }>('SELECT name FROM imago.targets');
+  const tables = rows.map((r) =>
+    r.name
+      .split('.')
+      .map((p) => `"${p.replace(/"/g, '""')}"`)
+      .join('.'),
+  );
+  await client.query(`TRUNCATE ${[...tables, 'imago.lineage'].join(', ')}`);
+  await client.query('DELETE FROM imago.checkpoint WHERE stream = $1', [stream]);
+}
+
+export async function recordTarget(client: pg.Client, name: string): Promise<void> {
+  await client.query('INSERT INTO imago.targets (name) VALUES ($1) ON CONFLICT DO NOTHING', [name]);
 }

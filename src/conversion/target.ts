@@ -5,6 +5,7 @@
 import type pg from 'pg';
 import { ImagoError } from '../errors.js';
 import type { TargetRow, TargetValue } from './api.js';
+import { recordTarget } from './state.js';
 
 export interface TargetTable {
   name: string;
@@ -16,6 +17,11 @@ export class TargetCatalog {
   private readonly tables = new Map<string, Promise<TargetTable>>();
 
   constructor(private readonly client: pg.Client) {}
+
+  /** After a rollback: what was described (and recorded) inside it is read again. */
+  forget(): void {
+    this.tables.clear();
+  }
 
   table(name: string): Promise<TargetTable> {
     let table = this.tables.get(name);
@@ -29,6 +35,13 @@ export class TargetCatalog {
 }
 
 async function describe(client: pg.Client, name: string): Promise<TargetTable> {
+  const table = await readTable(client, name);
+  // Remembered so that an interrupted copy can empty what it wrote before starting over.
+  await recordTarget(client, name);
+  return table;
+}
+
+async function readTable(client: pg.Client, name: string): Promise<TargetTable> {
   const { rows } = await client.query<{ attname: string; key: boolean }>(
     `SELECT a.attname, coalesce(a.attnum = ANY (i.indkey), false) AS key
        FROM pg_attribute a

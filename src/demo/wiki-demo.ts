@@ -17,7 +17,14 @@ import { startApp, type AppProcess } from '../universe/app-process.js';
 import { teardownAll } from '../universe/teardown.js';
 import { startIngress, type Ingress } from '../ingress/index.js';
 import { Converter } from '../conversion/converter.js';
-import { switchover, type SwitchResult } from '../switchover/switchover.js';
+import { randomBytes } from 'node:crypto';
+import {
+  Fence,
+  IngressNode,
+  memoryJournal,
+  runSwitchover,
+  type SwitchResult,
+} from '../switchover/index.js';
 import { startLoad, mixedAnswers, percentile, type LoadResult } from '../bench/load.js';
 import { seedWiki } from '../../examples/wiki/seed.js';
 import wikiConversion from '../../examples/wiki/conversion.js';
@@ -64,6 +71,17 @@ export interface DemoReport {
   lost?: string[];
 }
 
+const DEMO_BUDGET = {
+  maxPauseMs: 5000,
+  maxCatchUpLagMs: 2000,
+  deadlines: { prepareMs: 1000, drainMs: 5000, fenceMs: 1000, catchUpMs: 5000, commitMs: 5000 },
+};
+
+/** A conversion whose stream failed cannot catch up: the switch refuses at its precheck. */
+function failedStream(err: unknown): { catchUp(): Promise<never>; bringSequencesPast(): Promise<number> } {
+  return { catchUp: () => Promise.reject(err), bringSequencesPast: () => Promise.resolve(0) };
+}
+
 const wikiDir = fileURLToPath(new URL('../../examples/wiki/', import.meta.url));
 const tsxNode = [process.execPath, '--import', 'tsx'];
 
@@ -81,7 +99,8 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
     const seeded = await seedWiki(oldDb, { pages: options.pages, revisionsPerPage: options.revisions });
     say(`  seeded ${seeded.cur} pages with ${seeded.cur + seeded.old} revisions`);
     const v1 = await wiki(1, oldDb, logs);
-    ingress = await startIngress({ upstreams: { old: [v1.url] }, route: 'old' });
+    const token = randomBytes(16).toString('hex');
+    ingress = await startIngress({ upstreams: { old: [v1.url] }, route: 'old', control: { token } });
     say(`  ingress on ${ingress.url} → wiki v1 at ${v1.url}`);
 
     const load = startLoad({
@@ -125,17 +144,17 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
       `  applied ${stats.appliedTransactions} source transactions (${stats.appliedChanges} changes), last apply lag ${stats.lastApplyLagMs} ms`,
     );
 
-    say('switchover: hold → drain → fence marker → catch-up → flip → release');
-    const result: SwitchResult = streamError
-      ? {
-          switched: false,
-          pauseMs: 0,
-          drainMs: 0,
-          catchUpMs: 0,
-          heldRequests: 0,
-          reason: String(streamError),
-        }
-      : await switchover(ingress, converter, undefined, (line) => say(`  ${line}`));
+    say('switchover: precheck → hold → drain → fence marker → catch-up → COMMIT → flip → release');
+    const node = new IngressNode({ name: 'ingress', control: ingress.control?.url ?? '', token });
+    const result: SwitchResult = await runSwitchover({
+      nodes: [node],
+      converter: streamError ? failedStream(streamError) : converter,
+      // The demo's wiki connects as the cluster's superuser: nothing to fence (see docs/driver.md).
+      fence: new Fence(oldDb, 'none', undefined, []),
+      budget: DEMO_BUDGET,
+      journal: memoryJournal(),
+      log: (line) => say(`  ${line}`),
+    });
 
     say(
       `load continues for ${options.afterSwitchSeconds} s on the ${result.switched ? 'new' : 'old'} universe…`,

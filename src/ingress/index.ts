@@ -181,7 +181,6 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
   // Parse errors (smuggling attempts, oversized headers, header timeouts) are left to node's default
   // clientError handling: it answers 400/431/408 only when no response is under way, else closes.
 
-
   const host = options.host ?? '127.0.0.1';
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -252,7 +251,7 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
     close: () =>
       (closing ??= (async () => {
         await control?.close();
-        router.refuseAllHeld();
+        router.shutdown();
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeAllConnections();
         await backends.close();

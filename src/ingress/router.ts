@@ -54,6 +54,8 @@ export class Router {
   readonly errors: Record<UniverseName, number> = { old: 0, new: 0 };
   readonly upgraded: Record<UniverseName, number> = { old: 0, new: 0 };
   observer: RequestObserver = {};
+  /** Client sockets of open upgraded connections, closed at shutdown (the HTTP server no longer tracks them). */
+  private readonly upgradedSockets = new Set<Duplex>();
   mirror: Mirror | undefined;
 
   constructor(
@@ -108,9 +110,10 @@ export class Router {
     return { released: held.length };
   }
 
-  /** Closes the queue at shutdown: whoever waits gets the refusal rather than a reset. */
-  refuseAllHeld(): void {
+  /** At shutdown: whoever waits in the queue gets the refusal rather than a reset; tunnels are cut. */
+  shutdown(): void {
     for (const p of this.queue.drainAll()) this.refuse(p.res);
+    for (const s of this.upgradedSockets) s.destroy();
   }
 
   handle(req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
@@ -161,7 +164,11 @@ export class Router {
     forwardUpgrade(req, socket, head, backend, { connectMs: this.opts.upgradeConnectMs }, (open) => {
       if (!open) return;
       this.upgraded[universe]++;
-      socket.once('close', () => this.upgraded[universe]--);
+      this.upgradedSockets.add(socket);
+      socket.once('close', () => {
+        this.upgraded[universe]--;
+        this.upgradedSockets.delete(socket);
+      });
     });
   }
 

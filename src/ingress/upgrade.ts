@@ -37,7 +37,7 @@ export function forwardUpgrade(
     clientIp: req.socket.remoteAddress ?? '',
     proto: 'http',
   });
-  headers.push('connection', 'upgrade', 'upgrade', req.headers.upgrade ?? 'websocket');
+  headers.push('host', target.host, 'connection', 'upgrade', 'upgrade', req.headers.upgrade ?? 'websocket');
   const upstream = http.request({
     host: target.hostname,
     port: target.port,

@@ -1,0 +1,230 @@
+/**
+ * `imago bench proxy`: Imago's ingress against nginx, both in front of the same small backend, on
+ * loopback, in one run (this machine is shared and noisy, so only figures from the same run are
+ * compared). Targets: direct to the backend, through Imago's ingress, through nginx (worker_processes
+ * auto, upstream keep-alive, access log off). Workloads: small JSON GET and 4 KB POST. Warm-up, then
+ * alternating repetitions, medians. Installs nothing: a missing nginx or wrk is reported with the
+ * command that installs it.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { withDeadline } from '../deadline.js';
+import { ImagoError } from '../errors.js';
+import type { BenchOptions, Scenario } from './scenarios.js';
+import { runWrk, writePostScript, type WrkResult } from './proxy-wrk.js';
+
+type Target = 'direct' | 'imago' | 'nginx';
+type Workload = 'get' | 'post';
+const TARGETS: Target[] = ['direct', 'imago', 'nginx'];
+const WORKLOADS: Workload[] = ['get', 'post'];
+
+function findExecutable(name: string, extra: string[] = []): string | undefined {
+  const r = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' });
+  if (r.status === 0 && r.stdout.trim()) return r.stdout.trim();
+  for (const p of extra) if (spawnSync('test', ['-x', p]).status === 0) return p;
+  return undefined;
+}
+
+async function freePort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', () => resolve()));
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => srv.close(() => resolve()));
+  return port;
+}
+
+/** Starts a child from proxy-children.ts and waits for its `ready <port>` line. */
+async function startChild(args: string[]): Promise<{ child: ChildProcess; port: number }> {
+  const entry = fileURLToPath(new URL('./proxy-children.ts', import.meta.url));
+  const child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const port = await withDeadline(
+    `bench child ${args[0]} to start`,
+    new Promise<number>((resolve, reject) => {
+      let out = '';
+      child.stdout?.on('data', (d: Buffer) => {
+        out += d.toString();
+        const m = /ready (\d+)/.exec(out);
+        if (m) resolve(Number(m[1]));
+      });
+      child.once('exit', (code) => reject(new Error(`bench child ${args[0]} exited with ${code}`)));
+    }),
+    20_000,
+  );
+  return { child, port };
+}
+
+async function waitListening(port: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nothing listening on ${port} after 10 s`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function startNginx(
+  nginx: string,
+  dir: string,
+  backendPort: number,
+): Promise<{ child: ChildProcess; port: number }> {
+  const port = await freePort();
+  const conf = join(dir, 'nginx.conf');
+  await writeFile(
+    conf,
+    `worker_processes auto;
+daemon off;
+pid ${join(dir, 'nginx.pid')};
+error_log ${join(dir, 'error.log')} warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fcgi; uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
+  upstream backend { server 127.0.0.1:${backendPort}; keepalive 256; }
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host;
+    }
+  }
+}
+`,
+  );
+  const child = spawn(nginx, ['-p', dir, '-c', conf, '-e', join(dir, 'error.log')], { stdio: 'inherit' });
+  await waitListening(port);
+  return { child, port };
+}
+
+function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return Promise.resolve();
+  return withDeadline(
+    'bench child to stop',
+    new Promise<void>((resolve) => {
+      child.once('exit', () => resolve());
+      child.kill('SIGTERM');
+    }),
+    10_000,
+  ).catch(() => {
+    child.kill('SIGKILL');
+  });
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+}
+
+const round = (x: number, digits = 2): number => Math.round(x * 10 ** digits) / 10 ** digits;
+
+export const proxyScenario: Scenario = {
+  describe:
+    'HTTP proxy throughput: direct vs Imago ingress vs nginx, small JSON GET and 4 KB POST (wrk; needs nginx and wrk)',
+  async run({ out, options }: BenchOptions): Promise<Record<string, unknown>> {
+    const repetitions = Math.max(1, Number(options.repetitions ?? 3));
+    const seconds = Math.max(1, Number(options.duration ?? 5));
+    const connections = Math.max(1, Number(options.connections ?? 50));
+    const wrk = findExecutable('wrk');
+    const nginx = findExecutable('nginx', ['/usr/sbin/nginx']);
+    const missing = [!wrk && 'wrk', !nginx && 'nginx'].filter(Boolean) as string[];
+    if (missing.length > 0) {
+      throw new ImagoError(
+        `the proxy benchmark needs ${missing.join(' and ')}, which is not installed`,
+        missing.join(', '),
+        `install with: sudo apt-get install -y ${missing.join(' ')} (nothing is installed automatically)`,
+      );
+    }
+
+    const dir = await mkdtemp(join(tmpdir(), 'imago-bench-proxy-'));
+    const children: ChildProcess[] = [];
+    try {
+      const postScript = await writePostScript(dir);
+      const backend = await startChild(['backend']);
+      children.push(backend.child);
+      const imago = await startChild(['ingress', `http://127.0.0.1:${backend.port}`]);
+      children.push(imago.child);
+      const ng = await startNginx(nginx as string, dir, backend.port);
+      children.push(ng.child);
+      const ports: Record<Target, number> = { direct: backend.port, imago: imago.port, nginx: ng.port };
+      const run = (t: Target, w: Workload, secs: number): Promise<WrkResult> =>
+        runWrk(`http://127.0.0.1:${ports[t]}/bench`, {
+          seconds: secs,
+          connections,
+          threads: 1,
+          script: w === 'post' ? postScript : undefined,
+        });
+
+      out.say(`warming up (${TARGETS.length * WORKLOADS.length} × 2 s)`);
+      for (const t of TARGETS) for (const w of WORKLOADS) await run(t, w, 2);
+
+      const results: Record<string, WrkResult[]> = {};
+      for (let rep = 0; rep < repetitions; rep++) {
+        // Alternate the order so drift on a shared machine does not favour one target.
+        const order = rep % 2 === 0 ? TARGETS : [...TARGETS].reverse();
+        for (const w of WORKLOADS) {
+          for (const t of order) {
+            const r = await run(t, w, seconds);
+            (results[`${t}_${w}`] ??= []).push(r);
+            out.say(
+              `rep ${rep + 1}/${repetitions} ${w.padEnd(4)} ${t.padEnd(6)} ${Math.round(r.rps)} req/s p99 ${round(r.p99Ms)} ms${r.errors ? ` errors ${r.errors}` : ''}`,
+            );
+          }
+        }
+      }
+      const med = (t: Target, w: Workload, k: 'rps' | 'p99Ms'): number =>
+        median((results[`${t}_${w}`] ?? []).map((r) => r[k]));
+      const errors = Object.values(results)
+        .flat()
+        .reduce((a, r) => a + r.errors, 0);
+      const ratioGet = med('imago', 'get', 'rps') / med('nginx', 'get', 'rps');
+      const ratioPost = med('imago', 'post', 'rps') / med('nginx', 'post', 'rps');
+      const summary = {
+        scenario: 'proxy',
+        repetitions,
+        duration_s: seconds,
+        connections,
+        direct_rps: Math.round(med('direct', 'get', 'rps')),
+        imago_rps: Math.round(med('imago', 'get', 'rps')),
+        nginx_rps: Math.round(med('nginx', 'get', 'rps')),
+        direct_post_rps: Math.round(med('direct', 'post', 'rps')),
+        imago_post_rps: Math.round(med('imago', 'post', 'rps')),
+        nginx_post_rps: Math.round(med('nginx', 'post', 'rps')),
+        ratio_vs_nginx_get: round(ratioGet, 3),
+        ratio_vs_nginx_post: round(ratioPost, 3),
+        ratio_vs_nginx: round(Math.min(ratioGet, ratioPost), 3),
+        imago_p99_ms: round(Math.max(med('imago', 'get', 'p99Ms'), med('imago', 'post', 'p99Ms'))),
+        nginx_p99_ms: round(Math.max(med('nginx', 'get', 'p99Ms'), med('nginx', 'post', 'p99Ms'))),
+        direct_p99_ms: round(Math.max(med('direct', 'get', 'p99Ms'), med('direct', 'post', 'p99Ms'))),
+        imago_processes: 1,
+        errors,
+      };
+      out.say(
+        `GET: direct ${summary.direct_rps}, imago ${summary.imago_rps}, nginx ${summary.nginx_rps} req/s; ` +
+          `POST 4 KB: direct ${summary.direct_post_rps}, imago ${summary.imago_post_rps}, nginx ${summary.nginx_post_rps}; ` +
+          `ratio vs nginx ${summary.ratio_vs_nginx}; p99 imago ${summary.imago_p99_ms} ms, nginx ${summary.nginx_p99_ms} ms`,
+      );
+      return summary;
+    } finally {
+      for (const c of children.reverse()) await stop(c);
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+};

@@ -1,0 +1,89 @@
+/**
+ * Groups source transactions for apply. Decoding goes on while a group is being applied; the next
+ * group takes every whole transaction that arrived meanwhile (up to a limit), so under a backlog many
+ * small source transactions share one target commit, and when the stream is quiet each transaction is
+ * applied as soon as it arrives. A group is applied, checkpointed and acknowledged as one, so the new
+ * database still only ever holds a prefix of the old one's commit order.
+ */
+import type { SourceTransaction } from '../capture/change.js';
+
+export interface ApplyQueueOptions {
+  /** Applies a group of whole transactions atomically (one target transaction). */
+  applyGroup(txns: SourceTransaction[]): Promise<void>;
+  /** The queue stops at the first failure and reports it here. */
+  onFailure(err: unknown): void;
+  maxGroupTransactions?: number;
+  maxGroupChanges?: number;
+  /** Changes waiting before the stream is made to wait (bounded memory). */
+  maxQueuedChanges?: number;
+}
+
+export class ApplyQueue {
+  private queue: SourceTransaction[] = [];
+  /** Index of the next transaction to take (the array is compacted once drained). */
+  private head = 0;
+  private queuedChanges = 0;
+  private running: Promise<void> | undefined;
+  private failed = false;
+  private readonly maxTxns: number;
+  private readonly maxChanges: number;
+  private readonly maxQueued: number;
+
+  constructor(private readonly options: ApplyQueueOptions) {
+    this.maxTxns = options.maxGroupTransactions ?? 2000;
+    this.maxChanges = options.maxGroupChanges ?? 20_000;
+    this.maxQueued = options.maxQueuedChanges ?? 100_000;
+  }
+
+  /** Queues a transaction; waits only while the queue is full (backpressure on the stream). */
+  async push(txn: SourceTransaction): Promise<void> {
+    if (this.failed) return;
+    this.queue.push(txn);
+    this.queuedChanges += txn.changes.length + 1;
+    this.running ??= this.run();
+    while (this.queuedChanges > this.maxQueued && !this.failed) {
+      const running = this.running as Promise<void> | undefined;
+      if (!running) break;
+      await running;
+    }
+  }
+
+  /** Resolves when everything queued so far has been applied (or the queue failed). */
+  async idle(): Promise<void> {
+    while (this.running) await this.running;
+  }
+
+  private async run(): Promise<void> {
+    try {
+      while (this.head < this.queue.length && !this.failed) {
+        const group = this.take();
+        await this.options.applyGroup(group);
+      }
+    } catch (err) {
+      this.failed = true;
+      this.queue = [];
+      this.head = 0;
+      this.options.onFailure(err);
+    } finally {
+      this.running = undefined;
+    }
+  }
+
+  private take(): SourceTransaction[] {
+    const group: SourceTransaction[] = [];
+    let changes = 0;
+    while (this.head < this.queue.length && group.length < this.maxTxns) {
+      const next = this.queue[this.head] as SourceTransaction;
+      if (group.length > 0 && changes + next.changes.length > this.maxChanges) break;
+      this.head++;
+      group.push(next);
+      changes += next.changes.length;
+      this.queuedChanges -= next.changes.length + 1;
+    }
+    if (this.head === this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+    }
+    return group;
+  }
+}

@@ -1,0 +1,131 @@
+/**
+ * The shape of an upgrade plan and its validation rules. Messages are written for people editing a
+ * plan by hand: each names what was expected, and the loader prefixes it with the field's path.
+ */
+import { z } from 'zod';
+
+const positiveMs = (fallback: number) =>
+  z
+    .number({ error: 'expected a positive number (milliseconds)' })
+    .positive({ error: 'expected a positive number (milliseconds)' })
+    .default(fallback);
+
+const connectionString = z
+  .string({ error: 'expected a PostgreSQL connection string or "embedded"' })
+  .refine((s) => s === 'embedded' || /^postgres(ql)?:\/\/.+/.test(s), {
+    error: 'expected a PostgreSQL connection string (postgresql://user:password@host:port/db) or "embedded"',
+  });
+
+const httpUrl = z
+  .string({ error: 'expected an http(s) URL' })
+  .refine((s) => /^https?:\/\/[^/\s]+/.test(s), {
+    error: 'expected an http(s) URL such as http://127.0.0.1:8080',
+  });
+
+/** An app already running (its URL) or one Imago starts (its command; PORT and HOST are set for it). */
+const app = z.union(
+  [
+    z.strictObject({ url: httpUrl }),
+    z.strictObject({
+      command: z.array(z.string(), { error: 'expected the program and its arguments as a list' }).min(1, {
+        error: 'expected at least the program to run',
+      }),
+      /** Values may use {{old.database}} and {{new.database}}. */
+      env: z.record(z.string(), z.string({ error: 'expected a string' })).default({}),
+      /** Relative to the plan file's folder. */
+      cwd: z.string().optional(),
+      healthPath: z
+        .string()
+        .startsWith('/', { error: 'expected a path starting with /' })
+        .default('/healthz'),
+    }),
+  ],
+  { error: 'expected either { url } of a running app or { command: [program, ...args] } to start it' },
+);
+
+const universe = z.strictObject({
+  database: connectionString,
+  app,
+});
+
+const ingressNode = z.strictObject({
+  name: z.string().min(1, { error: 'expected a node name' }),
+  /** The node's control endpoint (loopback), e.g. http://127.0.0.1:9101. */
+  control: httpUrl,
+  token: z.string().min(16, { error: 'expected the control bearer token (at least 16 characters)' }),
+});
+
+export const fencingModes = ['revoke', 'read-only', 'none'] as const;
+
+const switchover = z
+  .strictObject({
+    /** The longest any request may be held, hold → release; past it the switch aborts. */
+    maxPauseMs: positiveMs(2_000),
+    /** Precheck: the measured catch-up time must be below this before anything is held. */
+    maxCatchUpLagMs: positiveMs(500),
+    deadlines: z
+      .strictObject({
+        prepareMs: positiveMs(1_000),
+        drainMs: positiveMs(1_000),
+        fenceMs: positiveMs(1_000),
+        catchUpMs: positiveMs(1_000),
+        /** After COMMIT, how long to keep retrying a node that has not flipped yet. */
+        commitMs: positiveMs(5_000),
+      })
+      .default({ prepareMs: 1_000, drainMs: 1_000, fenceMs: 1_000, catchUpMs: 1_000, commitMs: 5_000 }),
+    fencing: z
+      .strictObject({
+        mode: z.enum(fencingModes, { error: `expected one of ${fencingModes.join(', ')}` }),
+        /** The application's database role (required unless mode is none). */
+        role: z.string().min(1).optional(),
+      })
+      .refine((f) => f.mode === 'none' || f.role !== undefined, {
+        error: 'revoke and read-only fencing need the application role: add `role`',
+        path: ['role'],
+      })
+      .default({ mode: 'none' }),
+    /** Switch as soon as the upgrade is ready, without waiting for `imago switch`. */
+    auto: z.boolean({ error: 'expected true or false' }).default(false),
+  })
+  .default({
+    maxPauseMs: 2_000,
+    maxCatchUpLagMs: 500,
+    deadlines: { prepareMs: 1_000, drainMs: 1_000, fenceMs: 1_000, catchUpMs: 1_000, commitMs: 5_000 },
+    fencing: { mode: 'none' },
+    auto: false,
+  });
+
+export const planSchema = z.strictObject({
+  name: z
+    .string({ error: 'expected a name' })
+    .regex(/^[a-z_][a-z0-9_]{0,40}$/, { error: 'expected lower-case letters, digits and underscores' }),
+  old: universe,
+  new: universe,
+  /** Module whose default export is a defineConversion(...); relative to the plan file's folder. */
+  conversion: z.string({ error: 'expected the path of the conversion module' }).min(1),
+  ingress: z.strictObject({
+    nodes: z.array(ingressNode, { error: 'expected a list of ingress nodes' }).min(1, {
+      error: 'expected at least one ingress node',
+    }),
+  }),
+  switchover,
+  runtimeTest: z
+    .strictObject({
+      /** Until the runtime test lands, a plan that requires it cannot pass the gate. */
+      required: z.boolean({ error: 'expected true or false' }).default(false),
+    })
+    .default({ required: false }),
+  /** Where the journal lives: default the new database (schema imago_control). */
+  control: z.strictObject({ database: connectionString.optional() }).default({}),
+  /** Local folder for what must survive the driver but has no database yet (embedded clusters). */
+  stateDir: z.string().default('.imago'),
+});
+
+/** What a plan file states (defaults may be left out). */
+export type UpgradePlanInput = z.input<typeof planSchema>;
+/** A validated plan with every default filled in and paths resolved. */
+export type UpgradePlan = z.output<typeof planSchema> & { /** Folder of the plan file. */ baseDir: string };
+export type AppSpec = UpgradePlan['old']['app'];
+export type IngressNodeSpec = UpgradePlan['ingress']['nodes'][number];
+export type SwitchoverSpec = UpgradePlan['switchover'];
+export type FencingMode = (typeof fencingModes)[number];

@@ -1,0 +1,82 @@
+/**
+ * What the upgrade plan says about runtime testing: how endpoints are grouped, how answers are
+ * normalised before comparison, which differences are expected, what is redacted from reports and
+ * when the switchover may start. Everything is optional; defaults compare status, content type and
+ * the whole body.
+ */
+import type { Answer } from './answer.js';
+
+/**
+ * Where a normaliser or expectation applies: 'GET /wiki/:title', '/wiki/:title' (any method) or
+ * absent (every endpoint). `:name` matches one path segment, a trailing `*` any rest.
+ */
+export type EndpointScope = string | undefined;
+
+export type Normaliser =
+  /** Removes these paths from both answers (e.g. `$headers.date`, `generated_at`, `items.*.etag`). */
+  | { kind: 'ignore'; endpoint?: string; paths: string[] }
+  /** Sorts the arrays at these paths (by the JSON of each element, or of its `by` field). */
+  | { kind: 'sort'; endpoint?: string; paths: string[]; by?: string }
+  /** Replaces a regular expression in text bodies and in string values at `paths` (default all). */
+  | { kind: 'replace'; endpoint?: string; pattern: string | RegExp; with: string; paths?: string[] }
+  /** Numbers at these paths are equal when within `absolute` or `relative` (fraction) of each other. */
+  | { kind: 'tolerance'; endpoint?: string; paths: string[]; absolute?: number; relative?: number };
+
+/** An answer from the old universe and the request it answered. */
+export interface OldAnswerContext {
+  method: string;
+  url: string;
+}
+
+export type ExpectedDifference =
+  /** Declares that the new universe differs at these paths, e.g. `length` added in v2. */
+  | { endpoint?: string; paths: string[]; change?: 'added' | 'removed' | 'changed' | 'any'; why?: string }
+  /**
+   * Maps an old answer to the new answer it should become, for an API that changes on purpose; the
+   * new universe's answer is then compared with the mapped one (so the new value is checked too).
+   */
+  | { endpoint?: string; expect: (old: Answer, request: OldAnswerContext) => Answer; why?: string };
+
+export interface NoiseOptions {
+  /** A path is noise only after the old universe disagreed with itself on it this many times. Default 2. */
+  minOccurrences?: number;
+  /**
+   * An unexplained difference on a noisy path is forgiven while its rate stays within this multiple of
+   * the path's noise rate. Default 1: a difference counts only beyond what the old side does itself.
+   */
+  factor?: number;
+}
+
+export interface GateCriteria {
+  /** Every endpoint seen (or each of `endpoints`) needs this many comparisons. Default 50. */
+  minComparedPerEndpoint?: number;
+  /** Endpoints that must have been compared ('GET /wiki/:title'); default all seen. */
+  endpoints?: string[];
+  /** Largest share of unexpected mismatches per endpoint. Default 0. */
+  maxMismatchRate?: number;
+  /** 5xx answers from the new universe where the old one did not fail. Default 0. */
+  maxNew5xx?: number;
+  /** Share of new-universe timeouts and connection errors per endpoint. Default 0.01. */
+  maxErrorRate?: number;
+  /** New p99 ÷ old p99 per endpoint (same requests, same moment). Default 2. */
+  maxLatencyRatio?: number;
+}
+
+export interface RuntimeTestConfig {
+  /** Declared route templates ('GET /wiki/:title' or '/wiki/:title'); others are learned. */
+  routes?: string[];
+  /** Headers compared besides the status and body. Default ['content-type']. */
+  compareHeaders?: string[];
+  /** Headers masked in sample diffs besides Authorization, Cookie, Set-Cookie, Proxy-Authorization. */
+  redactHeaders?: string[];
+  /** Query parameters masked in sample URLs (e.g. 'token'). */
+  redactQuery?: string[];
+  normalise?: Normaliser[];
+  expected?: ExpectedDifference[];
+  noise?: NoiseOptions;
+  gate?: GateCriteria;
+  /** Sample diffs kept per endpoint. Default 5. */
+  samplesPerEndpoint?: number;
+  /** Learned templates: a path position with more distinct values than this becomes a parameter. Default 20. */
+  learnAfter?: number;
+}

@@ -1,0 +1,230 @@
+/**
+ * Runtime testing: the new universe answers the same live reads as the old one before it takes
+ * over, and the answers are compared. This role owns the consistency barrier (a read reaches the new
+ * universe only once conversion has applied what the old database had committed when old answered),
+ * noise samples and noise learning, the differ with the plan's normalisers and expected differences,
+ * endpoint grouping, the report and the switchover gate.
+ *
+ * It must never affect a client: it only sees copies the ingress hands over after the client has
+ * been answered, and every failure here becomes a count in the report, never an exception upstream.
+ * It must never send a write anywhere (the ingress mirrors reads only; the noise sample repeats a
+ * read), and never let a secret from a request or answer into a report unredacted.
+ *
+ * This file wires the parts: barrier, sampler, answer, endpoints, verdict (differ, normalise,
+ * expected, paths), noise, report, redact, gate and render.
+ */
+import type { MirrorExchange, MirrorOptions } from '../ingress/index.js';
+import { withDeadline } from '../deadline.js';
+import { parseAnswer, headerRecord, type Answer } from './answer.js';
+import { ConsistencyBarrier, type BarrierOptions, type CatchUpSource } from './barrier.js';
+import type { GateCriteria, RuntimeTestConfig } from './config.js';
+import { Endpoints } from './endpoints.js';
+import { evaluateGate, type GateVerdict } from './gate.js';
+import { Redactor } from './redact.js';
+import { summarize, type RuntimeTestSummary } from './render.js';
+import { Collector, saveReport, type AnswerSample, type RuntimeTestReport, type SampleDiff } from './report.js';
+import { NoiseSampler } from './sampler.js';
+import { Judge, type Verdict } from './verdict.js';
+
+export type * from './config.js';
+export type { Answer, Body } from './answer.js';
+export type { CatchUpSource, BarrierOptions, BarrierStats } from './barrier.js';
+export type { RuntimeTestReport, EndpointReport, SampleDiff } from './report.js';
+export type { GateVerdict } from './gate.js';
+export type { RuntimeTestSummary } from './render.js';
+export { ConsistencyBarrier } from './barrier.js';
+export { evaluateGate, DEFAULT_GATE } from './gate.js';
+export { expectJson } from './expected.js';
+export { summarize, renderReport } from './render.js';
+export { loadReport, saveReport } from './report.js';
+
+export interface RuntimeTestOptions {
+  config?: RuntimeTestConfig;
+  /** The conversion (a Converter) whose catch-up the barrier waits on; absent = no barrier. */
+  conversion?: CatchUpSource;
+  barrier?: BarrierOptions;
+  /** Old universe base URLs, for noise samples; empty = no noise samples (nothing learned). */
+  oldUrls?: readonly string[];
+  /** Saved here every `saveEveryMs` (default 2 000) and on close, for `imago report` / `status`. */
+  reportFile?: string;
+  saveEveryMs?: number;
+}
+
+interface PendingExchange {
+  barrierError?: string;
+  passedAt: number;
+}
+
+const SAMPLE_BODY_BYTES = 2048;
+
+export class RuntimeTest {
+  private readonly config: RuntimeTestConfig;
+  private readonly barrierGate: ConsistencyBarrier | undefined;
+  private readonly sampler: NoiseSampler | undefined;
+  private readonly endpoints: Endpoints;
+  private readonly judge: Judge;
+  private readonly redactor: Redactor;
+  private readonly collector: Collector;
+  private readonly pending = new WeakMap<object, PendingExchange>();
+  private readonly saver: NodeJS.Timeout | undefined;
+  private recorded = 0;
+  private noiseSampleFailures = 0;
+  private readonly waiters: { n: number; resolve: () => void }[] = [];
+
+  constructor(private readonly options: RuntimeTestOptions = {}) {
+    this.config = options.config ?? {};
+    this.barrierGate = options.conversion && new ConsistencyBarrier(options.conversion, options.barrier);
+    this.sampler = options.oldUrls?.length ? new NoiseSampler(options.oldUrls) : undefined;
+    this.endpoints = new Endpoints(this.config.routes, this.config.learnAfter);
+    this.judge = new Judge(this.config);
+    this.redactor = new Redactor({ headers: this.config.redactHeaders, query: this.config.redactQuery });
+    this.collector = new Collector({ noise: this.config.noise, samplesPerEndpoint: this.config.samplesPerEndpoint });
+    if (options.reportFile) {
+      this.saver = setInterval(() => this.save(), options.saveEveryMs ?? 2_000);
+      this.saver.unref();
+    }
+  }
+
+  /** Mirror options for startIngress: this runtime test as barrier and comparator. */
+  mirrorOptions(rest: Omit<MirrorOptions, 'compare' | 'barrier'> = {}): MirrorOptions {
+    return { ...rest, barrier: this.barrier, compare: this.compare };
+  }
+
+  /** The ingress awaits this before sending the copy to the new universe. */
+  readonly barrier = async (x: Pick<MirrorExchange, 'request' | 'primaryDoneAt'>): Promise<void> => {
+    const state: PendingExchange = { passedAt: 0 };
+    this.pending.set(x.request, state);
+    try {
+      await this.barrierGate?.wait(x.primaryDoneAt);
+    } catch (err) {
+      state.barrierError = err instanceof Error ? err.message : String(err);
+      throw err;
+    } finally {
+      state.passedAt = performance.now();
+    }
+  };
+
+  /** The ingress hands each pair of answers here; never throws. */
+  readonly compare = async (x: MirrorExchange): Promise<void> => {
+    try {
+      await this.compareExchange(x);
+    } catch (err) {
+      this.collector.skip(`comparator error: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    this.recorded++;
+    for (const w of this.waiters.filter((w) => this.recorded >= w.n)) {
+      this.waiters.splice(this.waiters.indexOf(w), 1);
+      w.resolve();
+    }
+  };
+
+  report(): RuntimeTestReport {
+    return this.collector.report({
+      barrier: this.barrierGate?.stats(),
+      noiseSamples: this.sampler ? { failed: this.noiseSampleFailures } : 'off',
+    });
+  }
+
+  gate(criteria: GateCriteria = this.config.gate ?? {}): GateVerdict {
+    return evaluateGate(this.report(), criteria);
+  }
+
+  summary(): RuntimeTestSummary {
+    return summarize(this.report(), this.config.gate);
+  }
+
+  /** Exchanges handed over so far (compared, errors and skipped alike). */
+  exchanges(): number {
+    return this.recorded;
+  }
+
+  /** Resolves once `n` exchanges have been handed over; rejects past the deadline. */
+  async whenExchanges(n: number, timeoutMs: number): Promise<void> {
+    if (this.recorded >= n) return;
+    await withDeadline(
+      `${n} runtime-test exchanges`,
+      new Promise<void>((resolve) => this.waiters.push({ n, resolve })),
+      timeoutMs,
+    );
+  }
+
+  save(): void {
+    if (this.options.reportFile) saveReport(this.options.reportFile, this.report());
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.saver);
+    this.barrierGate?.close();
+    await this.sampler?.close();
+    this.save();
+  }
+
+  private async compareExchange(x: MirrorExchange): Promise<void> {
+    // After a switch the new universe is primary and old the copy: that is not a test of the new one.
+    if (x.primary.universe !== 'old') return this.collector.skip('new universe was primary');
+    const state = this.pending.get(x.request);
+    if (state?.barrierError !== undefined) return this.collector.skip('consistency barrier not reached');
+    if (this.barrierGate && !state) return this.collector.skip('consistency barrier not reached');
+    const latencyNewMs = state ? performance.now() - state.passedAt : undefined;
+    const candidate = 'error' in x.mirror ? { error: x.mirror.error } : parseAnswer(x.mirror);
+    // Sent only now that the new universe has answered: its data is then bracketed by the two old answers.
+    const sample = this.sampler ? await this.sampler.sample(x.request) : undefined;
+    if (sample && 'error' in sample) this.noiseSampleFailures++;
+    const secondary = sample && 'answer' in sample ? parseAnswer(sample.answer) : undefined;
+    const primary = parseAnswer(x.primary);
+    const { method, url } = x.request;
+    const { key, learned } = this.endpoints.key(method, url);
+    if (learned) this.collector.regroup((k) => this.endpoints.rekey(k));
+    const verdict = this.judge.judge({ method, url, primary, candidate, secondary });
+    this.collector.record({
+      endpoint: key,
+      verdict,
+      sample: () => this.sample(key, x, primary, candidate, secondary, verdict),
+      latencyOldMs: sample && 'latencyMs' in sample ? sample.latencyMs : undefined,
+      latencyNewMs: 'error' in candidate ? undefined : latencyNewMs,
+    });
+  }
+
+  private sample(
+    endpoint: string,
+    x: MirrorExchange,
+    primary: Answer,
+    candidate: Answer | { error: string },
+    secondary: Answer | undefined,
+    verdict: Verdict,
+  ): SampleDiff {
+    const shown = verdict.outcome === 'error' ? [] : verdict.unexplained;
+    return {
+      endpoint,
+      at: new Date().toISOString(),
+      request: {
+        method: x.request.method,
+        url: this.redactor.url(x.request.url),
+        headers: this.redactor.headerRecord(headerRecord(x.request.headers)),
+      },
+      old: this.answerSample(primary),
+      new: 'error' in candidate ? { error: verdict.error ?? candidate.error } : this.answerSample(candidate),
+      ...(secondary ? { oldAgain: this.answerSample(secondary) } : {}),
+      differences: shown.slice(0, 20).map((d) => ({
+        path: d.path.join('.'),
+        kind: d.kind,
+        ...(d.old === undefined ? {} : { old: this.clip(d.old) }),
+        ...(d.new === undefined ? {} : { new: this.clip(d.new) }),
+      })),
+    };
+  }
+
+  private answerSample(a: Answer): AnswerSample {
+    const body =
+      a.body.kind === 'binary'
+        ? `<${a.body.bytes} bytes of ${a.headers['content-type'] ?? 'unknown type'}>`
+        : a.raw.subarray(0, SAMPLE_BODY_BYTES).toString('utf8') + (a.raw.length > SAMPLE_BODY_BYTES ? '…' : '');
+    return { status: a.status, headers: this.redactor.headerRecord(a.headers), body: this.redactor.text(body) };
+  }
+
+  private clip(v: unknown): unknown {
+    const s = typeof v === 'string' ? v : JSON.stringify(v);
+    if (s === undefined || s.length <= 300) return typeof v === 'string' ? this.redactor.text(v) : v;
+    return this.redactor.text(`${s.slice(0, 297)}…`);
+  }
+}

@@ -1,0 +1,53 @@
+/**
+ * Noise learning, per endpoint: the paths on which the old universe disagrees with itself (the
+ * client's answer versus the noise sample sent after the new universe answered). Time stamps, ids
+ * handed out per request and data changed meanwhile all show up here. A difference from the new
+ * universe on such a path is forgiven only while it happens no more often than the old side's own
+ * disagreement (Diffy's idea: a difference counts beyond noise, not instead of it).
+ */
+import type { NoiseOptions } from './config.js';
+
+export interface NoisyPath {
+  path: string;
+  /** Share of noise samples in which the old universe disagreed with itself on this path. */
+  rate: number;
+  occurrences: number;
+}
+
+export class NoiseLearner {
+  /** Exchanges that had a noise sample. */
+  samples = 0;
+  /** Path key → exchanges where old disagreed with itself there. */
+  readonly noise = new Map<string, number>();
+  /** Path key → exchanges where the new universe differed there without an explanation. */
+  readonly unexplained = new Map<string, number>();
+
+  constructor(private readonly options: NoiseOptions = {}) {}
+
+  /** One exchange's evidence: where old disagreed with itself, where new differed unexplained. */
+  observe(noiseKeys: Iterable<string>, unexplainedKeys: Iterable<string>, sampled: boolean): void {
+    if (sampled) this.samples++;
+    for (const k of new Set(noiseKeys)) this.noise.set(k, (this.noise.get(k) ?? 0) + 1);
+    for (const k of new Set(unexplainedKeys)) this.unexplained.set(k, (this.unexplained.get(k) ?? 0) + 1);
+  }
+
+  /** Whether the new universe's unexplained differences on `key` stay within the old side's noise. */
+  forgives(key: string): boolean {
+    const noise = this.noise.get(key) ?? 0;
+    if (noise < (this.options.minOccurrences ?? 2)) return false;
+    return (this.unexplained.get(key) ?? 0) <= noise * (this.options.factor ?? 1);
+  }
+
+  noisyPaths(): NoisyPath[] {
+    return [...this.noise]
+      .filter(([, n]) => n >= (this.options.minOccurrences ?? 2))
+      .map(([path, n]) => ({ path, occurrences: n, rate: this.samples ? n / this.samples : 0 }))
+      .sort((a, b) => b.rate - a.rate || a.path.localeCompare(b.path));
+  }
+
+  merge(other: NoiseLearner): void {
+    this.samples += other.samples;
+    for (const [k, n] of other.noise) this.noise.set(k, (this.noise.get(k) ?? 0) + n);
+    for (const [k, n] of other.unexplained) this.unexplained.set(k, (this.unexplained.get(k) ?? 0) + n);
+  }
+}

@@ -1,0 +1,173 @@
+/**
+ * Write fencing of the old database during the switch, so that nothing the old universe's app does
+ * after the drain can commit unseen:
+ * - `revoke`: REVOKE INSERT, UPDATE, DELETE (and TRUNCATE) on the converted tables from the app role,
+ *   restoring exactly the privileges it held directly on abort;
+ * - `read-only`: the role's sessions in this database default to read-only, and its open sessions
+ *   are ended (a session keeps the setting it started with);
+ * - `none`: nothing (writes after the fence are only detected, as late writes).
+ * What lifting needs is computed first (`plan`) so the driver can journal it before applying:
+ * a driver killed between the two still knows what to restore.
+ */
+import pg from 'pg';
+import { ImagoError, errorMessage } from '../errors.js';
+import type { FencingMode } from '../plan/index.js';
+import { redactUrl } from '../redact.js';
+
+const WRITE_PRIVILEGES = ['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'] as const;
+
+export interface FenceRecord {
+  mode: FencingMode;
+  role?: string;
+  /** revoke: the write privileges the role held directly, per table. */
+  grants?: { table: string; privileges: string[] }[];
+  /** read-only: the role's previous per-database default_transaction_read_only, if any. */
+  previous?: string | null;
+}
+
+export class Fence {
+  constructor(
+    private readonly databaseUrl: string,
+    readonly mode: FencingMode,
+    private readonly role: string | undefined,
+    private readonly tables: string[],
+  ) {}
+
+  /** Checks the fence can work and returns what lifting it must restore. */
+  async plan(): Promise<FenceRecord> {
+    if (this.mode === 'none') return { mode: 'none' };
+    const role = this.role ?? '';
+    return this.withClient(5_000, async (c) => {
+      const { rows } = await c.query<{ superuser: boolean; me: string }>(
+        'SELECT rolsuper AS superuser, current_user AS me FROM pg_roles WHERE rolname = $1',
+        [role],
+      );
+      const r = rows[0];
+      if (!r) throw new ImagoError(`fencing role "${role}" does not exist in the old database`, role);
+      if (r.me === role)
+        throw new ImagoError(
+          `fencing role "${role}" is the role Imago connects to the old database with`,
+          role,
+          'give the app its own role, or connect Imago with an administrative role',
+        );
+      if (this.mode === 'revoke') {
+        if (r.superuser)
+          throw new ImagoError(
+            `fencing role "${role}" is a superuser: REVOKE cannot stop its writes`,
+            role,
+            'run the app with a non-superuser role, or use fencing mode read-only',
+          );
+        const grants: FenceRecord['grants'] = [];
+        for (const table of this.tables) {
+          const { rows: privs } = await c.query<{ p: string }>(
+            `SELECT a.privilege_type AS p FROM pg_class k, aclexplode(k.relacl) a
+              WHERE k.oid = $1::regclass AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $2)
+                AND a.privilege_type = ANY($3)`,
+            [table, role, WRITE_PRIVILEGES],
+          );
+          grants.push({ table, privileges: privs.map((p) => p.p) });
+        }
+        return { mode: 'revoke', role, grants };
+      }
+      const { rows: settings } = await c.query<{ v: string | null }>(
+        `SELECT (SELECT s FROM unnest(setconfig) s WHERE s LIKE 'default_transaction_read_only=%') AS v
+           FROM pg_db_role_setting WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+            AND setrole = (SELECT oid FROM pg_roles WHERE rolname = $1)`,
+        [role],
+      );
+      return { mode: 'read-only', role, previous: settings[0]?.v?.split('=')[1] ?? null };
+    });
+  }
+
+  /** Stops the role's writes; fails (and the switch aborts) if it cannot within `timeoutMs`. */
+  async apply(record: FenceRecord, timeoutMs: number): Promise<void> {
+    if (record.mode === 'none' || !record.role) return;
+    const role = pg.escapeIdentifier(record.role);
+    await this.withClient(timeoutMs, async (c) => {
+      if (record.mode === 'revoke') {
+        await c.query('BEGIN');
+        for (const { table } of record.grants ?? [])
+          await c.query(`REVOKE ${WRITE_PRIVILEGES.join(', ')} ON TABLE ${qualified(table)} FROM ${role}`);
+        await c.query('COMMIT');
+        // A privilege that comes through PUBLIC or another role is not removed by the REVOKE.
+        for (const { table } of record.grants ?? []) {
+          const { rows } = await c.query<{ w: boolean }>(
+            `SELECT has_table_privilege($1, $2::regclass, 'INSERT') OR has_table_privilege($1, $2::regclass, 'UPDATE')
+                 OR has_table_privilege($1, $2::regclass, 'DELETE') AS w`,
+            [record.role, table],
+          );
+          if (rows[0]?.w)
+            throw new ImagoError(
+              `role "${record.role}" can still write ${table} after the REVOKE (through PUBLIC or a role it belongs to)`,
+              table,
+              'revoke those grants, or use fencing mode read-only',
+            );
+        }
+      } else {
+        const db = pg.escapeIdentifier(await currentDatabase(c));
+        await c.query(`ALTER ROLE ${role} IN DATABASE ${db} SET default_transaction_read_only = on`);
+        await c.query(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE usename = $1 AND datname = current_database() AND pid <> pg_backend_pid()`,
+          [record.role],
+        );
+      }
+    });
+  }
+
+  /** Gives the role back what `plan` recorded; idempotent (abort and crash recovery may both call it). */
+  async lift(record: FenceRecord, timeoutMs = 10_000): Promise<void> {
+    if (record.mode === 'none' || !record.role) return;
+    const role = pg.escapeIdentifier(record.role);
+    await this.withClient(timeoutMs, async (c) => {
+      if (record.mode === 'revoke') {
+        for (const { table, privileges } of record.grants ?? [])
+          if (privileges.length > 0)
+            await c.query(`GRANT ${privileges.join(', ')} ON TABLE ${qualified(table)} TO ${role}`);
+      } else {
+        const db = pg.escapeIdentifier(await currentDatabase(c));
+        if (record.previous)
+          await c.query(
+            `ALTER ROLE ${role} IN DATABASE ${db} SET default_transaction_read_only = ${pg.escapeLiteral(record.previous)}`,
+          );
+        else await c.query(`ALTER ROLE ${role} IN DATABASE ${db} RESET default_transaction_read_only`);
+      }
+    });
+  }
+
+  private async withClient<T>(timeoutMs: number, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+    const client = new pg.Client({
+      connectionString: this.databaseUrl,
+      connectionTimeoutMillis: Math.max(1, Math.ceil(timeoutMs)),
+    });
+    client.on('error', () => {});
+    try {
+      await client.connect();
+    } catch (err) {
+      throw new ImagoError(
+        `cannot connect to the old database to fence it: ${errorMessage(err)}`,
+        redactUrl(this.databaseUrl),
+      );
+    }
+    try {
+      // A hidden writer holding a lock must not stretch the pause past the fence deadline.
+      const ms = Math.max(1, Math.ceil(timeoutMs));
+      await client.query(`SET lock_timeout = ${ms}; SET statement_timeout = ${ms}`);
+      return await fn(client);
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }
+}
+
+async function currentDatabase(c: pg.Client): Promise<string> {
+  const { rows } = await c.query<{ d: string }>('SELECT current_database() AS d');
+  return rows[0]?.d ?? '';
+}
+
+function qualified(table: string): string {
+  return table
+    .split('.')
+    .map((p) => pg.escapeIdentifier(p))
+    .join('.');
+}

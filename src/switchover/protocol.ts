@@ -1,0 +1,213 @@
+/**
+ * The two-phase switch across N ingress nodes (DESIGN.md, "Atomic switchover"):
+ *
+ *   precheck (gate; every node answers; a probe fence marker measures the catch-up time against the
+ *   budget; the fence can work) → PREPARE (every node holds, acknowledging the epoch) → drain (no
+ *   request in flight at the old universe on any node) → fence (old database's writes stopped) →
+ *   catch-up (the conversion applied everything up to the fence LSN) → sequences → COMMIT, written to
+ *   the journal first → every node flips to the new universe and releases its queue in order.
+ *
+ * A step past its deadline, a node that does not acknowledge, or the pause budget running out before
+ * COMMIT → ABORT: the fence is lifted and every node releases to the old universe. Nothing is served
+ * by both: a node dispatches nothing while it holds, and flips only after COMMIT, which is only
+ * written once every node has drained. Each attempt uses a new epoch, so a delayed command from an
+ * earlier attempt is refused by the nodes.
+ */
+import { DeadlineError, errorMessage } from '../errors.js';
+import { withDeadline } from '../deadline.js';
+import { formatLsn } from '../capture/lsn.js';
+import type { SwitchoverSpec } from '../plan/index.js';
+import type { Fence, FenceRecord } from './fence.js';
+import type { LateWriteDetector } from './late-writes.js';
+import type { IngressNode } from './nodes.js';
+import { releaseAll } from './release.js';
+
+export type SwitchStep =
+  'precheck' | 'prepare' | 'drain' | 'fence' | 'catch-up' | 'sequences' | 'commit' | 'flip';
+
+/** Where the decision is made durable; the driver's journal, or a list in the demo and benches. */
+export interface SwitchJournal {
+  record(event: string, detail?: Record<string, unknown>): Promise<void>;
+}
+
+/** What the switch needs from the conversion. */
+export interface CatchUpSource {
+  catchUp(timeoutMs: number): Promise<{ markerLsn: bigint; waitedMs: number }>;
+  bringSequencesPast(): Promise<number>;
+}
+
+export interface SwitchOptions {
+  nodes: IngressNode[];
+  converter: CatchUpSource;
+  fence: Fence;
+  budget: Pick<SwitchoverSpec, 'maxPauseMs' | 'maxCatchUpLagMs' | 'deadlines'>;
+  journal: SwitchJournal;
+  lateWrites?: LateWriteDetector;
+  /** Returns why the runtime-test gate is closed, or undefined when it is open. */
+  gate?: () => Promise<string | undefined>;
+  /** Fault injection in tests and benches: runs before each step. */
+  beforeStep?: (step: SwitchStep) => Promise<void> | void;
+  log?: (line: string) => void;
+}
+
+export interface SwitchResult {
+  switched: boolean;
+  /** False when the precheck refused: nothing was held. */
+  held: boolean;
+  epoch: number;
+  /** First hold sent → last node released: the longest extra wait a request saw. */
+  pauseMs: number;
+  prepareMs: number;
+  drainMs: number;
+  fenceMs: number;
+  catchUpMs: number;
+  /** Catch-up time measured by the precheck's probe marker, before anything was held. */
+  predictedCatchUpMs: number;
+  heldRequests: number;
+  fenceLsn?: string;
+  step?: SwitchStep;
+  reason?: string;
+  /** Nodes that did not confirm the final release (re-driven by the driver on resume). */
+  unconfirmed: string[];
+}
+
+export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
+  const log = o.log ?? (() => {});
+  const d = o.budget.deadlines;
+  const r: SwitchResult = {
+    switched: false,
+    held: false,
+    epoch: 0,
+    pauseMs: 0,
+    prepareMs: 0,
+    drainMs: 0,
+    fenceMs: 0,
+    catchUpMs: 0,
+    predictedCatchUpMs: 0,
+    heldRequests: 0,
+    unconfirmed: [],
+  };
+  let step: SwitchStep = 'precheck';
+  let fenceRecord: FenceRecord;
+  try {
+    await o.beforeStep?.('precheck');
+    const closed = await o.gate?.();
+    if (closed) throw new Error(`runtime-test gate closed: ${closed}`);
+    const states = await Promise.all(o.nodes.map((n) => n.state(d.prepareMs)));
+    const probe = await o.converter.catchUp(o.budget.maxCatchUpLagMs);
+    r.predictedCatchUpMs = probe.waitedMs;
+    fenceRecord = await o.fence.plan();
+    r.epoch = Math.max(0, ...states.map((s) => s.epoch)) + 1;
+  } catch (err) {
+    r.step = step;
+    r.reason = errorMessage(err);
+    log(`switch refused at precheck: ${r.reason}`);
+    await o.journal.record('switch-refused', { reason: r.reason }).catch(() => {});
+    return r;
+  }
+
+  await o.journal.record('switch-prepare', {
+    epoch: r.epoch,
+    fence: fenceRecord,
+    nodes: o.nodes.map((n) => n.name),
+    predictedCatchUpMs: r.predictedCatchUpMs,
+  });
+  const started = performance.now();
+  const elapsed = () => performance.now() - started;
+  /** A step's deadline, cut to what is left of the pause budget. */
+  const within = (stepMs: number): number => {
+    const left = o.budget.maxPauseMs - elapsed();
+    if (left <= 0)
+      throw new DeadlineError('the switch within the pause budget (maxPauseMs)', o.budget.maxPauseMs);
+    return Math.min(stepMs, left);
+  };
+  let fenceApplied = false;
+  try {
+    step = 'prepare';
+    await o.beforeStep?.(step);
+    r.held = true;
+    await all(o.nodes, (n) => n.hold(r.epoch, within(d.prepareMs)));
+    r.prepareMs = elapsed();
+
+    step = 'drain';
+    await o.beforeStep?.(step);
+    await all(o.nodes, (n) => n.drain('old', within(d.drainMs)));
+    r.drainMs = elapsed() - r.prepareMs;
+
+    step = 'fence';
+    await o.beforeStep?.(step);
+    const fenceStarted = elapsed();
+    fenceApplied = fenceRecord.mode !== 'none';
+    await o.fence.apply(fenceRecord, within(d.fenceMs));
+    r.fenceMs = elapsed() - fenceStarted;
+
+    step = 'catch-up';
+    await o.beforeStep?.(step);
+    const caughtUp = await o.converter.catchUp(within(d.catchUpMs));
+    r.catchUpMs = caughtUp.waitedMs;
+    r.fenceLsn = formatLsn(caughtUp.markerLsn);
+    o.lateWrites?.arm(caughtUp.markerLsn);
+
+    step = 'sequences';
+    await o.beforeStep?.(step);
+    await withDeadline(
+      'bringing sequences past converted values',
+      o.converter.bringSequencesPast(),
+      within(d.catchUpMs),
+    );
+
+    step = 'commit';
+    await o.beforeStep?.(step);
+    within(d.commitMs);
+    // The decision exists once it is in the journal; a driver that dies after this line flips on resume.
+    await o.journal.record('switch-commit', { epoch: r.epoch, fenceLsn: r.fenceLsn });
+  } catch (err) {
+    o.lateWrites?.disarm();
+    r.step = step;
+    r.reason = errorMessage(err);
+    await o.journal.record('switch-abort', { epoch: r.epoch, step, reason: r.reason }).catch(() => {});
+    if (fenceApplied)
+      await o.fence
+        .lift(fenceRecord)
+        .catch((e: unknown) => log(`could not lift the fence: ${errorMessage(e)}`));
+    const released = await releaseAll(o.nodes, r.epoch, 'old', d.commitMs);
+    r.pauseMs = elapsed();
+    r.heldRequests = released.released;
+    r.unconfirmed = released.unconfirmed;
+    await o.journal
+      .record('switch-aborted', { epoch: r.epoch, pauseMs: r.pauseMs, unconfirmed: r.unconfirmed })
+      .catch(() => {});
+    log(
+      `switch aborted at ${step} after ${r.pauseMs.toFixed(1)} ms: ${r.reason}; ${r.heldRequests} held requests released to the old universe`,
+    );
+    return r;
+  }
+
+  step = 'flip';
+  await o.beforeStep?.(step);
+  const released = await releaseAll(o.nodes, r.epoch, 'new', d.commitMs);
+  r.pauseMs = elapsed();
+  r.switched = true;
+  r.heldRequests = released.released;
+  r.unconfirmed = released.unconfirmed;
+  await o.journal.record('switched', {
+    epoch: r.epoch,
+    pauseMs: r.pauseMs,
+    fenceLsn: r.fenceLsn,
+    unconfirmed: r.unconfirmed,
+  });
+  log(
+    `switched at epoch ${r.epoch}: paused ${r.pauseMs.toFixed(1)} ms (prepare ${r.prepareMs.toFixed(1)}, drain ${r.drainMs.toFixed(1)}, fence ${r.fenceMs.toFixed(1)}, catch-up ${r.catchUpMs} ms), ${r.heldRequests} held requests released to the new universe`,
+  );
+  return r;
+}
+
+/** Runs `fn` on every node at once; any failure fails the step, naming every node that failed. */
+async function all<T>(nodes: IngressNode[], fn: (n: IngressNode) => Promise<T>): Promise<T[]> {
+  const settled = await Promise.allSettled(nodes.map(fn));
+  const failed = settled.flatMap((s, i) =>
+    s.status === 'rejected' ? [`${nodes[i]?.name}: ${errorMessage(s.reason)}`] : [],
+  );
+  if (failed.length > 0) throw new Error(failed.join('; '));
+  return settled.map((s) => (s as PromiseFulfilledResult<T>).value);
+}

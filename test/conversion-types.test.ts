@@ -20,7 +20,9 @@ const TYPES_DDL = `
     id int8 PRIMARY KEY, n numeric, ts timestamptz, d date, t time, b bytea, j json, jb jsonb,
     ia int[], ta text[], m mood, u uuid, txt text, f8 float8, f4 float4, bool boolean, iv interval,
     inet_ inet, ts_naive timestamp
-  );`;
+  );
+  CREATE TABLE flat (id int8 PRIMARY KEY, n numeric, ts timestamptz, d date, b bytea, jb jsonb, m mood, u uuid,
+    txt text, f8 float8, iv interval, inet_ inet);`;
 
 const ROWS = `
   INSERT INTO typed VALUES
@@ -31,10 +33,15 @@ const ROWS = `
    '1 year 2 mons 3 days 04:05:06.789', '2001:db8::1/64', '2026-01-01 00:00:00.000001'),
   (-9223372036854775808, 'NaN', 'infinity', '-infinity', '00:00', '\\x', 'null', '[]', '{}', '{}', 'sad',
    '00000000-0000-0000-0000-000000000000', '', '-0', 'NaN', false, '0', '127.0.0.1', '-infinity'),
-  (0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);`;
+  (0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+  -- Without array columns and in numbers, rows take the typed unnest() path of the writer.
+  INSERT INTO flat SELECT typed.id % 1000 * 100 + g, n, ts, d, b, jb, m, u, txt, f8, iv, inet_
+    FROM typed CROSS JOIN generate_series(1, 30) g;`;
 
 const ALL_AS_TEXT = `SELECT id::text, n::text, ts::text, d::text, t::text, b::text, j::text, jb::text, ia::text, ta::text,
-  m::text, u::text, txt, f8::text, f4::text, bool::text, iv::text, inet_::text, ts_naive::text FROM typed ORDER BY id`;
+  m::text, u::text, txt, f8::text, f4::text, bool::text, iv::text, inet_::text, ts_naive::text FROM typed
+  UNION ALL SELECT id::text, n::text, ts::text, d::text, NULL, b::text, NULL, jb::text, NULL, NULL, m::text, u::text, txt,
+  f8::text, NULL, NULL, iv::text, inet_::text, NULL FROM flat ORDER BY 1`;
 
 async function textRows(client: pg.Client, sql: string): Promise<unknown[]> {
   return (await client.query(sql)).rows;
@@ -86,25 +93,36 @@ describe('conversion fidelity', () => {
 
   test('every built-in type round-trips losslessly through the copy and the stream', async () => {
     await oldDb.query(ROWS);
-    await convert(defineConversion({ tables: { typed: identity() } }), 'types', async (converter) => {
-      assert.deepEqual(
-        await textRows(newDb, ALL_AS_TEXT),
-        await textRows(oldDb, ALL_AS_TEXT),
-        'after the copy',
-      );
-      // The same rows again, this time through the change stream.
-      await oldDb.query('DELETE FROM typed');
-      await converter.catchUp(10_000);
-      assert.deepEqual(await textRows(newDb, 'SELECT count(*)::int AS n FROM typed'), [{ n: 0 }]);
-      await oldDb.query(ROWS);
-      await oldDb.query(`UPDATE typed SET txt = txt || ' ✓', n = n * 2 WHERE id = 0 OR id > 0`);
-      await converter.catchUp(10_000);
-      assert.deepEqual(
-        await textRows(newDb, ALL_AS_TEXT),
-        await textRows(oldDb, ALL_AS_TEXT),
-        'after the stream',
-      );
-    });
+    await convert(
+      defineConversion({ tables: { typed: identity(), flat: identity() } }),
+      'types',
+      async (converter) => {
+        assert.deepEqual(
+          await textRows(newDb, ALL_AS_TEXT),
+          await textRows(oldDb, ALL_AS_TEXT),
+          'after the copy',
+        );
+        // The same rows again, this time through the change stream.
+        await oldDb.query('DELETE FROM typed; DELETE FROM flat');
+        await converter.catchUp(10_000);
+        assert.deepEqual(
+          await textRows(
+            newDb,
+            'SELECT (SELECT count(*) FROM typed)::int + (SELECT count(*) FROM flat)::int AS n',
+          ),
+          [{ n: 0 }],
+        );
+        await oldDb.query(ROWS);
+        await oldDb.query(`UPDATE typed SET txt = txt || ' ✓', n = n * 2 WHERE id = 0 OR id > 0`);
+        await oldDb.query(`UPDATE flat SET txt = txt || ' ✓', n = n * 2 WHERE id % 2 = 0`);
+        await converter.catchUp(10_000);
+        assert.deepEqual(
+          await textRows(newDb, ALL_AS_TEXT),
+          await textRows(oldDb, ALL_AS_TEXT),
+          'after the stream',
+        );
+      },
+    );
   });
 
   test('an update that leaves a TOASTed value unchanged does not overwrite it in the target', async () => {

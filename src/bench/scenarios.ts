@@ -18,3 +18,5 @@ export interface Scenario {
 
 export const scenarios: Record<string, () => Promise<Scenario>> = {};
 scenarios.proxy = async () => (await import('./proxy.js')).proxyScenario;
+scenarios.convert = async () => (await import('./convert.js')).convertScenario;
+scenarios['runtime-test'] = async () => (await import('./runtime-test.js')).runtimeTestScenario;

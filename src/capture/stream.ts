@@ -1,84 +1,66 @@
 /**
- * The change stream of the old database: pgoutput over a logical replication connection, assembled
- * into whole transactions and handed over one at a time, in commit order. The slot is acknowledged
- * only with positions the caller says are durably applied, so a crash replays from there and never
- * skips a change. The stream never writes to the old database.
+ * The change stream of the old database: pgoutput messages assembled into whole transactions and
+ * handed over in commit order. The slot is acknowledged only with positions the caller says are
+ * durably applied, so a crash replays from there and never skips a change. The stream never writes
+ * to the old database. The caller can pause it (backpressure) while it has too much to apply.
  */
-import { LogicalReplicationService, type Pgoutput } from 'pg-logical-replication';
-import { TextPgoutputPlugin } from './decoder.js';
-import { formatLsn, parseLsn, type Lsn } from './lsn.js';
+import type { Pgoutput } from 'pg-logical-replication';
+import { ReplicationConnection } from './replication-connection.js';
+import { parseLsn, type Lsn } from './lsn.js';
 import type { Change, Row, SourceTransaction } from './change.js';
 
 export interface ChangeStreamOptions {
   url: string;
   slotName: string;
   publication: string;
-  /** Called for each whole transaction, in commit order; the next one waits until this resolves. */
-  onTransaction(txn: SourceTransaction): Promise<void>;
-  /** The stream stopped because of an error (of the connection, or thrown by onTransaction). */
+  /** Called for each whole transaction, in commit order, synchronously as it is decoded. */
+  onTransaction(txn: SourceTransaction): void;
+  /** The stream stopped because of an error (of the connection or of decoding). */
   onError(err: unknown): void;
 }
 
 export class ChangeStream {
-  private readonly service: LogicalReplicationService;
+  private readonly connection: ReplicationConnection;
   private current: SourceTransaction | undefined;
-  private acknowledged: Lsn = 0n;
-  private failed = false;
-  private stopping = false;
+  private stopped = false;
 
   constructor(private readonly options: ChangeStreamOptions) {
-    this.service = new LogicalReplicationService(
-      { connectionString: options.url },
-      // Never acknowledge on the library's own timer: only applied positions may be confirmed.
-      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
-    );
-    this.service.on('data', (_lsn: string, message: Pgoutput.Message) => this.onMessage(message));
-    this.service.on('heartbeat', (_lsn: string, _time: number, shouldRespond: boolean) => {
-      if (shouldRespond) void this.sendStatus();
+    this.connection = new ReplicationConnection({
+      url: options.url,
+      slotName: options.slotName,
+      publication: options.publication,
+      onMessage: (message) => this.onMessage(message),
+      onError: (err) => {
+        if (!this.stopped) options.onError(err);
+      },
     });
-    this.service.on('error', (err: Error) => this.fail(err));
   }
 
   /** Starts streaming from the slot's confirmed position; resolves once replication has started. */
   async start(): Promise<void> {
-    const started = new Promise<void>((resolve) => this.service.once('start', () => resolve()));
-    const plugin = new TextPgoutputPlugin({
-      protoVersion: 1,
-      publicationNames: [this.options.publication],
-      messages: true,
-    });
-    const subscribed = this.service
-      .subscribe(plugin, this.options.slotName)
-      .catch((err: unknown) => this.fail(err));
-    await Promise.race([started, subscribed.then(() => undefined)]);
-    if (this.failed) throw new Error(`change stream of slot ${this.options.slotName} did not start`);
+    await this.connection.start();
   }
 
-  /** Confirms to the server that everything up to `lsn` is durably applied (WAL before it may be recycled). */
+  /** Confirms to the server that everything up to `lsn` is durably applied. */
   acknowledge(lsn: Lsn): void {
-    if (lsn > this.acknowledged) this.acknowledged = lsn;
-    void this.sendStatus();
+    this.connection.confirm(lsn);
+    this.connection.flush();
+  }
+
+  pause(): void {
+    this.connection.pause();
+  }
+
+  resume(): void {
+    this.connection.resume();
   }
 
   async stop(): Promise<void> {
-    this.stopping = true;
-    await this.service.destroy().catch(() => {});
+    this.stopped = true;
+    await this.connection.stop();
   }
 
-  private async sendStatus(): Promise<void> {
-    if (this.acknowledged === 0n) return;
-    await this.service.acknowledge(formatLsn(this.acknowledged)).catch((err: unknown) => this.fail(err));
-  }
-
-  private fail(err: unknown): void {
-    if (this.failed || this.stopping) return;
-    this.failed = true;
-    void this.service.stop().catch(() => {});
-    this.options.onError(err);
-  }
-
-  private async onMessage(message: Pgoutput.Message): Promise<void> {
-    if (this.failed) return;
+  private onMessage(message: Pgoutput.Message): void {
     switch (message.tag) {
       case 'begin':
         this.current = {
@@ -90,10 +72,14 @@ export class ChangeStream {
         };
         return;
       case 'insert':
-        this.push({ op: 'insert', table: tableName(message.relation), new: message.new as Row });
+        this.current?.changes.push({
+          op: 'insert',
+          table: tableName(message.relation),
+          new: message.new as Row,
+        });
         return;
       case 'update':
-        this.push({
+        this.current?.changes.push({
           op: 'update',
           table: tableName(message.relation),
           new: message.new as Row,
@@ -101,14 +87,17 @@ export class ChangeStream {
         });
         return;
       case 'delete':
-        this.push({
+        this.current?.changes.push({
           op: 'delete',
           table: tableName(message.relation),
           old: (message.old ?? message.key ?? {}) as Row,
         });
         return;
       case 'truncate':
-        this.push({ op: 'truncate', tables: message.relations.map(tableName) });
+        this.current?.changes.push({
+          op: 'truncate',
+          tables: message.relations.map(tableName),
+        } satisfies Change);
         return;
       case 'message':
         if (message.transactional && this.current && message.messageLsn) {
@@ -125,20 +114,12 @@ export class ChangeStream {
         if (!txn || !message.commitEndLsn) return;
         txn.commitEndLsn = parseLsn(message.commitEndLsn);
         txn.commitTime = new Date(Number((message.commitTime as bigint) / 1000n));
-        try {
-          await this.options.onTransaction(txn);
-        } catch (err) {
-          this.fail(err);
-        }
+        this.options.onTransaction(txn);
         return;
       }
       default:
         return; // relation, type and origin messages carry nothing to apply
     }
-  }
-
-  private push(change: Change): void {
-    this.current?.changes.push(change);
   }
 }
 

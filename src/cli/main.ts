@@ -5,7 +5,14 @@
 import { Command } from 'commander';
 import { registerDemo } from './commands/demo.js';
 import { registerBench } from './commands/bench.js';
+import { registerPlan } from './commands/plan.js';
+import { registerStart } from './commands/start.js';
+import { registerStatus } from './commands/status.js';
+import { registerSwitch } from './commands/switch.js';
+import { registerAbort } from './commands/abort.js';
+import { registerFinish } from './commands/finish.js';
 import { registerConvert } from './commands/convert.js';
+import { registerReport } from './commands/report.js';
 
 const program = new Command()
   .name('imago')
@@ -16,6 +23,13 @@ const program = new Command()
 
 registerDemo(program);
 registerBench(program);
+registerPlan(program);
+registerStart(program);
+registerStatus(program);
+registerSwitch(program);
+registerAbort(program);
+registerFinish(program);
 registerConvert(program);
+registerReport(program);
 
 await program.parseAsync(process.argv);

@@ -10,7 +10,7 @@ import type { Change, Row, SourceTransaction } from '../capture/change.js';
 import type { TargetRow, TransformContext } from './api.js';
 import { deleteLineage, readLineage, takeTableLineage, writeLineage, type Targets } from './lineage.js';
 import type { RowConverter } from './row-converter.js';
-import { writeCheckpoint } from './state.js';
+import { writeCheckpointAndCommit } from './state.js';
 import {
   deleteByKey,
   keyOf,
@@ -21,6 +21,7 @@ import {
   type TargetTable,
 } from './target.js';
 import { IdentityBatch } from './identity-batch.js';
+import { isUniqueViolation } from './copy-in.js';
 import { lookupIn } from './lookup.js';
 
 export class Applier {
@@ -38,14 +39,34 @@ export class Applier {
   private readonly batch = new IdentityBatch();
 
   async apply(txns: SourceTransaction[]): Promise<void> {
+    try {
+      await this.applyOnce(txns);
+    } catch (err) {
+      if (!isUniqueViolation(err) || !this.batch.copyFresh) throw err;
+      // A row the group inserts already exists in the target: apply the group again with upserts.
+      this.batch.copyFresh = false;
+      try {
+        await this.applyOnce(txns);
+      } finally {
+        this.batch.copyFresh = true;
+      }
+    }
+  }
+
+  private async applyOnce(txns: SourceTransaction[]): Promise<void> {
     const last = txns[txns.length - 1];
     if (!last) return;
+    this.batch.clear();
     await this.client.query('BEGIN');
     try {
-      for (const txn of txns) for (const change of txn.changes) await this.applyChange(change);
+      for (const txn of txns) {
+        for (const change of txn.changes) {
+          // Most changes are to identity tables already described: no await, no round trip.
+          if (!this.batchKnownIdentity(change)) await this.applyChange(change);
+        }
+      }
       await this.batch.flush(this.client);
-      await writeCheckpoint(this.client, this.stream, last.commitEndLsn);
-      await this.client.query('COMMIT');
+      await writeCheckpointAndCommit(this.client, this.stream, last.commitEndLsn);
     } catch (err) {
       await this.client.query('ROLLBACK').catch(() => {});
       this.catalog.forget();
@@ -63,7 +84,7 @@ export class Applier {
     const table = change.table;
     const identity = this.converter.identityTarget(table);
     if (identity !== undefined) {
-      await this.batchIdentity(await this.catalog.table(identity), change);
+      this.batchIdentity(await this.catalog.table(identity), change);
       return;
     }
     // A transform may look up target rows: identity changes before it must be visible.
@@ -81,10 +102,16 @@ export class Applier {
     await this.replace(table, change.new, change.new);
   }
 
-  private async batchIdentity(
-    target: TargetTable,
-    change: Exclude<Change, { op: 'truncate' }>,
-  ): Promise<void> {
+  private batchKnownIdentity(change: Change): boolean {
+    if (change.op === 'truncate') return false;
+    const identity = this.converter.identityTarget(change.table);
+    const target = identity === undefined ? undefined : this.catalog.known(identity);
+    if (!target) return false;
+    this.batchIdentity(target, change);
+    return true;
+  }
+
+  private batchIdentity(target: TargetTable, change: Exclude<Change, { op: 'truncate' }>): void {
     if (change.op === 'delete') {
       this.batch.delete(target, change.old);
       return;
@@ -96,7 +123,7 @@ export class Applier {
     ) {
       this.batch.delete(target, change.old);
     }
-    this.batch.upsert(target, change.new);
+    this.batch.upsert(target, change.new, change.op === 'insert');
   }
 
   /** Makes the target hold exactly what `row` converts to (nothing when `row` is undefined). */

@@ -14,8 +14,12 @@ export interface ApplyQueueOptions {
   onFailure(err: unknown): void;
   maxGroupTransactions?: number;
   maxGroupChanges?: number;
-  /** Changes waiting before the stream is made to wait (bounded memory). */
+  /** Changes waiting before the stream is paused (bounded memory). */
   maxQueuedChanges?: number;
+  /** The queue is full: stop feeding it. */
+  pause(): void;
+  /** The queue has room again. */
+  resume(): void;
 }
 
 export class ApplyQueue {
@@ -35,17 +39,18 @@ export class ApplyQueue {
     this.maxQueued = options.maxQueuedChanges ?? 100_000;
   }
 
-  /** Queues a transaction; waits only while the queue is full (backpressure on the stream). */
-  async push(txn: SourceTransaction): Promise<void> {
+  private paused = false;
+
+  /** Queues a transaction; pauses the feeder while the queue is full (backpressure on the stream). */
+  push(txn: SourceTransaction): void {
     if (this.failed) return;
     this.queue.push(txn);
     this.queuedChanges += txn.changes.length + 1;
-    this.running ??= this.run();
-    while (this.queuedChanges > this.maxQueued && !this.failed) {
-      const running = this.running as Promise<void> | undefined;
-      if (!running) break;
-      await running;
+    if (!this.paused && this.queuedChanges > this.maxQueued) {
+      this.paused = true;
+      this.options.pause();
     }
+    this.running ??= this.run();
   }
 
   /** Resolves when everything queued so far has been applied (or the queue failed). */
@@ -58,6 +63,10 @@ export class ApplyQueue {
       while (this.head < this.queue.length && !this.failed) {
         const group = this.take();
         await this.options.applyGroup(group);
+        if (this.paused && this.queuedChanges <= this.maxQueued / 2) {
+          this.paused = false;
+          this.options.resume();
+        }
       }
     } catch (err) {
       this.failed = true;

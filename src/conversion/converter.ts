@@ -192,7 +192,12 @@ export class Converter {
       void this.stream?.stop();
       onError(err);
     };
-    this.queue = new ApplyQueue({ applyGroup: (txns) => this.applyGroup(txns), onFailure: failed });
+    this.queue = new ApplyQueue({
+      applyGroup: (txns) => this.applyGroup(txns),
+      onFailure: failed,
+      pause: () => this.stream?.pause(),
+      resume: () => this.stream?.resume(),
+    });
     this.stream = new ChangeStream({
       url: this.options.sourceUrl,
       slotName: this.slotName,
@@ -261,13 +266,13 @@ export class Converter {
     await this.target?.end().catch(() => {});
   }
 
-  private async onTransaction(txn: SourceTransaction): Promise<void> {
+  private onTransaction(txn: SourceTransaction): void {
     // Already applied before a restart: the checkpoint covers it.
     if (txn.commitEndLsn <= this.applied) {
       this.stream?.acknowledge(txn.commitEndLsn);
       return;
     }
-    await this.queue?.push(txn);
+    this.queue?.push(txn);
   }
 
   private async applyGroup(txns: SourceTransaction[]): Promise<void> {

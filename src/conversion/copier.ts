@@ -1,16 +1,26 @@
 /**
  * Bulk copy inside the slot's exported snapshot: each source table is read with COPY (text form,
- * streamed, bounded memory), converted row by row, and written in batches; each batch and its lineage
- * commit together. Tables are converted in the conversion's order, so lookups find rows of earlier tables.
+ * streamed, bounded memory), converted row by row, and written in batches — with COPY while the
+ * targets are empty, with upserts once a key already exists; each batch and its lineage commit together. Tables are converted in the conversion's order, so lookups find rows of earlier tables.
  */
 import pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
-import type { TargetRow } from './api.js';
+import type { TargetRow, TargetValue } from './api.js';
+import { copyRowsIn, isUniqueViolation } from './copy-in.js';
 import { CopyTextParser } from './copy-text.js';
 import { writeLineage, type LineageEntry } from './lineage.js';
 import { cachedLookup } from './lookup.js';
 import type { RowConverter } from './row-converter.js';
-import { keyOf, quote, quoteQualified, toRows, upsert, type TargetCatalog } from './target.js';
+import {
+  keyOf,
+  quote,
+  quoteQualified,
+  toRows,
+  bySignature,
+  upsert,
+  type TargetCatalog,
+  type TargetTable,
+} from './target.js';
 
 export interface CopyProgress {
   table: string;
@@ -24,7 +34,7 @@ export interface CopyResult {
   targetRows: number;
 }
 
-const BATCH_ROWS = 2000;
+const BATCH_ROWS = 5000;
 
 export async function copySnapshot(options: {
   sourceUrl: string;
@@ -51,19 +61,33 @@ export async function copySnapshot(options: {
       );
       const progress: CopyProgress = { table, rows: 0, bytes: 0 };
       let batch: Record<string, string | null>[] = [];
+      const mode: WriteMode = { copyIn: true };
       const flush = async () => {
-        total.targetRows += await writeBatch(target, converter, catalog, table, batch, ctx);
+        total.targetRows += await writeBatch(target, converter, catalog, table, batch, ctx, mode);
         progress.rows += batch.length;
         batch = [];
         options.onProgress?.({ ...progress });
       };
-      for await (const chunk of stream as AsyncIterable<Buffer>) {
-        progress.bytes += chunk.length;
-        for (const row of parser.push(chunk)) {
+      // COPY sends a message per row: parse them in larger slices.
+      let pending: Buffer[] = [];
+      let pendingBytes = 0;
+      const parse = async () => {
+        for (const row of parser.push(
+          pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending),
+        )) {
           batch.push(row);
           if (batch.length >= BATCH_ROWS) await flush();
         }
+        pending = [];
+        pendingBytes = 0;
+      };
+      for await (const chunk of stream as AsyncIterable<Buffer>) {
+        progress.bytes += chunk.length;
+        pending.push(chunk);
+        pendingBytes += chunk.length;
+        if (pendingBytes >= 256 * 1024) await parse();
       }
+      if (pending.length > 0) await parse();
       parser.end();
       await flush();
       total.rows += progress.rows;
@@ -76,6 +100,11 @@ export async function copySnapshot(options: {
   }
 }
 
+/** How a table's batches are written: COPY while the targets are empty, upserts after a conflict. */
+interface WriteMode {
+  copyIn: boolean;
+}
+
 async function writeBatch(
   target: pg.Client,
   converter: RowConverter,
@@ -83,33 +112,72 @@ async function writeBatch(
   table: string,
   rows: Record<string, string | null>[],
   ctx: { lookup: ReturnType<typeof cachedLookup> },
+  mode: WriteMode,
 ): Promise<number> {
   if (rows.length === 0) return 0;
   const outputs: TargetRow[] = [];
-  const pending: { sourceKey: string; outputs: TargetRow[] }[] = [];
+  const lineage: LineageEntry[] = [];
+  const withLineage = converter.identityTarget(table) === undefined;
+  const tables = new Map<string, TargetTable>();
   for (const row of rows) {
     const converted = await converter.convert(table, row, ctx);
-    outputs.push(...converted);
-    pending.push({ sourceKey: converter.keyOf(table, row), outputs: converted });
+    for (const o of converted) outputs.push(o);
+    if (!withLineage) continue;
+    const targets: LineageEntry['targets'] = [];
+    for (const o of converted) {
+      let t = tables.get(o.table);
+      if (!t) tables.set(o.table, (t = await catalog.table(o.table)));
+      targets.push([o.table, keyOf(t, o.row)]);
+    }
+    lineage.push({ sourceTable: table, sourceKey: converter.keyOf(table, row), targets });
   }
+  const byTable = toRows(outputs);
+  for (const name of byTable.keys()) if (!tables.has(name)) tables.set(name, await catalog.table(name));
+  if (mode.copyIn) {
+    try {
+      await inTransaction(target, catalog, async () => {
+        for (const [name, targetRows] of byTable) {
+          for (const [columns, group] of bySignature(targetRows))
+            await copyRowsIn(target, name, columns, group);
+        }
+        await copyRowsIn(
+          target,
+          'imago.lineage',
+          ['source_table', 'source_key', 'targets'],
+          lineage.map((e) => ({
+            source_table: e.sourceTable,
+            source_key: e.sourceKey,
+            targets: JSON.stringify(e.targets),
+          })),
+        );
+      });
+      return outputs.length;
+    } catch (err) {
+      if (!isUniqueViolation(err)) throw err;
+      // Rows already there (a target seeded by the new version, or N:1 outputs): upsert from now on.
+      mode.copyIn = false;
+    }
+  }
+  await inTransaction(target, catalog, async () => {
+    for (const [name, targetRows] of byTable)
+      await upsert(target, tables.get(name) as TargetTable, targetRows);
+    await writeLineage(target, lineage);
+  });
+  return outputs.length;
+}
+
+async function inTransaction(
+  target: pg.Client,
+  catalog: TargetCatalog,
+  work: () => Promise<void>,
+): Promise<void> {
   await target.query('BEGIN');
   try {
-    for (const [name, targetRows] of toRows(outputs))
-      await upsert(target, await catalog.table(name), targetRows);
-    if (converter.identityTarget(table) === undefined) {
-      const entries: LineageEntry[] = [];
-      for (const p of pending) {
-        const targets: LineageEntry['targets'] = [];
-        for (const o of p.outputs) targets.push([o.table, keyOf(await catalog.table(o.table), o.row)]);
-        entries.push({ sourceTable: table, sourceKey: p.sourceKey, targets });
-      }
-      await writeLineage(target, entries);
-    }
+    await work();
     await target.query('COMMIT');
   } catch (err) {
     await target.query('ROLLBACK').catch(() => {});
     catalog.forget();
     throw err;
   }
-  return outputs.length;
 }

@@ -11,9 +11,14 @@
 import type pg from 'pg';
 import type { Row } from '../capture/change.js';
 import type { TargetValue } from './api.js';
-import { quote, quoteQualified, upsert, type TargetTable } from './target.js';
+import { bySignature, quote, quoteQualified, upsert, type TargetTable } from './target.js';
+import { copyRowsIn } from './copy-in.js';
 
-type Pending = { op: 'upsert'; row: Row } | { op: 'delete'; key: string[] };
+/** `fresh`: inserted within this group and unknown to the target before it: COPY can write it. */
+type Pending = { op: 'upsert'; row: Row; fresh: boolean } | { op: 'delete'; key: string[] };
+
+/** Fewer fresh rows than this go with the upserts: starting a COPY costs more than it saves. */
+const COPY_FROM = 64;
 
 export class IdentityBatch {
   private readonly tables = new Map<string, { target: TargetTable; keys: Map<string, Pending> }>();
@@ -22,17 +27,25 @@ export class IdentityBatch {
     return this.tables.size === 0;
   }
 
-  upsert(target: TargetTable, row: Row): void {
+  /** Rows that are new to the target go in with COPY; turned off to retry a group after a conflict. */
+  copyFresh = true;
+
+  upsert(target: TargetTable, row: Row, inserted: boolean): void {
     const keys = this.keysOf(target);
     const id = keyString(target, row);
     const previous = keys.get(id);
+    const fresh = previous === undefined ? inserted : previous.op === 'upsert' && previous.fresh;
     if (previous?.op === 'upsert' && Object.values(row).some((v) => v === undefined)) {
       const merged: Row = { ...row };
       for (const [k, v] of Object.entries(row)) if (v === undefined) merged[k] = previous.row[k];
-      keys.set(id, { op: 'upsert', row: merged });
+      keys.set(id, { op: 'upsert', row: merged, fresh });
     } else {
-      keys.set(id, { op: 'upsert', row });
+      keys.set(id, { op: 'upsert', row, fresh });
     }
+  }
+
+  clear(): void {
+    this.tables.clear();
   }
 
   delete(target: TargetTable, keyRow: Row): void {
@@ -44,11 +57,17 @@ export class IdentityBatch {
     for (const { target, keys } of this.tables.values()) {
       const deletes: string[][] = [];
       const upserts: Record<string, TargetValue>[] = [];
+      const inserts: Record<string, TargetValue>[] = [];
       for (const pending of keys.values()) {
         if (pending.op === 'delete') deletes.push(pending.key);
+        else if (pending.fresh && this.copyFresh) inserts.push(defined(pending.row));
         else upserts.push(defined(pending.row));
       }
       await deleteKeys(client, target, deletes);
+      // Exactly-once apply means an insert never meets an existing row, unless the target was written
+      // by someone else: then COPY fails with unique_violation and the group is retried with upserts.
+      for (const [columns, rows] of bySignature(inserts))
+        await copyRowsIn(client, target.name, columns, rows);
       await upsert(client, target, upserts);
     }
     this.tables.clear();
@@ -75,15 +94,13 @@ function defined(row: Row): Record<string, TargetValue> {
 }
 
 async function deleteKeys(client: pg.Client, target: TargetTable, keys: string[][]): Promise<void> {
-  const perStatement = Math.floor(60000 / target.key.length);
-  for (let start = 0; start < keys.length; start += perStatement) {
-    const params: string[] = [];
-    const tuples = keys
-      .slice(start, start + perStatement)
-      .map((key) => `(${key.map((v) => `$${params.push(v)}`).join(', ')})`);
-    await client.query(
-      `DELETE FROM ${quoteQualified(target.name)} WHERE (${target.key.map(quote).join(', ')}) IN (${tuples.join(', ')})`,
-      params,
-    );
-  }
+  if (keys.length === 0) return;
+  const types = target.key.map((c) => target.types.get(c) ?? 'text');
+  const using = target.key.map((c, i) => `t.${quote(c)} = d.k${i}`).join(' AND ');
+  await client.query(
+    `DELETE FROM ${quoteQualified(target.name)} t
+      USING unnest(${types.map((type, i) => `$${i + 1}::${type}[]`).join(', ')}) AS d(${target.key.map((_, i) => `k${i}`).join(', ')})
+      WHERE ${using}`,
+    target.key.map((_, i) => keys.map((key) => key[i])),
+  );
 }

@@ -68,3 +68,13 @@ export async function resetTargets(client: pg.Client, stream: string): Promise<v
 export async function recordTarget(client: pg.Client, name: string): Promise<void> {
   await client.query('INSERT INTO imago.targets (name) VALUES ($1) ON CONFLICT DO NOTHING', [name]);
 }
+
+/** The checkpoint and the commit of the apply transaction in one round trip (a simple query). */
+export async function writeCheckpointAndCommit(client: pg.Client, stream: string, lsn: Lsn): Promise<void> {
+  const literal = (text: string) => `'${text.replace(/'/g, "''")}'`;
+  await client.query(
+    `INSERT INTO imago.checkpoint (stream, commit_lsn, copied) VALUES (${literal(stream)}, ${literal(formatLsn(lsn))}, true)
+     ON CONFLICT (stream) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, copied = true, applied_at = clock_timestamp();
+     COMMIT`,
+  );
+}

@@ -11,16 +11,25 @@ export interface TargetTable {
   name: string;
   key: string[];
   columns: Set<string>;
+  /** SQL type of each column (format_type), for typed unnest() arrays; undefined for array columns. */
+  types: Map<string, string | undefined>;
 }
 
 export class TargetCatalog {
   private readonly tables = new Map<string, Promise<TargetTable>>();
+  private readonly resolved = new Map<string, TargetTable>();
 
   constructor(private readonly client: pg.Client) {}
 
   /** After a rollback: what was described (and recorded) inside it is read again. */
   forget(): void {
     this.tables.clear();
+    this.resolved.clear();
+  }
+
+  /** The table if already described: lets the hot apply path skip an await per change. */
+  known(name: string): TargetTable | undefined {
+    return this.resolved.get(name);
   }
 
   table(name: string): Promise<TargetTable> {
@@ -28,6 +37,7 @@ export class TargetCatalog {
     if (!table) {
       table = describe(this.client, name);
       this.tables.set(name, table);
+      table.then((t) => this.resolved.set(name, t)).catch(() => {});
       table.catch(() => this.tables.delete(name));
     }
     return table;
@@ -42,9 +52,11 @@ async function describe(client: pg.Client, name: string): Promise<TargetTable> {
 }
 
 async function readTable(client: pg.Client, name: string): Promise<TargetTable> {
-  const { rows } = await client.query<{ attname: string; key: boolean }>(
-    `SELECT a.attname, coalesce(a.attnum = ANY (i.indkey), false) AS key
+  const { rows } = await client.query<{ attname: string; key: boolean; type: string; is_array: boolean }>(
+    `SELECT a.attname, coalesce(a.attnum = ANY (i.indkey), false) AS key,
+            format_type(a.atttypid, a.atttypmod) AS type, t.typcategory = 'A' AS is_array
        FROM pg_attribute a
+       JOIN pg_type t ON t.oid = a.atttypid
        LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
       WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
       ORDER BY a.attnum`,
@@ -65,7 +77,13 @@ async function readTable(client: pg.Client, name: string): Promise<TargetTable> 
       'conversion upserts by primary key; add one to the new schema',
     );
   }
-  return { name, key, columns: new Set(rows.map((r) => r.attname)) };
+  return {
+    name,
+    key,
+    columns: new Set(rows.map((r) => r.attname)),
+    // unnest() flattens arrays of arrays, so array columns take the VALUES path.
+    types: new Map(rows.map((r) => [r.attname, r.is_array ? undefined : r.type])),
+  };
 }
 
 /** The primary key of a target row as a stable string (lineage stores it). */
@@ -107,6 +125,18 @@ export async function upsert(
   }
   for (const [signature, group] of groups) {
     const columns = signature.split('\0');
+    const conflict = `ON CONFLICT (${table.key.map(quote).join(', ')}) DO ${updateClause(table, columns)}`;
+    const types = columns.map((c) => table.types.get(c));
+    if (group.length >= UNNEST_FROM && types.every((t) => t !== undefined)) {
+      // One array parameter per column: far cheaper to bind and parse than one parameter per value.
+      const rows = dedupeByKey(table, group);
+      await client.query(
+        `INSERT INTO ${quoteQualified(table.name)} (${columns.map(quote).join(', ')})
+         SELECT * FROM unnest(${types.map((t, i) => `$${i + 1}::${t}[]`).join(', ')}) ${conflict}`,
+        columns.map((c) => rows.map((row) => toParam(row[c]))),
+      );
+      continue;
+    }
     // PostgreSQL allows 65535 parameters per statement.
     const perStatement = Math.max(1, Math.floor(60000 / columns.length));
     for (let start = 0; start < group.length; start += perStatement) {
@@ -115,16 +145,22 @@ export async function upsert(
       const tuples = batch.map(
         (row) => `(${columns.map((c) => `$${params.push(toParam(row[c]))}`).join(', ')})`,
       );
-      const updates = columns
-        .filter((c) => !table.key.includes(c))
-        .map((c) => `${quote(c)} = EXCLUDED.${quote(c)}`);
       await client.query(
-        `INSERT INTO ${quoteQualified(table.name)} (${columns.map(quote).join(', ')}) VALUES ${tuples.join(', ')}
-         ON CONFLICT (${table.key.map(quote).join(', ')}) DO ${updates.length ? `UPDATE SET ${updates.join(', ')}` : 'NOTHING'}`,
+        `INSERT INTO ${quoteQualified(table.name)} (${columns.map(quote).join(', ')}) VALUES ${tuples.join(', ')} ${conflict}`,
         params,
       );
     }
   }
+}
+
+/** Batches at least this large use typed unnest() arrays rather than a VALUES list. */
+const UNNEST_FROM = 16;
+
+function updateClause(table: TargetTable, columns: string[]): string {
+  const updates = columns
+    .filter((c) => !table.key.includes(c))
+    .map((c) => `${quote(c)} = EXCLUDED.${quote(c)}`);
+  return updates.length ? `UPDATE SET ${updates.join(', ')}` : 'NOTHING';
 }
 
 /** ON CONFLICT cannot touch one row twice in a statement: the last version of a key wins. */
@@ -159,4 +195,19 @@ export function quote(identifier: string): string {
 
 export function quoteQualified(name: string): string {
   return name.split('.').map(quote).join('.');
+}
+
+/** Rows grouped by their column list (each group can be written with one statement). */
+export function bySignature(
+  rows: Record<string, TargetValue>[],
+): Map<string[], Record<string, TargetValue>[]> {
+  const groups = new Map<string, { columns: string[]; rows: Record<string, TargetValue>[] }>();
+  for (const row of rows) {
+    const columns = Object.keys(row);
+    const signature = columns.join('\0');
+    const group = groups.get(signature);
+    if (group) group.rows.push(row);
+    else groups.set(signature, { columns, rows: [row] });
+  }
+  return new Map([...groups.values()].map((g) => [g.columns, g.rows]));
 }

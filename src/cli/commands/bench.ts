@@ -13,6 +13,11 @@ export function registerBench(program: Command): void {
     .option('--json', 'end with one JSON line on stdout')
     .option('--repetitions <n>', 'alternating repetitions per target (medians are reported)')
     .option('--duration <s>', 'seconds per measurement')
+    .option('--rows <n>', 'convert: rows of the bulk-copy table (default 200000)')
+    .option(
+      '--small-transactions <n>',
+      'convert: single-row transactions in the small backlog (default 200000)',
+    )
     .allowUnknownOption(false)
     .action(async (name: string, opts: Record<string, string | boolean | undefined>) => {
       const out = output(Boolean(opts.json));

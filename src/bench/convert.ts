@@ -1,0 +1,99 @@
+/**
+ * `imago bench convert`: bulk copy vs a raw COPY pipe, change catch-up vs native logical replication
+ * (small and large transactions), and apply lag vs native — each against its reference in the same
+ * run, repeated, medians reported. See docs/benchmarks.md for recorded figures.
+ */
+import { startCluster } from '../universe/cluster.js';
+import type { Scenario } from './scenarios.js';
+import { imagoCopySeconds, rawCopySeconds, seedBulk } from './convert-bulk.js';
+import { applyLag, catchUpRates } from './convert-stream.js';
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2
+    ? (sorted[mid] as number)
+    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+}
+
+const round = (n: number, digits = 2) => Math.round(n * 10 ** digits) / 10 ** digits;
+
+export const convertScenario: Scenario = {
+  describe: 'conversion: bulk vs COPY pipe, catch-up and lag vs native logical replication',
+  async run({ out, options }) {
+    const repetitions = Number(options.repetitions ?? 3);
+    const rows = Number(options.rows ?? 200_000);
+    const small = Number(options.smallTransactions ?? 200_000);
+    const lagSeconds = Number(options.duration ?? 5);
+    out.say(`starting two PostgreSQL clusters (old, new)…`);
+    const [oldCluster, newCluster] = await Promise.all([
+      startCluster({
+        name: 'bench-old',
+        ephemeral: true,
+        settings: { synchronous_commit: 'on', max_worker_processes: 16 },
+      }),
+      startCluster({ name: 'bench-new', ephemeral: true, settings: { max_worker_processes: 16 } }),
+    ]);
+    try {
+      const bulkUrl = await seedBulk(oldCluster, rows);
+      const raw: number[] = [];
+      const imago: number[] = [];
+      let targetRows = 0;
+      for (let i = 0; i < repetitions; i++) {
+        raw.push(rows / (await rawCopySeconds(bulkUrl, newCluster, i)));
+        const b = await imagoCopySeconds(bulkUrl, newCluster, i);
+        imago.push(rows / b.seconds);
+        targetRows = b.targetRows;
+        out.say(
+          `bulk ${i + 1}/${repetitions}: COPY pipe ${Math.round(raw[i] ?? 0)} rows/s, Imago ${Math.round(imago[i] ?? 0)} rows/s (→ ${targetRows} target rows)`,
+        );
+      }
+      const smallRuns: { nativePerS: number; imagoPerS: number }[] = [];
+      const largeRuns: { nativePerS: number; imagoPerS: number }[] = [];
+      for (let i = 0; i < repetitions; i++) {
+        const s = await catchUpRates(oldCluster, newCluster, `small${i}`, {
+          transactions: small,
+          rowsPerTransaction: 1,
+        });
+        smallRuns.push(s);
+        const l = await catchUpRates(oldCluster, newCluster, `large${i}`, {
+          transactions: 20,
+          rowsPerTransaction: 10_000,
+        });
+        largeRuns.push(l);
+        out.say(
+          `catch-up ${i + 1}/${repetitions}: small txns native ${Math.round(s.nativePerS)}/s Imago ${Math.round(s.imagoPerS)}/s; ` +
+            `large txns native ${Math.round(l.nativePerS)}/s Imago ${Math.round(l.imagoPerS)}/s`,
+        );
+      }
+      const lag = await applyLag(oldCluster, newCluster, 'lag', 1000, lagSeconds);
+      out.say(
+        `lag at 1000 txn/s (${lag.transactions} txns): native p50 ${round(lag.native.p50)} ms p99 ${round(lag.native.p99)} ms; Imago p50 ${round(lag.imago.p50)} ms p99 ${round(lag.imago.p99)} ms`,
+      );
+      const ratio = (runs: { nativePerS: number; imagoPerS: number }[]) =>
+        median(runs.map((r) => r.imagoPerS / r.nativePerS));
+      return {
+        scenario: 'convert',
+        repetitions,
+        rows,
+        target_rows: targetRows,
+        copy_rows_per_s: Math.round(median(raw)),
+        imago_rows_per_s: Math.round(median(imago)),
+        ratio_vs_copy: round(median(imago.map((v, i) => v / (raw[i] as number)))),
+        native_small_per_s: Math.round(median(smallRuns.map((r) => r.nativePerS))),
+        imago_small_per_s: Math.round(median(smallRuns.map((r) => r.imagoPerS))),
+        ratio_vs_native_small: round(ratio(smallRuns)),
+        native_large_per_s: Math.round(median(largeRuns.map((r) => r.nativePerS))),
+        imago_large_per_s: Math.round(median(largeRuns.map((r) => r.imagoPerS))),
+        ratio_vs_native_large: round(ratio(largeRuns)),
+        lag_transactions: lag.transactions,
+        lag_ms_p50: round(lag.imago.p50),
+        lag_ms_p99: round(lag.imago.p99),
+        native_lag_ms_p50: round(lag.native.p50),
+        native_lag_ms_p99: round(lag.native.p99),
+      };
+    } finally {
+      await Promise.all([oldCluster.stop(), newCluster.stop()]);
+    }
+  },
+};

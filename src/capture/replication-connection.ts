@@ -1,0 +1,148 @@
+/**
+ * The streaming replication protocol for one logical slot, on node-postgres's connection: XLogData
+ * messages decoded with pgoutput and handed over synchronously, keepalives answered, and standby
+ * status updates carrying only the position the caller confirms. Backpressure is the socket itself:
+ * `pause()` stops reading, so the server's send buffer fills and the walsender waits.
+ *
+ * (pg-logical-replication's service queues every message behind a promise and an event emitter; at
+ * hundreds of thousands of messages per second that overhead dominated, so only its pgoutput parser
+ * is used here.)
+ */
+import pg from 'pg';
+import type { Pgoutput } from 'pg-logical-replication';
+import { PgoutputParser } from 'pg-logical-replication/dist/output-plugins/pgoutput/pgoutput-parser.js';
+import type { Lsn } from './lsn.js';
+
+/** Microseconds between the Unix epoch and PostgreSQL's (2000-01-01). */
+const PG_EPOCH_US = 946_684_800_000_000n;
+const STATUS_INTERVAL_MS = 10_000;
+
+interface Connection {
+  on(event: 'copyData', listener: (msg: { chunk: Buffer }) => void): void;
+  sendCopyFromChunk(chunk: Buffer): void;
+  stream: { pause(): void; resume(): void };
+}
+
+export interface ReplicationOptions {
+  url: string;
+  slotName: string;
+  publication: string;
+  onMessage(message: Pgoutput.Message): void;
+  onError(err: unknown): void;
+}
+
+export class ReplicationConnection {
+  private readonly client: pg.Client;
+  private readonly parser = new PgoutputParser();
+  private confirmed: Lsn = 0n;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(private readonly options: ReplicationOptions) {
+    // Values keep PostgreSQL's text form: node-postgres's parsers would turn timestamptz into a
+    // JS Date (losing microseconds); text round-trips every type exactly.
+    const parser = this.parser as unknown as { readRelationColumn: (reader: unknown) => object };
+    const readColumn = parser.readRelationColumn.bind(this.parser);
+    parser.readRelationColumn = (reader) => ({ ...readColumn(reader), parser: keepText });
+    this.client = new pg.Client({
+      connectionString: options.url,
+      replication: 'database',
+    } as pg.ClientConfig);
+    this.client.on('error', (err) => this.fail(err));
+  }
+
+  /** Connects and starts streaming from the slot's confirmed position. */
+  async start(): Promise<void> {
+    await this.client.connect();
+    const connection = (this.client as unknown as { connection: Connection }).connection;
+    connection.on('copyData', ({ chunk }) => this.onCopyData(chunk));
+    const started = new Promise<void>((resolve) =>
+      (connection as unknown as { once(e: string, l: () => void): void }).once('replicationStart', resolve),
+    );
+    const options = [
+      `proto_version '1'`,
+      `publication_names '${this.options.publication.replace(/'/g, "''")}'`,
+      `messages 'true'`,
+    ];
+    const streaming = this.client.query(
+      `START_REPLICATION SLOT "${this.options.slotName}" LOGICAL 0/0 (${options.join(', ')})`,
+    );
+    streaming.catch((err: unknown) => this.fail(err));
+    await Promise.race([started, streaming.then(() => undefined)]);
+    this.timer = setInterval(() => this.sendStatus(false), STATUS_INTERVAL_MS);
+    this.timer.unref();
+  }
+
+  /** Everything up to `lsn` is durably applied: the server may recycle the WAL before it. */
+  confirm(lsn: Lsn): void {
+    if (lsn > this.confirmed) this.confirmed = lsn;
+  }
+
+  /** Sends the confirmed position now. */
+  flush(): void {
+    this.sendStatus(false);
+  }
+
+  pause(): void {
+    this.connection()?.stream.pause();
+  }
+
+  resume(): void {
+    this.connection()?.stream.resume();
+  }
+
+  async stop(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.timer);
+    this.sendStatus(false);
+    await this.client.end().catch(() => {});
+  }
+
+  private connection(): Connection | undefined {
+    return (this.client as unknown as { connection?: Connection }).connection;
+  }
+
+  private onCopyData(chunk: Buffer): void {
+    if (this.closed) return;
+    try {
+      if (chunk[0] === 0x77 /* w: XLogData */) {
+        this.options.onMessage(this.parser.parse(chunk.subarray(25)));
+      } else if (chunk[0] === 0x6b /* k: keepalive */) {
+        if (chunk[17] === 1) this.sendStatus(false);
+      }
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  private sendStatus(replyRequested: boolean): void {
+    if (this.closed && replyRequested) return;
+    const connection = this.connection();
+    if (!connection || this.confirmed === 0n) return;
+    const status = Buffer.alloc(34);
+    status.write('r', 0);
+    status.writeBigUInt64BE(this.confirmed, 1); // written
+    status.writeBigUInt64BE(this.confirmed, 9); // flushed
+    status.writeBigUInt64BE(this.confirmed, 17); // applied
+    status.writeBigUInt64BE(BigInt(Date.now()) * 1000n - PG_EPOCH_US, 25);
+    status.writeUInt8(replyRequested ? 1 : 0, 33);
+    try {
+      connection.sendCopyFromChunk(status);
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  private fail(err: unknown): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.timer);
+    void this.client.end().catch(() => {});
+    this.options.onError(err);
+  }
+}
+
+function keepText(text: string): string {
+  return text;
+}

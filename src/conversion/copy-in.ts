@@ -1,0 +1,44 @@
+/**
+ * Writing converted rows with COPY FROM STDIN: the fastest way into PostgreSQL, used by the bulk copy
+ * while the target tables are empty. Values are serialised in COPY's text form (they already are
+ * PostgreSQL text, so nothing is lost). A duplicate key makes the whole COPY fail; the caller then
+ * falls back to upserts.
+ */
+import type pg from 'pg';
+import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
+import { from as copyFrom } from 'pg-copy-streams';
+import type { TargetValue } from './api.js';
+import { quote, quoteQualified } from './target.js';
+
+const SPECIAL = /[\\\n\r\t]/;
+
+function field(value: TargetValue | undefined): string {
+  if (value === null || value === undefined) return '\\N';
+  const text = typeof value === 'string' ? value : String(value);
+  return SPECIAL.test(text)
+    ? text.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/\r/g, '\\r').replace(/\t/g, '\\t')
+    : text;
+}
+
+/** Copies rows that all have the same columns into `table`. */
+export async function copyRowsIn(
+  client: pg.Client,
+  table: string,
+  columns: string[],
+  rows: Record<string, TargetValue | undefined>[],
+): Promise<void> {
+  if (rows.length === 0) return;
+  const lines: string[] = [];
+  for (const row of rows) lines.push(columns.map((c) => field(row[c])).join('\t'));
+  const body = Buffer.from(`${lines.join('\n')}\n`, 'utf8');
+  await pipeline(
+    Readable.from([body]),
+    client.query(copyFrom(`COPY ${quoteQualified(table)} (${columns.map(quote).join(', ')}) FROM STDIN`)),
+  );
+}
+
+/** True for PostgreSQL's unique_violation, the one failure the upsert fallback handles. */
+export function isUniqueViolation(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { code?: string }).code === '23505';
+}

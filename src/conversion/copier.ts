@@ -5,7 +5,7 @@
  */
 import pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
-import type { TargetRow, TargetValue } from './api.js';
+import type { TargetRow } from './api.js';
 import { copyRowsIn, isUniqueViolation } from './copy-in.js';
 import { CopyTextParser } from './copy-text.js';
 import { writeLineage, type LineageEntry } from './lineage.js';

@@ -66,8 +66,12 @@ export class IdentityBatch {
       await deleteKeys(client, target, deletes);
       // Exactly-once apply means an insert never meets an existing row, unless the target was written
       // by someone else: then COPY fails with unique_violation and the group is retried with upserts.
-      for (const [columns, rows] of bySignature(inserts))
-        await copyRowsIn(client, target.name, columns, rows);
+      if (inserts.length >= COPY_FROM) {
+        for (const [columns, rows] of bySignature(inserts))
+          await copyRowsIn(client, target.name, columns, rows);
+      } else {
+        upserts.push(...inserts); // a few rows: one statement costs less than starting a COPY
+      }
       await upsert(client, target, upserts);
     }
     this.tables.clear();

@@ -167,6 +167,7 @@ export class Converter {
         sourceUrl: this.options.sourceUrl,
         snapshotName: slot.snapshotName,
         target: this.target,
+        targetUrl: this.options.targetUrl,
         converter: this.converter,
         catalog: this.catalog,
         onProgress,

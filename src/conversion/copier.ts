@@ -5,7 +5,7 @@
  */
 import pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
-import type { TargetRow } from './api.js';
+import type { TargetRow, TargetValue } from './api.js';
 import { copyRowsIn, isUniqueViolation } from './copy-in.js';
 import { CopyTextParser } from './copy-text.js';
 import { writeLineage, type LineageEntry } from './lineage.js';
@@ -40,6 +40,8 @@ export async function copySnapshot(options: {
   sourceUrl: string;
   snapshotName: string;
   target: pg.Client;
+  /** For the transforms' lookups: their own connection, so they never run inside a batch being written. */
+  targetUrl: string;
   converter: RowConverter;
   catalog: TargetCatalog;
   onProgress?: (progress: CopyProgress) => void;
@@ -48,7 +50,10 @@ export async function copySnapshot(options: {
   const source = new pg.Client({ connectionString: options.sourceUrl });
   source.on('error', () => {});
   await source.connect();
-  const ctx = { lookup: cachedLookup(target) };
+  const lookups = new pg.Client({ connectionString: options.targetUrl });
+  lookups.on('error', () => {});
+  await lookups.connect();
+  const ctx = { lookup: cachedLookup(lookups) };
   const total: CopyResult = { rows: 0, bytes: 0, targetRows: 0 };
   try {
     await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
@@ -62,10 +67,16 @@ export async function copySnapshot(options: {
       const progress: CopyProgress = { table, rows: 0, bytes: 0 };
       let batch: Record<string, string | null>[] = [];
       const mode: WriteMode = { copyIn: true };
+      // Converting a batch overlaps with writing the previous one (the new database works meanwhile).
+      let writing: Promise<number> | undefined;
       const flush = async () => {
-        total.targetRows += await writeBatch(target, converter, catalog, table, batch, ctx, mode);
-        progress.rows += batch.length;
+        const rows = batch;
         batch = [];
+        const converted = await convertBatch(converter, catalog, table, rows, ctx);
+        if (writing) total.targetRows += await writing;
+        writing = writeBatch(target, catalog, converted, mode);
+        writing.catch(() => {}); // awaited (and thrown) at the next flush or the end of the table
+        progress.rows += rows.length;
         options.onProgress?.({ ...progress });
       };
       // COPY sends a message per row: parse them in larger slices.
@@ -90,6 +101,7 @@ export async function copySnapshot(options: {
       if (pending.length > 0) await parse();
       parser.end();
       await flush();
+      if (writing) total.targetRows += await writing;
       total.rows += progress.rows;
       total.bytes += progress.bytes;
     }
@@ -97,6 +109,7 @@ export async function copySnapshot(options: {
     return total;
   } finally {
     await source.end().catch(() => {});
+    await lookups.end().catch(() => {});
   }
 }
 
@@ -105,16 +118,20 @@ interface WriteMode {
   copyIn: boolean;
 }
 
-async function writeBatch(
-  target: pg.Client,
+interface ConvertedBatch {
+  outputs: number;
+  byTable: Map<string, Record<string, TargetValue>[]>;
+  tables: Map<string, TargetTable>;
+  lineage: LineageEntry[];
+}
+
+async function convertBatch(
   converter: RowConverter,
   catalog: TargetCatalog,
   table: string,
   rows: Record<string, string | null>[],
   ctx: { lookup: ReturnType<typeof cachedLookup> },
-  mode: WriteMode,
-): Promise<number> {
-  if (rows.length === 0) return 0;
+): Promise<ConvertedBatch> {
   const outputs: TargetRow[] = [];
   const lineage: LineageEntry[] = [];
   const withLineage = converter.identityTarget(table) === undefined;
@@ -133,6 +150,17 @@ async function writeBatch(
   }
   const byTable = toRows(outputs);
   for (const name of byTable.keys()) if (!tables.has(name)) tables.set(name, await catalog.table(name));
+  return { outputs: outputs.length, byTable, tables, lineage };
+}
+
+async function writeBatch(
+  target: pg.Client,
+  catalog: TargetCatalog,
+  batch: ConvertedBatch,
+  mode: WriteMode,
+): Promise<number> {
+  const { byTable, tables, lineage } = batch;
+  if (batch.outputs === 0 && lineage.length === 0) return 0;
   if (mode.copyIn) {
     try {
       await inTransaction(target, catalog, async () => {
@@ -151,7 +179,7 @@ async function writeBatch(
           })),
         );
       });
-      return outputs.length;
+      return batch.outputs;
     } catch (err) {
       if (!isUniqueViolation(err)) throw err;
       // Rows already there (a target seeded by the new version, or N:1 outputs): upsert from now on.
@@ -163,7 +191,7 @@ async function writeBatch(
       await upsert(target, tables.get(name) as TargetTable, targetRows);
     await writeLineage(target, lineage);
   });
-  return outputs.length;
+  return batch.outputs;
 }
 
 async function inTransaction(

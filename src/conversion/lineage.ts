@@ -19,11 +19,11 @@ export async function readLineage(
   sourceTable: string,
   sourceKey: string,
 ): Promise<Targets> {
-  const { rows } = await client.query<{ targets: Targets }>(
+  const { rows } = await client.query<{ targets: string }>(
     'SELECT targets FROM imago.lineage WHERE source_table = $1 AND source_key = $2',
     [sourceTable, sourceKey],
   );
-  return rows[0]?.targets ?? [];
+  return rows[0] ? (JSON.parse(rows[0].targets) as Targets) : [];
 }
 
 export async function writeLineage(client: pg.Client, entries: LineageEntry[]): Promise<void> {
@@ -33,7 +33,7 @@ export async function writeLineage(client: pg.Client, entries: LineageEntry[]): 
   const list = [...unique.values()];
   await client.query(
     `INSERT INTO imago.lineage (source_table, source_key, targets)
-     SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[])
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
      ON CONFLICT (source_table, source_key) DO UPDATE SET targets = EXCLUDED.targets`,
     [
       list.map((e) => e.sourceTable),
@@ -56,9 +56,9 @@ export async function deleteLineage(
 
 /** Removes and returns the lineage of a whole source table (TRUNCATE). */
 export async function takeTableLineage(client: pg.Client, sourceTable: string): Promise<Targets> {
-  const { rows } = await client.query<{ targets: Targets }>(
+  const { rows } = await client.query<{ targets: string }>(
     'DELETE FROM imago.lineage WHERE source_table = $1 RETURNING targets',
     [sourceTable],
   );
-  return rows.flatMap((r) => r.targets);
+  return rows.flatMap((r) => JSON.parse(r.targets) as Targets);
 }

@@ -22,7 +22,7 @@ export async function ensureStateSchema(client: pg.Client): Promise<void> {
     CREATE TABLE IF NOT EXISTS imago.lineage (
       source_table text NOT NULL,
       source_key text NOT NULL,
-      targets jsonb NOT NULL,
+      targets text NOT NULL, -- JSON; text is cheaper to write than jsonb and only Imago reads it
       PRIMARY KEY (source_table, source_key)
     );`);
 }

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import pg from 'pg';
 import { startCluster, type Cluster } from '../src/universe/cluster.js';
 import { Converter } from '../src/conversion/converter.js';
+import type { CopyProgress } from '../src/conversion/copier.js';
 import { defineConversion, identity, type TargetRow } from '../src/conversion/api.js';
 import { TransformError } from '../src/conversion/row-converter.js';
 
@@ -66,7 +67,8 @@ describe('conversion', () => {
       INSERT INTO item SELECT g, g * 1.5, '2026-01-01 00:00:00.123456+00'::timestamptz + g * interval '1 microsecond',
         jsonb_build_object('g', g), ARRAY['a', 'b'], 9007199254740993 + g FROM generate_series(1, 500) g;
       INSERT INTO author VALUES (1, 'Ada', '1815-12-10', 'math,poetry'), (2, 'Alan', '1912-06-23', 'math');
-      INSERT INTO book VALUES (1, 1, 'Ada', 'Notes'), (2, 2, 'Alan', 'Computable Numbers');`);
+      INSERT INTO book VALUES (1, 1, 'Ada', 'Notes'), (2, 2, 'Alan', 'Computable Numbers');
+      ANALYZE item, author, book;`);
     await newDb.query(`
       CREATE TABLE item (id bigint PRIMARY KEY, price numeric, at timestamptz, data jsonb, tags text[], big int8);
       CREATE TABLE person (id int PRIMARY KEY, full_name text NOT NULL UNIQUE, born date);
@@ -86,14 +88,19 @@ describe('conversion', () => {
       targetUrl: newCluster.url,
       conversion,
       name: 'conv_test',
+      parallel: 3,
     });
     const errors: unknown[] = [];
     try {
       await converter.prepare();
       // Committed after the slot exists: must arrive through the stream, not the copy.
       await oldDb.query(`INSERT INTO item VALUES (501, 1, now(), '{}', '{}', 1)`);
-      const copied = await converter.copy();
+      const progress: CopyProgress[] = [];
+      const copied = await converter.copy((p) => progress.push(p));
       assert.equal(copied.rows, 500 + 2 + 2);
+      const last = progress.at(-1);
+      assert.equal(last?.copiedRows, 504);
+      assert.ok((last?.estimatedRows ?? 0) > 0, 'an estimate of the total for the ETA');
       await converter.startStreaming((err) => errors.push(err));
 
       await oldDb.query(`

@@ -23,10 +23,18 @@ export interface TransformContext {
   lookup(table: string, where: Record<string, TargetValue>): Promise<Row | undefined>;
 }
 
-export type TableConversion =
+export type TableConversion = (
   | { transform(row: Row, ctx: TransformContext): TargetRow[] | Promise<TargetRow[]> }
   /** Copied unchanged, into the table of the same name or `table`; needs no lineage. */
-  | { identity: true; table?: string };
+  | { identity: true; table?: string }
+) & {
+  /**
+   * Source tables whose bulk copy must finish before this one's starts (its lookups read their
+   * output). Default: none for identity tables; every table listed before it for transforms.
+   * Only matters when the copy runs tables in parallel.
+   */
+  after?: string[];
+};
 
 export interface Conversion {
   /**
@@ -41,6 +49,6 @@ export function defineConversion(conversion: Conversion): Conversion {
 }
 
 /** A table copied unchanged (optionally under another name). */
-export function identity(table?: string): TableConversion {
-  return table === undefined ? { identity: true } : { identity: true, table };
+export function identity(table?: string, options: { after?: string[] } = {}): TableConversion {
+  return table === undefined ? { identity: true, ...options } : { identity: true, table, ...options };
 }

@@ -48,6 +48,10 @@ export interface ConverterOptions {
    * Imago changes nothing on the old database without this consent.
    */
   replicaIdentityFull?: string[];
+  /** Tables the bulk copy converts at once (default 1). */
+  parallel?: number;
+  /** Waited on between copy batches: the copy yields while the old universe is busy. */
+  throttle?: { wait(): Promise<void> };
 }
 
 export interface ConversionStats {
@@ -165,11 +169,11 @@ export class Converter {
     try {
       const result = await copySnapshot({
         sourceUrl: this.options.sourceUrl,
-        snapshotName: slot.snapshotName,
-        target: this.target,
         targetUrl: this.options.targetUrl,
+        snapshotName: slot.snapshotName,
         converter: this.converter,
-        catalog: this.catalog,
+        parallel: this.options.parallel,
+        throttle: this.options.throttle,
         onProgress,
       });
       await writeCheckpoint(this.target, this.options.name, slot.consistentPoint, true);

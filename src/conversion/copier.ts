@@ -1,7 +1,9 @@
 /**
  * Bulk copy inside the slot's exported snapshot: each source table is read with COPY (text form,
  * streamed, bounded memory), converted row by row, and written in batches — with COPY while the
- * targets are empty, with upserts once a key already exists; each batch and its lineage commit together. Tables are converted in the conversion's order, so lookups find rows of earlier tables.
+ * targets are empty, with upserts once a key already exists; each batch and its lineage commit together.
+ * Tables run one after the other in the conversion's order, or several at once (`parallel`) with each
+ * waiting for the tables it declares `after` (a transform's lookups read their output).
  */
 import pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
@@ -18,14 +20,20 @@ import {
   toRows,
   bySignature,
   upsert,
-  type TargetCatalog,
+  TargetCatalog,
   type TargetTable,
 } from './target.js';
 
 export interface CopyProgress {
   table: string;
+  /** Rows of `table` converted so far. */
   rows: number;
   bytes: number;
+  /** Over all tables: rows converted so far, and the planner's estimate of the total. */
+  copiedRows: number;
+  estimatedRows: number;
+  /** Seconds left at the rate so far, when it can be told. */
+  etaSeconds?: number;
 }
 
 export interface CopyResult {
@@ -34,82 +42,170 @@ export interface CopyResult {
   targetRows: number;
 }
 
+export interface CopyOptions {
+  sourceUrl: string;
+  targetUrl: string;
+  snapshotName: string;
+  converter: RowConverter;
+  /** Tables copied at once, each on its own connections importing the same snapshot (default 1). */
+  parallel?: number;
+  /** Waited on between batches: the copy yields while the old universe is busy. */
+  throttle?: { wait(): Promise<void> };
+  onProgress?: (progress: CopyProgress) => void;
+}
+
 const BATCH_ROWS = 5000;
 
-export async function copySnapshot(options: {
-  sourceUrl: string;
-  snapshotName: string;
-  target: pg.Client;
-  /** For the transforms' lookups: their own connection, so they never run inside a batch being written. */
-  targetUrl: string;
-  converter: RowConverter;
-  catalog: TargetCatalog;
-  onProgress?: (progress: CopyProgress) => void;
-}): Promise<CopyResult> {
-  const { target, converter, catalog } = options;
-  const source = new pg.Client({ connectionString: options.sourceUrl });
-  source.on('error', () => {});
-  await source.connect();
-  const lookups = new pg.Client({ connectionString: options.targetUrl });
-  lookups.on('error', () => {});
-  await lookups.connect();
-  const ctx = { lookup: cachedLookup(lookups) };
+export async function copySnapshot(options: CopyOptions): Promise<CopyResult> {
+  const { converter } = options;
+  const tables = converter.tableNames();
+  const estimatedRows = await estimateRows(options.sourceUrl, tables);
   const total: CopyResult = { rows: 0, bytes: 0, targetRows: 0 };
+  const started = performance.now();
+  const copied = new Map<string, number>();
+  const report = (p: Pick<CopyProgress, 'table' | 'rows' | 'bytes'>) => {
+    copied.set(p.table, p.rows);
+    const copiedRows = [...copied.values()].reduce((a, b) => a + b, 0);
+    const rate = copiedRows / ((performance.now() - started) / 1000);
+    const left = Math.max(0, estimatedRows - copiedRows);
+    options.onProgress?.({
+      ...p,
+      copiedRows,
+      estimatedRows,
+      ...(rate > 0 ? { etaSeconds: Math.round(left / rate) } : {}),
+    });
+  };
+  const lookups = await connect(options.targetUrl);
+  const ctx = { lookup: cachedLookup(lookups) };
+  const slots = new Slots(Math.max(1, options.parallel ?? 1));
+  const done = new Map<string, Promise<void>>();
+  try {
+    for (const table of tables) {
+      const task = (async () => {
+        await Promise.all(converter.after(table).map((t) => done.get(t)));
+        await slots.run(async () => {
+          const result = await copyTable(options, table, ctx, report);
+          total.rows += result.rows;
+          total.bytes += result.bytes;
+          total.targetRows += result.targetRows;
+        });
+      })();
+      task.catch(() => {}); // awaited below
+      done.set(table, task);
+    }
+    await Promise.all(done.values());
+    return total;
+  } finally {
+    await lookups.end().catch(() => {});
+  }
+}
+
+/** One table, on its own source transaction (importing the snapshot) and target connection. */
+async function copyTable(
+  options: CopyOptions,
+  table: string,
+  ctx: { lookup: ReturnType<typeof cachedLookup> },
+  report: (p: Pick<CopyProgress, 'table' | 'rows' | 'bytes'>) => void,
+): Promise<CopyResult> {
+  const { converter } = options;
+  const source = await connect(options.sourceUrl);
+  const target = await connect(options.targetUrl);
+  const catalog = new TargetCatalog(target);
+  const result: CopyResult = { rows: 0, bytes: 0, targetRows: 0 };
   try {
     await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     await source.query(`SET TRANSACTION SNAPSHOT '${options.snapshotName.replace(/'/g, "''")}'`);
-    for (const table of converter.tableNames()) {
-      const { columns } = converter.source(table);
-      const parser = new CopyTextParser(columns);
-      const stream = source.query(
-        copyTo(`COPY (SELECT ${columns.map(quote).join(', ')} FROM ${quoteQualified(table)}) TO STDOUT`),
-      );
-      const progress: CopyProgress = { table, rows: 0, bytes: 0 };
-      let batch: Record<string, string | null>[] = [];
-      const mode: WriteMode = { copyIn: true };
-      // Converting a batch overlaps with writing the previous one (the new database works meanwhile).
-      let writing: Promise<number> | undefined;
-      const flush = async () => {
-        const rows = batch;
-        batch = [];
-        const converted = await convertBatch(converter, catalog, table, rows, ctx);
-        if (writing) total.targetRows += await writing;
-        writing = writeBatch(target, catalog, converted, mode);
-        writing.catch(() => {}); // awaited (and thrown) at the next flush or the end of the table
-        progress.rows += rows.length;
-        options.onProgress?.({ ...progress });
-      };
-      // COPY sends a message per row: parse them in larger slices.
-      let pending: Buffer[] = [];
-      let pendingBytes = 0;
-      const parse = async () => {
-        for (const row of parser.push(
-          pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending),
-        )) {
-          batch.push(row);
-          if (batch.length >= BATCH_ROWS) await flush();
-        }
-        pending = [];
-        pendingBytes = 0;
-      };
-      for await (const chunk of stream as AsyncIterable<Buffer>) {
-        progress.bytes += chunk.length;
-        pending.push(chunk);
-        pendingBytes += chunk.length;
-        if (pendingBytes >= 256 * 1024) await parse();
+    const { columns } = converter.source(table);
+    const parser = new CopyTextParser(columns);
+    const stream = source.query(
+      copyTo(`COPY (SELECT ${columns.map(quote).join(', ')} FROM ${quoteQualified(table)}) TO STDOUT`),
+    );
+    let batch: Record<string, string | null>[] = [];
+    const mode: WriteMode = { copyIn: true };
+    // Converting a batch overlaps with writing the previous one (the new database works meanwhile).
+    let writing: Promise<number> | undefined;
+    const flush = async () => {
+      const rows = batch;
+      batch = [];
+      await options.throttle?.wait();
+      const converted = await convertBatch(converter, catalog, table, rows, ctx);
+      if (writing) result.targetRows += await writing;
+      writing = writeBatch(target, catalog, converted, mode);
+      writing.catch(() => {}); // awaited (and thrown) at the next flush or the end of the table
+      result.rows += rows.length;
+      report({ table, rows: result.rows, bytes: result.bytes });
+    };
+    // COPY sends a message per row: parse them in larger slices.
+    let pending: Buffer[] = [];
+    let pendingBytes = 0;
+    const parse = async () => {
+      for (const row of parser.push(pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending))) {
+        batch.push(row);
+        if (batch.length >= BATCH_ROWS) await flush();
       }
-      if (pending.length > 0) await parse();
-      parser.end();
-      await flush();
-      if (writing) total.targetRows += await writing;
-      total.rows += progress.rows;
-      total.bytes += progress.bytes;
+      pending = [];
+      pendingBytes = 0;
+    };
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      result.bytes += chunk.length;
+      pending.push(chunk);
+      pendingBytes += chunk.length;
+      if (pendingBytes >= 256 * 1024) await parse();
     }
+    if (pending.length > 0) await parse();
+    parser.end();
+    await flush();
+    if (writing) result.targetRows += await writing;
     await source.query('COMMIT');
-    return total;
+    return result;
   } finally {
     await source.end().catch(() => {});
-    await lookups.end().catch(() => {});
+    await target.end().catch(() => {});
+  }
+}
+
+async function connect(url: string): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: url });
+  client.on('error', () => {});
+  await client.connect();
+  return client;
+}
+
+/** Row estimates (planner statistics, live tuple counts) for the ETA; never a full count. */
+async function estimateRows(url: string, tables: string[]): Promise<number> {
+  const client = await connect(url);
+  try {
+    const { rows } = await client.query<{ n: string }>(
+      `SELECT coalesce(sum(greatest(c.reltuples, s.n_live_tup, 0)), 0)::bigint::text AS n
+         FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+        WHERE c.oid = ANY (SELECT to_regclass(t) FROM unnest($1::text[]) t)`,
+      [tables.map((t) => quoteQualified(t))],
+    );
+    return Number(rows[0]?.n ?? 0);
+  } finally {
+    await client.end();
+  }
+}
+
+/** At most `size` tasks at once. */
+class Slots {
+  private free: number;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(size: number) {
+    this.free = size;
+  }
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.free > 0) this.free--;
+    else await new Promise<void>((resolve) => this.waiting.push(resolve));
+    try {
+      return await task();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.free++;
+    }
   }
 }
 

@@ -28,6 +28,7 @@ interface ResolvedTable {
   /** Set for tables copied unchanged: the target table's name. */
   identityTarget?: string;
   transform?: (row: Row, ctx: TransformContext) => TargetRow[] | Promise<TargetRow[]>;
+  after: string[];
 }
 
 export class RowConverter {
@@ -38,13 +39,19 @@ export class RowConverter {
       const name = source.schema === 'public' ? source.name : `${source.schema}.${source.name}`;
       const spec = conversion.tables[name];
       if (!spec) continue;
+      const earlier = Object.keys(conversion.tables).slice(0, Object.keys(conversion.tables).indexOf(name));
       this.tables.set(
         name,
         'identity' in spec
-          ? { source, identityTarget: spec.table ?? name }
-          : { source, transform: spec.transform.bind(spec) },
+          ? { source, identityTarget: spec.table ?? name, after: spec.after ?? [] }
+          : { source, transform: spec.transform.bind(spec), after: spec.after ?? earlier },
       );
     }
+  }
+
+  /** Tables whose bulk copy must be finished before this one's starts. */
+  after(table: string): string[] {
+    return (this.tables.get(table)?.after ?? []).filter((t) => this.tables.has(t));
   }
 
   /** Source tables in conversion order. */

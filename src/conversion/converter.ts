@@ -22,6 +22,7 @@ import {
   type ExportedSlot,
 } from '../capture/slot.js';
 import { ChangeStream } from '../capture/stream.js';
+import { formatBytes, watchWal } from '../capture/wal-watch.js';
 import type { SourceTransaction } from '../capture/change.js';
 import { formatLsn, parseLsn, type Lsn } from '../capture/lsn.js';
 import { ImagoError, errorMessage } from '../errors.js';
@@ -52,7 +53,13 @@ export interface ConverterOptions {
   parallel?: number;
   /** Waited on between copy batches: the copy yields while the old universe is busy. */
   throttle?: { wait(): Promise<void> };
+  /** WAL the slot may hold on the old database: a warning past `warnBytes`, a pause past `limitBytes`. */
+  wal?: { warnBytes?: number; limitBytes?: number; intervalMs?: number };
+  /** Warnings for people (retained WAL growing, throttling). */
+  onWarning?: (message: string) => void;
 }
+
+const GiB = 1024 ** 3;
 
 export interface ConversionStats {
   copiedRows: number;
@@ -86,6 +93,8 @@ export class Converter {
   private queue: ApplyQueue | undefined;
   private slot: ExportedSlot | undefined;
   private resumed = false;
+  private stopWalWatch: (() => Promise<void>) | undefined;
+  private onFailure: ((err: unknown) => void) | undefined;
   private applied: Lsn = 0n;
   private failure: unknown;
   private readonly markerWaiters = new Map<string, { resolve: () => void; reject: (err: unknown) => void }>();
@@ -145,6 +154,7 @@ export class Converter {
       this.resumed = true;
       this.applied = checkpoint.lsn;
       log(`resuming ${this.options.name} from its checkpoint at ${formatLsn(checkpoint.lsn)}`);
+      this.watchWal();
       return { tables, resumed: true };
     }
     if (checkpoint || hasSlot) {
@@ -158,6 +168,7 @@ export class Converter {
     await createPublication(this.source, this.publicationName, tables);
     this.slot = await createSlotWithSnapshot(this.options.sourceUrl, this.slotName);
     await writeCheckpoint(this.target, this.options.name, this.slot.consistentPoint, false);
+    this.watchWal();
     return { tables, resumed: false };
   }
 
@@ -173,7 +184,13 @@ export class Converter {
         snapshotName: slot.snapshotName,
         converter: this.converter,
         parallel: this.options.parallel,
-        throttle: this.options.throttle,
+        // Between batches: stop if the conversion failed meanwhile (e.g. the WAL limit), else let the throttle decide.
+        throttle: {
+          wait: async () => {
+            if (this.failure) throw this.failure;
+            await this.options.throttle?.wait();
+          },
+        },
         onProgress,
       });
       await writeCheckpoint(this.target, this.options.name, slot.consistentPoint, true);
@@ -190,13 +207,9 @@ export class Converter {
   async startStreaming(onError: (err: unknown) => void): Promise<void> {
     const checkpoint = await readCheckpoint(this.target, this.options.name);
     this.applied = checkpoint?.lsn ?? 0n;
-    const failed = (err: unknown) => {
-      if (this.failure) return;
-      this.failure = err;
-      for (const waiter of this.markerWaiters.values()) waiter.reject(err);
-      void this.stream?.stop();
-      onError(err);
-    };
+    this.onFailure = onError;
+    if (this.failure) throw this.failure;
+    const failed = (err: unknown) => this.fail(err);
     this.queue = new ApplyQueue({
       applyGroup: (txns) => this.applyGroup(txns),
       onFailure: failed,
@@ -250,6 +263,11 @@ export class Converter {
     this.appliedListeners.push(listener);
   }
 
+  /** Why the conversion stopped, if it did (a transform error, the WAL limit, a lost connection). */
+  failed(): unknown {
+    return this.failure;
+  }
+
   /** The commit LSN of the last applied source transaction. */
   appliedLsn(): Lsn {
     return this.applied;
@@ -259,8 +277,34 @@ export class Converter {
     return { ...this.stats };
   }
 
+  private watchWal(): void {
+    const wal = this.options.wal ?? {};
+    this.stopWalWatch = watchWal({
+      url: this.options.sourceUrl,
+      slotName: this.slotName,
+      warnBytes: wal.warnBytes ?? 1 * GiB,
+      limitBytes: wal.limitBytes ?? 16 * GiB,
+      intervalMs: wal.intervalMs,
+      onWarn: (bytes) =>
+        this.options.onWarning?.(
+          `the replication slot holds ${formatBytes(bytes)} of WAL on the old database and growing`,
+        ),
+      onLimit: (err) => this.fail(err),
+    });
+  }
+
+  /** Stops the conversion with `err`: the stream stops, waiters and the copy see the error. */
+  private fail(err: unknown): void {
+    if (this.failure) return;
+    this.failure = err;
+    for (const waiter of this.markerWaiters.values()) waiter.reject(err);
+    void this.stream?.stop();
+    this.onFailure?.(err);
+  }
+
   /** Stops streaming and closes connections; the slot stays (for a resume) unless `dropCapture`. */
   async stop({ dropCapture = false } = {}): Promise<void> {
+    await this.stopWalWatch?.();
     await this.stream?.stop();
     await this.slot?.release().catch(() => {});
     if (dropCapture && this.source) {

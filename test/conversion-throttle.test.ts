@@ -15,6 +15,7 @@ import {
 } from '../src/conversion/throttler.js';
 import { ImagoError } from '../src/errors.js';
 import { waitUntil } from '../src/deadline.js';
+import { findCapture } from '../src/capture/orphans.js';
 
 let oldCluster: Cluster;
 let newCluster: Cluster;
@@ -133,8 +134,18 @@ describe('throttling and WAL safety', () => {
         warnings.join('\n'),
       );
       await assert.rejects(converter.copy(), /over the limit/);
+      // What `imago status` reports: the paused upgrade's capture, idle, with the WAL it holds.
+      const [leftover] = (await findCapture(oldDb)).filter((c) => c.name === 'walcap');
+      assert.equal(leftover?.slot, 'walcap_slot');
+      assert.equal(leftover?.active, false);
+      assert.ok((leftover?.retainedWalBytes ?? 0) >= 8 * 1024 * 1024);
     } finally {
       await converter.stop({ dropCapture: true });
     }
+    assert.deepEqual(
+      (await findCapture(oldDb)).filter((c) => c.name === 'walcap'),
+      [],
+      'dropped with the upgrade',
+    );
   });
 });

@@ -23,6 +23,7 @@ import {
 } from '../capture/slot.js';
 import { ChangeStream } from '../capture/stream.js';
 import { formatBytes, watchWal } from '../capture/wal-watch.js';
+import { markPublication } from '../capture/orphans.js';
 import type { SourceTransaction } from '../capture/change.js';
 import { formatLsn, parseLsn, type Lsn } from '../capture/lsn.js';
 import { ImagoError, errorMessage } from '../errors.js';
@@ -166,6 +167,7 @@ export class Converter {
     await dropSlot(this.source, this.slotName);
     await dropPublication(this.source, this.publicationName);
     await createPublication(this.source, this.publicationName, tables);
+    await markPublication(this.source, this.publicationName, this.options.name);
     this.slot = await createSlotWithSnapshot(this.options.sourceUrl, this.slotName);
     await writeCheckpoint(this.target, this.options.name, this.slot.consistentPoint, false);
     this.watchWal();

@@ -147,7 +147,7 @@ describe('conversion', () => {
     assert.deepEqual(slots, []);
   });
 
-  test('a throwing transform stops the stream at that row, naming table and key, with nothing half-applied', async () => {
+  test('a throwing transform stops at that row with nothing half-applied; after the fix, the conversion resumes from there', async () => {
     await newDb.query('TRUNCATE item, person, person_tag, book2; DROP SCHEMA IF EXISTS imago CASCADE');
     await oldDb.query(`INSERT INTO author VALUES (1, 'Ada'), (2, 'Alan'), (3, 'Grace')`);
     const converter = new Converter({
@@ -172,7 +172,41 @@ describe('conversion', () => {
       // The item of the same source transaction was rolled back with it.
       assert.deepEqual(await rows(newDb, 'SELECT id FROM item WHERE id = 9001'), []);
     } finally {
-      await converter.stop({ dropCapture: true });
+      await converter.stop();
+    }
+    // The fix: the transform now handles that row. The same conversion name resumes from the checkpoint.
+    const fixed = defineConversion({
+      tables: {
+        ...conversion.tables,
+        author: {
+          transform: (row): TargetRow[] => [
+            {
+              table: 'person',
+              row: { id: row.id ?? null, full_name: `${row.name} (${row.id}) fixed`, born: null },
+            },
+          ],
+        },
+      },
+    });
+    const resumed = new Converter({
+      sourceUrl: oldCluster.url,
+      targetUrl: newCluster.url,
+      conversion: fixed,
+      name: 'conv_fail',
+    });
+    const errors: unknown[] = [];
+    try {
+      assert.equal((await resumed.prepare()).resumed, true);
+      assert.equal((await resumed.copy()).rows, 0, 'no second copy');
+      await resumed.startStreaming((err) => errors.push(err));
+      await resumed.catchUp(10_000);
+      assert.deepEqual(await rows(newDb, 'SELECT id FROM item WHERE id = 9001'), [{ id: '9001' }]);
+      assert.deepEqual(await rows(newDb, 'SELECT full_name FROM person WHERE id = 77'), [
+        { full_name: 'boom (77) fixed' },
+      ]);
+      assert.deepEqual(errors, []);
+    } finally {
+      await resumed.stop({ dropCapture: true });
     }
   });
 });

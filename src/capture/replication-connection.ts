@@ -1,20 +1,16 @@
 /**
  * The streaming replication protocol for one logical slot, on node-postgres's connection: XLogData
- * messages decoded with pgoutput and handed over synchronously, keepalives answered, and standby
+ * messages decoded (pgoutput.ts) and handed over synchronously, keepalives answered, and standby
  * status updates carrying only the position the caller confirms. Backpressure is the socket itself:
  * `pause()` stops reading, so the server's send buffer fills and the walsender waits.
  *
  * (pg-logical-replication's service queues every message behind a promise and an event emitter; at
- * hundreds of thousands of messages per second that overhead dominated, so only its pgoutput parser
- * is used here.)
+ * hundreds of thousands of messages per second that overhead dominated the pipeline.)
  */
 import pg from 'pg';
-import type { Pgoutput } from 'pg-logical-replication';
-import { PgoutputParser } from 'pg-logical-replication/dist/output-plugins/pgoutput/pgoutput-parser.js';
+import { PgoutputDecoder, PG_EPOCH_US, type Decoded } from './pgoutput.js';
 import type { Lsn } from './lsn.js';
 
-/** Microseconds between the Unix epoch and PostgreSQL's (2000-01-01). */
-const PG_EPOCH_US = 946_684_800_000_000n;
 const STATUS_INTERVAL_MS = 10_000;
 
 interface Connection {
@@ -27,23 +23,18 @@ export interface ReplicationOptions {
   url: string;
   slotName: string;
   publication: string;
-  onMessage(message: Pgoutput.Message): void;
+  onMessage(message: Decoded): void;
   onError(err: unknown): void;
 }
 
 export class ReplicationConnection {
   private readonly client: pg.Client;
-  private readonly parser = new PgoutputParser();
+  private readonly decoder = new PgoutputDecoder();
   private confirmed: Lsn = 0n;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
 
   constructor(private readonly options: ReplicationOptions) {
-    // Values keep PostgreSQL's text form: node-postgres's parsers would turn timestamptz into a
-    // JS Date (losing microseconds); text round-trips every type exactly.
-    const parser = this.parser as unknown as { readRelationColumn: (reader: unknown) => object };
-    const readColumn = parser.readRelationColumn.bind(this.parser);
-    parser.readRelationColumn = (reader) => ({ ...readColumn(reader), parser: keepText });
     this.client = new pg.Client({
       connectionString: options.url,
       replication: 'database',
@@ -107,7 +98,7 @@ export class ReplicationConnection {
     if (this.closed) return;
     try {
       if (chunk[0] === 0x77 /* w: XLogData */) {
-        this.options.onMessage(this.parser.parse(chunk.subarray(25)));
+        this.options.onMessage(this.decoder.decode(chunk.subarray(25)));
       } else if (chunk[0] === 0x6b /* k: keepalive */) {
         if (chunk[17] === 1) this.sendStatus(false);
       }
@@ -141,8 +132,4 @@ export class ReplicationConnection {
     void this.client.end().catch(() => {});
     this.options.onError(err);
   }
-}
-
-function keepText(text: string): string {
-  return text;
 }

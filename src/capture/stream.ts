@@ -4,10 +4,10 @@
  * durably applied, so a crash replays from there and never skips a change. The stream never writes
  * to the old database. The caller can pause it (backpressure) while it has too much to apply.
  */
-import type { Pgoutput } from 'pg-logical-replication';
 import { ReplicationConnection } from './replication-connection.js';
-import { parseLsn, type Lsn } from './lsn.js';
-import type { Change, Row, SourceTransaction } from './change.js';
+import type { Lsn } from './lsn.js';
+import type { Decoded } from './pgoutput.js';
+import type { SourceTransaction } from './change.js';
 
 export interface ChangeStreamOptions {
   url: string;
@@ -60,7 +60,7 @@ export class ChangeStream {
     await this.connection.stop();
   }
 
-  private onMessage(message: Pgoutput.Message): void {
+  private onMessage(message: Decoded): void {
     switch (message.tag) {
       case 'begin':
         this.current = {
@@ -72,57 +72,38 @@ export class ChangeStream {
         };
         return;
       case 'insert':
-        this.current?.changes.push({
-          op: 'insert',
-          table: tableName(message.relation),
-          new: message.new as Row,
-        });
+        this.current?.changes.push({ op: 'insert', table: message.relation.table, new: message.new });
         return;
       case 'update':
         this.current?.changes.push({
           op: 'update',
-          table: tableName(message.relation),
-          new: message.new as Row,
-          old: (message.old ?? message.key) as Row | null,
+          table: message.relation.table,
+          new: message.new,
+          old: message.old,
         });
         return;
       case 'delete':
-        this.current?.changes.push({
-          op: 'delete',
-          table: tableName(message.relation),
-          old: (message.old ?? message.key ?? {}) as Row,
-        });
+        this.current?.changes.push({ op: 'delete', table: message.relation.table, old: message.old });
         return;
       case 'truncate':
-        this.current?.changes.push({
-          op: 'truncate',
-          tables: message.relations.map(tableName),
-        } satisfies Change);
+        this.current?.changes.push({ op: 'truncate', tables: message.relations.map((r) => r.table) });
         return;
       case 'message':
-        if (message.transactional && this.current && message.messageLsn) {
-          this.current.messages.push({
-            prefix: message.prefix,
-            content: Buffer.from(message.content).toString('utf8'),
-            lsn: parseLsn(message.messageLsn),
-          });
+        if (message.transactional && this.current) {
+          this.current.messages.push({ prefix: message.prefix, content: message.content, lsn: message.lsn });
         }
         return;
       case 'commit': {
         const txn = this.current;
         this.current = undefined;
-        if (!txn || !message.commitEndLsn) return;
-        txn.commitEndLsn = parseLsn(message.commitEndLsn);
-        txn.commitTime = new Date(Number((message.commitTime as bigint) / 1000n));
+        if (!txn) return;
+        txn.commitEndLsn = message.commitEndLsn;
+        txn.commitTime = new Date(Number(message.commitTimeUs / 1000n));
         this.options.onTransaction(txn);
         return;
       }
       default:
-        return; // relation, type and origin messages carry nothing to apply
+        return;
     }
   }
-}
-
-function tableName(relation: Pgoutput.MessageRelation): string {
-  return relation.schema === 'public' ? relation.name : `${relation.schema}.${relation.name}`;
 }

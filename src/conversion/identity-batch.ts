@@ -11,7 +11,15 @@
 import type pg from 'pg';
 import type { Row } from '../capture/change.js';
 import type { TargetValue } from './api.js';
-import { bySignature, quote, quoteQualified, upsert, type TargetTable } from './target.js';
+import {
+  bySignature,
+  conflictClause,
+  literal,
+  quote,
+  quoteQualified,
+  upsert,
+  type TargetTable,
+} from './target.js';
 import { copyRowsIn } from './copy-in.js';
 
 /** `fresh`: inserted within this group and unknown to the target before it: COPY can write it. */
@@ -51,6 +59,36 @@ export class IdentityBatch {
   delete(target: TargetTable, keyRow: Row): void {
     const key = target.key.map((c) => String(keyRow[c]));
     this.keysOf(target).set(key.join('\0'), { op: 'delete', key });
+  }
+
+  /** Pending changes that fit one small SQL script, or undefined (too many: use `flush`). */
+  script(maxRows = 200): string | undefined {
+    let count = 0;
+    for (const { keys } of this.tables.values()) count += keys.size;
+    if (count > maxRows) return undefined;
+    const statements: string[] = [];
+    for (const { target, keys } of this.tables.values()) {
+      const deletes: string[][] = [];
+      const upserts: Record<string, TargetValue>[] = [];
+      for (const pending of keys.values()) {
+        if (pending.op === 'delete') deletes.push(pending.key);
+        else upserts.push(defined(pending.row));
+      }
+      if (deletes.length > 0) {
+        const tuples = deletes.map((key) => `(${key.map(literal).join(', ')})`);
+        statements.push(
+          `DELETE FROM ${quoteQualified(target.name)} WHERE (${target.key.map(quote).join(', ')}) IN (${tuples.join(', ')})`,
+        );
+      }
+      for (const [columns, rows] of bySignature(upserts)) {
+        const values = rows.map((row) => `(${columns.map((c) => literal(row[c] ?? null)).join(', ')})`);
+        statements.push(
+          `INSERT INTO ${quoteQualified(target.name)} (${columns.map(quote).join(', ')}) VALUES ${values.join(', ')} ${conflictClause(target, columns)}`,
+        );
+      }
+    }
+    this.tables.clear();
+    return statements.join(';\n');
   }
 
   async flush(client: pg.Client): Promise<void> {

@@ -69,12 +69,14 @@ export async function recordTarget(client: pg.Client, name: string): Promise<voi
   await client.query('INSERT INTO imago.targets (name) VALUES ($1) ON CONFLICT DO NOTHING', [name]);
 }
 
+/** SQL that advances the checkpoint (for a simple-protocol script that also commits). */
+export function checkpointSql(stream: string, lsn: Lsn): string {
+  const literal = (text: string) => `'${text.replace(/'/g, "''")}'`;
+  return `INSERT INTO imago.checkpoint (stream, commit_lsn, copied) VALUES (${literal(stream)}, ${literal(formatLsn(lsn))}, true)
+     ON CONFLICT (stream) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, copied = true, applied_at = clock_timestamp()`;
+}
+
 /** The checkpoint and the commit of the apply transaction in one round trip (a simple query). */
 export async function writeCheckpointAndCommit(client: pg.Client, stream: string, lsn: Lsn): Promise<void> {
-  const literal = (text: string) => `'${text.replace(/'/g, "''")}'`;
-  await client.query(
-    `INSERT INTO imago.checkpoint (stream, commit_lsn, copied) VALUES (${literal(stream)}, ${literal(formatLsn(lsn))}, true)
-     ON CONFLICT (stream) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, copied = true, applied_at = clock_timestamp();
-     COMMIT`,
-  );
+  await client.query(`${checkpointSql(stream, lsn)};\nCOMMIT`);
 }

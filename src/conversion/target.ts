@@ -125,7 +125,7 @@ export async function upsert(
   }
   for (const [signature, group] of groups) {
     const columns = signature.split('\0');
-    const conflict = `ON CONFLICT (${table.key.map(quote).join(', ')}) DO ${updateClause(table, columns)}`;
+    const conflict = conflictClause(table, columns);
     const types = columns.map((c) => table.types.get(c));
     if (group.length >= UNNEST_FROM && types.every((t) => t !== undefined)) {
       // One array parameter per column: far cheaper to bind and parse than one parameter per value.
@@ -156,11 +156,21 @@ export async function upsert(
 /** Batches at least this large use typed unnest() arrays rather than a VALUES list. */
 const UNNEST_FROM = 16;
 
-function updateClause(table: TargetTable, columns: string[]): string {
+export function conflictClause(table: TargetTable, columns: string[]): string {
   const updates = columns
     .filter((c) => !table.key.includes(c))
     .map((c) => `${quote(c)} = EXCLUDED.${quote(c)}`);
-  return updates.length ? `UPDATE SET ${updates.join(', ')}` : 'NOTHING';
+  return `ON CONFLICT (${table.key.map(quote).join(', ')}) DO ${updates.length ? `UPDATE SET ${updates.join(', ')}` : 'NOTHING'}`;
+}
+
+/**
+ * A value as an SQL literal for simple-protocol scripts. E'' syntax with backslashes and quotes
+ * escaped reads the same whatever standard_conforming_strings says; the target column casts it.
+ */
+export function literal(value: TargetValue | undefined): string {
+  if (value === null || value === undefined) return 'NULL';
+  const text = typeof value === 'string' ? value : String(value);
+  return `E'${text.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
 }
 
 /** ON CONFLICT cannot touch one row twice in a statement: the last version of a key wins. */

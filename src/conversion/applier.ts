@@ -3,12 +3,24 @@
  * transactions becomes one target transaction that also advances the checkpoint to the last one's
  * commit LSN, so the new database always holds a transaction-consistent prefix of the old one's
  * history, and a restart skips exactly what the checkpoint covers. A transform that throws rolls the
- * whole group back. Changes to identity tables are collapsed per key (see identity-batch.ts).
+ * whole group back.
+ *
+ * Fast mode (the default) collapses the group's target writes per row (write-batch.ts) and reads and
+ * writes its lineage in bulk; a lookup flushes pending writes to the table it reads first. If that
+ * reordering meets a unique violation, the group is applied again in exact mode: change by change,
+ * each write immediately, as the source ran them.
  */
 import type pg from 'pg';
 import type { Change, Row, SourceTransaction } from '../capture/change.js';
 import type { TargetRow, TransformContext } from './api.js';
-import { deleteLineage, readLineage, takeTableLineage, writeLineage, type Targets } from './lineage.js';
+import {
+  GroupLineage,
+  deleteLineage,
+  readLineage,
+  takeTableLineage,
+  writeLineage,
+  type Targets,
+} from './lineage.js';
 import type { RowConverter } from './row-converter.js';
 import { checkpointSql, writeCheckpointAndCommit } from './state.js';
 import type { Lsn } from '../capture/lsn.js';
@@ -21,7 +33,7 @@ import {
   type TargetCatalog,
   type TargetTable,
 } from './target.js';
-import { IdentityBatch } from './identity-batch.js';
+import { WriteBatch } from './write-batch.js';
 import { isUniqueViolation } from './copy-in.js';
 import { lookupIn } from './lookup.js';
 
@@ -37,37 +49,42 @@ export class Applier {
     this.ctx = { lookup: (table, where) => lookupIn(client, table, where) };
   }
 
-  private readonly batch = new IdentityBatch();
+  private readonly batch = new WriteBatch();
 
   async apply(txns: SourceTransaction[]): Promise<void> {
     try {
-      await this.applyOnce(txns);
+      await this.applyOnce(txns, true);
     } catch (err) {
-      if (!isUniqueViolation(err) || !this.batch.copyFresh) throw err;
-      // A row the group inserts already exists in the target: apply the group again with upserts.
+      if (!isUniqueViolation(err)) throw err;
+      // A row the group writes met an existing one (a row new to us that the target already had, or a
+      // unique value moved between rows): apply the group again, exactly as the source ran it.
       this.batch.copyFresh = false;
       try {
-        await this.applyOnce(txns);
+        await this.applyOnce(txns, false);
       } finally {
         this.batch.copyFresh = true;
       }
     }
   }
 
-  private async applyOnce(txns: SourceTransaction[]): Promise<void> {
+  private async applyOnce(txns: SourceTransaction[], fast: boolean): Promise<void> {
     const last = txns[txns.length - 1];
     if (!last) return;
-    if (await this.applyAsScript(txns, last.commitEndLsn)) return;
+    if (fast && (await this.applyAsScript(txns, last.commitEndLsn))) return;
     this.batch.clear();
     await this.client.query('BEGIN');
     try {
+      const lineage = fast ? await this.prefetchLineage(txns) : undefined;
       for (const txn of txns) {
         for (const change of txn.changes) {
           // Most changes are to identity tables already described: no await, no round trip.
-          if (!this.batchKnownIdentity(change)) await this.applyChange(change);
+          if (this.batchKnownIdentity(change)) continue;
+          if (lineage && change.op !== 'truncate') await this.applyBatched(change, lineage);
+          else await this.applyChange(change, lineage);
         }
       }
       await this.batch.flush(this.client);
+      await lineage?.flush();
       await writeCheckpointAndCommit(this.client, this.stream, last.commitEndLsn);
     } catch (err) {
       await this.client.query('ROLLBACK').catch(() => {});
@@ -76,10 +93,77 @@ export class Applier {
     }
   }
 
-  private async applyChange(change: Change): Promise<void> {
+  /** The lineage of every transform-table row the group changes, in one query. */
+  private async prefetchLineage(txns: SourceTransaction[]): Promise<GroupLineage> {
+    const lineage = new GroupLineage(this.client);
+    const keys: { sourceTable: string; sourceKey: string }[] = [];
+    for (const txn of txns) {
+      for (const change of txn.changes) {
+        if (change.op === 'truncate' || !this.converter.has(change.table)) continue;
+        if (this.converter.identityTarget(change.table) !== undefined) continue;
+        for (const row of change.op === 'delete'
+          ? [change.old]
+          : [change.new, change.op === 'update' ? change.old : null]) {
+          if (row)
+            keys.push({ sourceTable: change.table, sourceKey: this.converter.keyOf(change.table, row) });
+        }
+      }
+    }
+    await lineage.prefetch(keys);
+    return lineage;
+  }
+
+  /** A transform table's change, written into the batch with its lineage kept in memory. */
+  private async applyBatched(
+    change: Exclude<Change, { op: 'truncate' }>,
+    lineage: GroupLineage,
+  ): Promise<void> {
+    const table = change.table;
+    if (!this.converter.has(table)) return;
+    const identity = this.converter.identityTarget(table);
+    if (identity !== undefined) {
+      this.batchIdentity(await this.catalog.table(identity), change);
+      return;
+    }
+    const ctx: TransformContext = {
+      lookup: async (t, where) => {
+        if (this.batch.touches(t)) await this.batch.flush(this.client);
+        return lookupIn(this.client, t, where);
+      },
+    };
+    const replace = async (keyRow: Row, row: Row | undefined) => {
+      const outputs = row ? await this.converter.convert(table, row, ctx) : [];
+      const sourceKey = this.converter.keyOf(table, keyRow);
+      const produced: Targets = [];
+      for (const output of outputs) {
+        const target = this.catalog.known(output.table) ?? (await this.catalog.table(output.table));
+        this.batch.upsertValues(target, output.row);
+        produced.push([output.table, keyOf(target, output.row)]);
+      }
+      const kept = new Set(produced.map(([t, k]) => `${t}\0${k.join('\0')}`));
+      for (const [t, key] of lineage.get(table, sourceKey)) {
+        if (!kept.has(`${t}\0${key.join('\0')}`)) this.batch.deleteKey(await this.catalog.table(t), key);
+      }
+      lineage.set(table, sourceKey, row ? produced : null);
+    };
+    if (change.op === 'delete') return replace(change.old, undefined);
+    if (change.op === 'update' && change.old) {
+      // A changed key: the row under the old key is gone.
+      if (this.converter.keyOf(table, change.old) !== this.converter.keyOf(table, change.new)) {
+        await replace(change.old, undefined);
+      }
+    }
+    await replace(change.new, change.new);
+  }
+
+  private async applyChange(change: Change, lineage?: GroupLineage): Promise<void> {
     if (change.op === 'truncate') {
       await this.batch.flush(this.client);
-      for (const table of change.tables.filter((t) => this.converter.has(t))) await this.truncate(table);
+      await lineage?.flush();
+      for (const table of change.tables.filter((t) => this.converter.has(t))) {
+        await this.truncate(table);
+        lineage?.forgetTable(table);
+      }
       return;
     }
     if (!this.converter.has(change.table)) return;

@@ -260,9 +260,25 @@ export class Converter {
     return bringSequencesPast(this.target);
   }
 
-  /** Calls `listener` after each source transaction has been applied and checkpointed. */
-  onApplied(listener: (txn: AppliedTransaction) => void): void {
+  /** Calls `listener` after each source transaction has been applied and checkpointed; returns an unsubscribe. */
+  onApplied(listener: (txn: AppliedTransaction) => void): () => void {
     this.appliedListeners.push(listener);
+    return () => {
+      const i = this.appliedListeners.indexOf(listener);
+      if (i >= 0) this.appliedListeners.splice(i, 1);
+    };
+  }
+
+  /**
+   * Stops reading the change stream (its socket), e.g. to let a fault test stall it; changes wait in
+   * the old database's WAL. `resumeStream()` goes on where it stopped.
+   */
+  pauseStream(): void {
+    this.stream?.pause();
+  }
+
+  resumeStream(): void {
+    this.stream?.resume();
   }
 
   /** Why the conversion stopped, if it did (a transform error, the WAL limit, a lost connection). */
@@ -310,7 +326,12 @@ export class Converter {
     await this.stream?.stop();
     await this.slot?.release().catch(() => {});
     if (dropCapture && this.source) {
-      await dropSlot(this.source, this.slotName).catch(() => {});
+      // The server-side walsender outlives our connection for a moment; a slot still active cannot be dropped.
+      await releaseSlot(this.source, this.slotName)
+        .then(() => dropSlot(this.source, this.slotName))
+        .catch((err: unknown) =>
+          this.options.onWarning?.(`could not drop slot ${this.slotName}: ${errorMessage(err)}`),
+        );
       await dropPublication(this.source, this.publicationName).catch(() => {});
     }
     await this.source?.end().catch(() => {});

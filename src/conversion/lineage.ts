@@ -62,3 +62,63 @@ export async function takeTableLineage(client: pg.Client, sourceTable: string): 
   );
   return rows.flatMap((r) => JSON.parse(r.targets) as Targets);
 }
+
+/**
+ * The lineage an apply group reads and changes, read in one query up front and written in two at the
+ * end, instead of a read and a write per source change.
+ */
+export class GroupLineage {
+  private readonly entries = new Map<string, Targets>();
+  private readonly changed = new Map<
+    string,
+    { sourceTable: string; sourceKey: string; targets: Targets | null }
+  >();
+
+  constructor(private readonly client: pg.Client) {}
+
+  async prefetch(keys: { sourceTable: string; sourceKey: string }[]): Promise<void> {
+    if (keys.length === 0) return;
+    const { rows } = await this.client.query<{ source_table: string; source_key: string; targets: string }>(
+      `SELECT l.source_table, l.source_key, l.targets FROM imago.lineage l
+         JOIN unnest($1::text[], $2::text[]) AS k(t, k) ON l.source_table = k.t AND l.source_key = k.k`,
+      [keys.map((k) => k.sourceTable), keys.map((k) => k.sourceKey)],
+    );
+    for (const row of rows)
+      this.entries.set(id(row.source_table, row.source_key), JSON.parse(row.targets) as Targets);
+  }
+
+  /** What the source row produced so far (prefetched or changed in this group). */
+  get(sourceTable: string, sourceKey: string): Targets {
+    return this.entries.get(id(sourceTable, sourceKey)) ?? [];
+  }
+
+  set(sourceTable: string, sourceKey: string, targets: Targets | null): void {
+    const key = id(sourceTable, sourceKey);
+    if (targets) this.entries.set(key, targets);
+    else this.entries.delete(key);
+    this.changed.set(key, { sourceTable, sourceKey, targets });
+  }
+
+  /** Forgets a table's entries (after a truncate, which rewrote its lineage directly). */
+  forgetTable(sourceTable: string): void {
+    for (const [key, entry] of this.changed) if (entry.sourceTable === sourceTable) this.changed.delete(key);
+    for (const key of this.entries.keys()) if (key.startsWith(`${sourceTable}\0`)) this.entries.delete(key);
+  }
+
+  async flush(): Promise<void> {
+    const writes = [...this.changed.values()];
+    this.changed.clear();
+    await writeLineage(this.client, writes.filter((w) => w.targets !== null) as LineageEntry[]);
+    const deletes = writes.filter((w) => w.targets === null);
+    if (deletes.length === 0) return;
+    await this.client.query(
+      `DELETE FROM imago.lineage l USING unnest($1::text[], $2::text[]) AS k(t, k)
+        WHERE l.source_table = k.t AND l.source_key = k.k`,
+      [deletes.map((d) => d.sourceTable), deletes.map((d) => d.sourceKey)],
+    );
+  }
+}
+
+function id(sourceTable: string, sourceKey: string): string {
+  return `${sourceTable}\0${sourceKey}`;
+}

@@ -1,12 +1,13 @@
 /**
- * Changes to tables copied unchanged (identity conversions), collapsed per key within an apply group
- * and written as a few multi-row statements: the last change of each key wins, deletes go before
- * upserts (a unique value freed by a delete can be taken by an insert of the same group). Values an
- * update left out (unchanged TOAST) are merged from an earlier change of the group, or left out of the
- * upsert so the target keeps what it has.
+ * Target writes of an apply group, collapsed per target row and written as a few multi-row
+ * statements: the last change of each key wins, deletes go before upserts (a unique value freed by a
+ * delete can be taken by an insert of the same group). Rows new to the target go in with COPY. Values
+ * an update left out (unchanged TOAST) are merged from an earlier change of the group, or left out of
+ * the upsert so the target keeps what it has.
  *
- * Statements of different tables are not ordered among themselves: identity tables must not have
- * foreign keys between them in the new schema unless the constraints are DEFERRABLE.
+ * Statements of different keys and tables are not ordered among themselves: the applier falls back to
+ * exact, change-by-change writes for a group where that matters (a unique violation), and target
+ * tables must not reference each other with non-deferrable foreign keys.
  */
 import type pg from 'pg';
 import type { Row } from '../capture/change.js';
@@ -28,7 +29,7 @@ type Pending = { op: 'upsert'; row: Row; fresh: boolean } | { op: 'delete'; key:
 /** Fewer fresh rows than this go with the upserts: starting a COPY costs more than it saves. */
 const COPY_FROM = 64;
 
-export class IdentityBatch {
+export class WriteBatch {
   private readonly tables = new Map<string, { target: TargetTable; keys: Map<string, Pending> }>();
 
   get empty(): boolean {
@@ -50,6 +51,23 @@ export class IdentityBatch {
     } else {
       keys.set(id, { op: 'upsert', row, fresh });
     }
+  }
+
+  /** A transform's output row (values of any type, kept as PostgreSQL text). */
+  upsertValues(target: TargetTable, values: Record<string, TargetValue>): void {
+    const row: Row = {};
+    for (const [k, v] of Object.entries(values))
+      row[k] = v === null ? null : typeof v === 'string' ? v : String(v);
+    this.upsert(target, row, false);
+  }
+
+  deleteKey(target: TargetTable, key: string[]): void {
+    this.keysOf(target).set(key.join('\0'), { op: 'delete', key });
+  }
+
+  /** True when rows of `table` wait to be written (a lookup into it must flush first). */
+  touches(table: string): boolean {
+    return (this.tables.get(table)?.keys.size ?? 0) > 0;
   }
 
   clear(): void {

@@ -12,7 +12,7 @@
  */
 import type pg from 'pg';
 import type { Change, Row, SourceTransaction } from '../capture/change.js';
-import type { TargetRow, TransformContext } from './api.js';
+import type { TargetRow, TargetValue, TransformContext } from './api.js';
 import {
   GroupLineage,
   deleteLineage,
@@ -125,12 +125,7 @@ export class Applier {
       this.batchIdentity(await this.catalog.table(identity), change);
       return;
     }
-    const ctx: TransformContext = {
-      lookup: async (t, where) => {
-        if (this.batch.touches(t)) await this.batch.flush(this.client);
-        return lookupIn(this.client, t, where);
-      },
-    };
+    const ctx: TransformContext = { lookup: (t, where) => this.lookupThroughBatch(t, where) };
     const replace = async (keyRow: Row, row: Row | undefined) => {
       const outputs = row ? await this.converter.convert(table, row, ctx) : [];
       const sourceKey = this.converter.keyOf(table, keyRow);
@@ -154,6 +149,26 @@ export class Applier {
       }
     }
     await replace(change.new, change.new);
+  }
+
+  /**
+   * A lookup that sees the group's pending writes as if they were written, without writing them when
+   * the answer is certain: from a pending row, or from the database when the row it returns is not
+   * about to change. Otherwise the pending writes are flushed first.
+   */
+  private async lookupThroughBatch(
+    table: string,
+    where: Record<string, TargetValue>,
+  ): Promise<Row | undefined> {
+    if (!this.batch.touches(table)) return lookupIn(this.client, table, where);
+    const pending = this.batch.findPending(table, where);
+    if (pending !== undefined && pending !== 'flush') return pending;
+    if (pending === undefined) {
+      const found = await lookupIn(this.client, table, where);
+      if (found && !this.batch.pendingKey(table, found)) return found;
+    }
+    await this.batch.flush(this.client);
+    return lookupIn(this.client, table, where);
   }
 
   private async applyChange(change: Change, lineage?: GroupLineage): Promise<void> {

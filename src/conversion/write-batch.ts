@@ -65,9 +65,36 @@ export class WriteBatch {
     this.keysOf(target).set(key.join('\0'), { op: 'delete', key });
   }
 
-  /** True when rows of `table` wait to be written (a lookup into it must flush first). */
+  /** True when rows of `table` wait to be written (a lookup into it must account for them). */
   touches(table: string): boolean {
     return (this.tables.get(table)?.keys.size ?? 0) > 0;
+  }
+
+  /**
+   * A lookup answered from the pending writes when that is exact: a complete pending row whose
+   * values equal `where` as text. 'flush' when the pending writes make the answer uncertain (a
+   * partial row that might match); undefined when no pending row matches (then ask the database,
+   * with `pendingKey` to check its answer).
+   */
+  findPending(table: string, where: Record<string, TargetValue>): Row | 'flush' | undefined {
+    const entry = this.tables.get(table);
+    if (!entry) return undefined;
+    const wanted = Object.entries(where).map(([c, v]) => [c, v === null ? null : String(v)] as const);
+    for (const pending of entry.keys.values()) {
+      if (pending.op !== 'upsert') continue;
+      const row = pending.row;
+      const complete =
+        entry.target.columns.size === Object.keys(row).length && !Object.values(row).includes(undefined);
+      if (wanted.every(([c, v]) => row[c] === v)) return complete ? row : 'flush';
+      if (!complete && wanted.some(([c]) => row[c] === undefined)) return 'flush';
+    }
+    return undefined;
+  }
+
+  /** True when the database's version of this row is about to change (upsert or delete pending). */
+  pendingKey(table: string, row: Row): boolean {
+    const entry = this.tables.get(table);
+    return entry !== undefined && entry.keys.has(keyString(entry.target, row));
   }
 
   clear(): void {

@@ -100,6 +100,8 @@ export class Converter {
   private failure: unknown;
   private readonly markerWaiters = new Map<string, { resolve: () => void; reject: (err: unknown) => void }>();
   private markerSeq = 0;
+  /** Queries on the old database's connection, chained so that concurrent callers never overlap. */
+  private sourceQueries: Promise<void> = Promise.resolve();
   private readonly appliedListeners: ((txn: AppliedTransaction) => void)[] = [];
   private readonly stats: ConversionStats = {
     copiedRows: 0,
@@ -239,10 +241,18 @@ export class Converter {
       this.markerWaiters.set(content, { resolve, reject }),
     );
     const started = Date.now();
-    const { rows } = await this.source.query<{ lsn: string }>(
-      'SELECT pg_logical_emit_message(true, $1, $2)::text AS lsn',
-      [MARKER_PREFIX, content],
+    // Callers may overlap (barriers, the switchover): their markers go one at a time on the connection.
+    const emitted = this.sourceQueries.then(() =>
+      this.source.query<{ lsn: string }>('SELECT pg_logical_emit_message(true, $1, $2)::text AS lsn', [
+        MARKER_PREFIX,
+        content,
+      ]),
     );
+    this.sourceQueries = emitted.then(
+      () => undefined,
+      () => undefined,
+    );
+    const { rows } = await emitted;
     try {
       await withDeadline(
         'catch-up of the change stream to the fence',

@@ -21,6 +21,8 @@ export interface Answer {
   version: string;
   sentAt: number;
   receivedAt: number;
+  /** The write's id when the request was an acknowledged write. */
+  write?: string;
 }
 
 export interface LoadResult {
@@ -37,6 +39,8 @@ export interface Load {
   stop(): Promise<LoadResult>;
   /** Requests answered so far. */
   count(): number;
+  /** The answers so far (a copy), for checks on a time window while the load runs. */
+  answers(): Answer[];
 }
 
 export function startLoad(options: {
@@ -75,9 +79,10 @@ export function startLoad(options: {
       await res.body.dump();
       const receivedAt = performance.now();
       const version = String(res.headers[options.versionHeader] ?? '');
-      result.answers.push({ status: res.statusCode, version, sentAt, receivedAt });
-      result.latenciesMs.push(receivedAt - sentAt);
       const ok = res.statusCode < 300 || (op.accept ?? []).includes(res.statusCode);
+      const acked = op.write && res.statusCode < 300 ? { write: op.write.id } : {};
+      result.answers.push({ status: res.statusCode, version, sentAt, receivedAt, ...acked });
+      result.latenciesMs.push(receivedAt - sentAt);
       if (!ok) fail(`${op.method} ${op.path} → ${res.statusCode}`);
       else if (op.write && res.statusCode < 300) result.acknowledged.push({ ...op.write, version });
     } catch (err) {
@@ -106,6 +111,7 @@ export function startLoad(options: {
   const loops = Array.from({ length: options.workers }, (_, i) => loop(i));
   return {
     count: () => result.requests,
+    answers: () => [...result.answers],
     stop: async () => {
       running = false;
       await Promise.all(loops);

@@ -9,6 +9,8 @@ import { join } from 'node:path';
 
 export interface WrkResult {
   rps: number;
+  /** Requests completed in the run. */
+  requests: number;
   p99Ms: number;
   errors: number;
 }
@@ -25,11 +27,17 @@ export function parseWrk(text: string): WrkResult {
   const rps = /Requests\/sec:\s+([\d.]+)/.exec(text);
   const p99 = /\s99%\s+([\d.]+)(us|ms|s|m)\b/.exec(text);
   if (!rps || !p99) throw new Error(`could not parse wrk output:\n${text}`);
+  const total = /(\d+) requests in /.exec(text);
   const non2xx = /Non-2xx or 3xx responses:\s+(\d+)/.exec(text);
   const sockErr = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(text);
   const errors =
     Number(non2xx?.[1] ?? 0) + (sockErr ? sockErr.slice(1).reduce((a, b) => a + Number(b), 0) : 0);
-  return { rps: Number(rps[1]), p99Ms: toMs(p99[1] as string, p99[2] as string), errors };
+  return {
+    rps: Number(rps[1]),
+    requests: Number(total?.[1] ?? 0),
+    p99Ms: toMs(p99[1] as string, p99[2] as string),
+    errors,
+  };
 }
 
 /** Writes the Lua script that turns wrk's GET into a 4 KB JSON POST. */

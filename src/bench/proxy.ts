@@ -7,9 +7,10 @@
  * command that installs it.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { withDeadline } from '../deadline.js';
@@ -35,6 +36,52 @@ async function freePort(): Promise<number> {
   const port = (srv.address() as net.AddressInfo).port;
   await new Promise<void>((resolve) => srv.close(() => resolve()));
   return port;
+}
+
+/**
+ * CPU time (user + system, in seconds) a process and its descendants have used, from /proc (Linux);
+ * undefined where /proc is not available. Used to report CPU per request for each target.
+ */
+const CLK_TCK = ((): number => {
+  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
+  const n = Number(r.stdout?.trim());
+  return Number.isFinite(n) && n > 0 ? n : 100;
+})();
+
+function procStat(pid: number): { ppid: number; ticks: number } | undefined {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    return { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) };
+  } catch {
+    return undefined;
+  }
+}
+
+function cpuSeconds(root: number): number | undefined {
+  const self = procStat(root);
+  if (self === undefined) return undefined;
+  const children = new Map<number, number[]>();
+  const ticks = new Map<number, number>([[root, self.ticks]]);
+  for (const name of readdirSync('/proc')) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid) || pid === root) continue;
+    const st = procStat(pid);
+    if (st === undefined) continue;
+    ticks.set(pid, st.ticks);
+    const list = children.get(st.ppid) ?? [];
+    list.push(pid);
+    children.set(st.ppid, list);
+  }
+  let total = 0;
+  const stack = [root];
+  while (stack.length > 0) {
+    const pid = stack.pop() as number;
+    total += ticks.get(pid) ?? 0;
+    stack.push(...(children.get(pid) ?? []));
+  }
+  return total / CLK_TCK;
 }
 
 /** Starts a child from proxy-children.ts and waits for its `ready <port>` line. */
@@ -142,6 +189,18 @@ export const proxyScenario: Scenario = {
     const repetitions = Math.max(1, Number(options.repetitions ?? 3));
     const seconds = Math.max(1, Number(options.duration ?? 5));
     const connections = Math.max(1, Number(options.connections ?? 50));
+    // Imago's default process count: one per core, as nginx's `worker_processes auto`
+    // (IMAGO_BENCH_PROXY_WORKERS overrides it: the CLI has no flag for it yet).
+    const workers = Number(
+      options.workers ?? process.env.IMAGO_BENCH_PROXY_WORKERS ?? availableParallelism(),
+    );
+    if (!Number.isInteger(workers) || workers < 1) {
+      throw new ImagoError(
+        `the proxy benchmark needs a positive whole number of ingress workers, not "${workers}"`,
+        String(workers),
+        'set IMAGO_BENCH_PROXY_WORKERS to 1, 2, … or leave it unset (one per core)',
+      );
+    }
     const wrk = findExecutable('wrk');
     const nginx = findExecutable('nginx', ['/usr/sbin/nginx']);
     const missing = [!wrk && 'wrk', !nginx && 'nginx'].filter(Boolean) as string[];
@@ -159,23 +218,42 @@ export const proxyScenario: Scenario = {
       const postScript = await writePostScript(dir);
       const backend = await startChild(['backend']);
       children.push(backend.child);
-      const imago = await startChild(['ingress', `http://127.0.0.1:${backend.port}`]);
+      const imago = await startChild(['ingress', `http://127.0.0.1:${backend.port}`, String(workers)]);
       children.push(imago.child);
       const ng = await startNginx(nginx as string, dir, backend.port);
       children.push(ng.child);
       const ports: Record<Target, number> = { direct: backend.port, imago: imago.port, nginx: ng.port };
-      const run = (t: Target, w: Workload, secs: number): Promise<WrkResult> =>
-        runWrk(`http://127.0.0.1:${ports[t]}/bench`, {
+      const pids: Record<Target, number | undefined> = {
+        direct: undefined,
+        imago: imago.child.pid,
+        nginx: ng.child.pid,
+      };
+      /** A wrk run, with the CPU the proxy (all its processes) and the backend spent per request. */
+      const run = async (
+        t: Target,
+        w: Workload,
+        secs: number,
+      ): Promise<WrkResult & { proxyCpuUs?: number; backendCpuUs?: number }> => {
+        const proxyPid = pids[t];
+        const p0 = proxyPid === undefined ? undefined : cpuSeconds(proxyPid);
+        const b0 = backend.child.pid === undefined ? undefined : cpuSeconds(backend.child.pid);
+        const r = await runWrk(`http://127.0.0.1:${ports[t]}/bench`, {
           seconds: secs,
           connections,
           threads: 1,
           script: w === 'post' ? postScript : undefined,
         });
+        const p1 = proxyPid === undefined ? undefined : cpuSeconds(proxyPid);
+        const b1 = backend.child.pid === undefined ? undefined : cpuSeconds(backend.child.pid);
+        const perReq = (a?: number, b?: number): number | undefined =>
+          a === undefined || b === undefined || r.requests === 0 ? undefined : ((b - a) * 1e6) / r.requests;
+        return { ...r, proxyCpuUs: perReq(p0, p1), backendCpuUs: perReq(b0, b1) };
+      };
 
       out.say(`warming up (${TARGETS.length * WORKLOADS.length} × 2 s)`);
       for (const t of TARGETS) for (const w of WORKLOADS) await run(t, w, 2);
 
-      const results: Record<string, WrkResult[]> = {};
+      const results: Record<string, (WrkResult & { proxyCpuUs?: number; backendCpuUs?: number })[]> = {};
       for (let rep = 0; rep < repetitions; rep++) {
         // Alternate the order so drift on a shared machine does not favour one target.
         const order = rep % 2 === 0 ? TARGETS : [...TARGETS].reverse();
@@ -184,13 +262,16 @@ export const proxyScenario: Scenario = {
             const r = await run(t, w, seconds);
             (results[`${t}_${w}`] ??= []).push(r);
             out.say(
-              `rep ${rep + 1}/${repetitions} ${w.padEnd(4)} ${t.padEnd(6)} ${Math.round(r.rps)} req/s p99 ${round(r.p99Ms)} ms${r.errors ? ` errors ${r.errors}` : ''}`,
+              `rep ${rep + 1}/${repetitions} ${w.padEnd(4)} ${t.padEnd(6)} ${Math.round(r.rps)} req/s p99 ${round(r.p99Ms)} ms` +
+                (r.proxyCpuUs === undefined ? '' : ` proxy CPU ${Math.round(r.proxyCpuUs)} µs/req`) +
+                (r.backendCpuUs === undefined ? '' : ` backend CPU ${Math.round(r.backendCpuUs)} µs/req`) +
+                (r.errors ? ` errors ${r.errors}` : ''),
             );
           }
         }
       }
-      const med = (t: Target, w: Workload, k: 'rps' | 'p99Ms'): number =>
-        median((results[`${t}_${w}`] ?? []).map((r) => r[k]));
+      const med = (t: Target, w: Workload, k: 'rps' | 'p99Ms' | 'proxyCpuUs' | 'backendCpuUs'): number =>
+        median((results[`${t}_${w}`] ?? []).map((r) => r[k] ?? Number.NaN));
       const errors = Object.values(results)
         .flat()
         .reduce((a, r) => a + r.errors, 0);
@@ -213,13 +294,21 @@ export const proxyScenario: Scenario = {
         imago_p99_ms: round(Math.max(med('imago', 'get', 'p99Ms'), med('imago', 'post', 'p99Ms'))),
         nginx_p99_ms: round(Math.max(med('nginx', 'get', 'p99Ms'), med('nginx', 'post', 'p99Ms'))),
         direct_p99_ms: round(Math.max(med('direct', 'get', 'p99Ms'), med('direct', 'post', 'p99Ms'))),
-        imago_processes: 1,
+        imago_processes: workers,
+        nginx_workers: availableParallelism(),
+        // CPU (user + system, all processes) per request, medians; NaN where /proc is unavailable.
+        imago_cpu_us_per_req: Math.round(med('imago', 'get', 'proxyCpuUs')),
+        imago_post_cpu_us_per_req: Math.round(med('imago', 'post', 'proxyCpuUs')),
+        nginx_cpu_us_per_req: Math.round(med('nginx', 'get', 'proxyCpuUs')),
+        nginx_post_cpu_us_per_req: Math.round(med('nginx', 'post', 'proxyCpuUs')),
+        backend_cpu_us_per_req: Math.round(med('direct', 'get', 'backendCpuUs')),
         errors,
       };
       out.say(
         `GET: direct ${summary.direct_rps}, imago ${summary.imago_rps}, nginx ${summary.nginx_rps} req/s; ` +
           `POST 4 KB: direct ${summary.direct_post_rps}, imago ${summary.imago_post_rps}, nginx ${summary.nginx_post_rps}; ` +
-          `ratio vs nginx ${summary.ratio_vs_nginx}; p99 imago ${summary.imago_p99_ms} ms, nginx ${summary.nginx_p99_ms} ms`,
+          `ratio vs nginx ${summary.ratio_vs_nginx}; p99 imago ${summary.imago_p99_ms} ms, nginx ${summary.nginx_p99_ms} ms; ` +
+          `CPU per GET: imago ${summary.imago_cpu_us_per_req} µs (${workers > 1 ? `${workers} workers + primary` : '1 process'}), nginx ${summary.nginx_cpu_us_per_req} µs`,
       );
       return summary;
     } finally {

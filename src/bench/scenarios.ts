@@ -20,3 +20,4 @@ export const scenarios: Record<string, () => Promise<Scenario>> = {};
 scenarios.proxy = async () => (await import('./proxy.js')).proxyScenario;
 scenarios.convert = async () => (await import('./convert.js')).convertScenario;
 scenarios['runtime-test'] = async () => (await import('./runtime-test.js')).runtimeTestScenario;
+scenarios.switchover = async () => (await import('./switchover.js')).switchoverScenario;

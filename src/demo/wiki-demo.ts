@@ -18,13 +18,7 @@ import { teardownAll } from '../universe/teardown.js';
 import { startIngress, type Ingress } from '../ingress/index.js';
 import { Converter } from '../conversion/converter.js';
 import { randomBytes } from 'node:crypto';
-import {
-  Fence,
-  IngressNode,
-  memoryJournal,
-  runSwitchover,
-  type SwitchResult,
-} from '../switchover/index.js';
+import { Fence, IngressNode, memoryJournal, runSwitchover, type SwitchResult } from '../switchover/index.js';
 import { startLoad, mixedAnswers, percentile, type LoadResult } from '../bench/load.js';
 import { seedWiki } from '../../examples/wiki/seed.js';
 import wikiConversion from '../../examples/wiki/conversion.js';
@@ -73,8 +67,15 @@ export interface DemoReport {
 
 const DEMO_BUDGET = {
   maxPauseMs: 5000,
-  maxCatchUpLagMs: 2000,
-  deadlines: { prepareMs: 1000, drainMs: 5000, fenceMs: 1000, catchUpMs: 5000, commitMs: 5000 },
+  maxCatchUpLagMs: 1000,
+  deadlines: {
+    precheckMs: 30000,
+    prepareMs: 1000,
+    drainMs: 5000,
+    fenceMs: 1000,
+    catchUpMs: 5000,
+    commitMs: 5000,
+  },
 };
 
 /** A conversion whose stream failed cannot catch up: the switch refuses at its precheck. */

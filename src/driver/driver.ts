@@ -283,6 +283,10 @@ export class Driver {
             ? 'the plan requires a runtime test, which is not available yet'
             : undefined,
         ),
+      // Fault injection between protocol steps (IMAGO_CRASH_AFTER=step:<step>), for the crash tests.
+      beforeStep: (step) => {
+        if (this.o.crashAfter === `step:${step}`) process.kill(process.pid, 'SIGKILL');
+      },
       journal: {
         record: async (event, detail) =>
           void (await this.record(SWITCH_EVENT_PHASE[event] ?? this.current, event, detail)),

@@ -5,6 +5,7 @@
  */
 import { Pool } from 'undici';
 import type { UniverseName } from './universe.js';
+import { UpstreamPool } from './upstream.js';
 
 export interface BackendTimeouts {
   /** Time to connect to a backend. */
@@ -20,6 +21,9 @@ export interface Backend {
   readonly url: string;
   /** Path prefix of the base URL ('' when none), prepended to every forwarded path. */
   readonly prefix: string;
+  /** Proxied requests (the hot path). */
+  readonly upstream: UpstreamPool;
+  /** Mirror copies (undici: buffered request/response, not on the hot path). */
   readonly pool: Pool;
   /** Until this time (performance.now()) the backend is skipped after a connection failure. */
   downUntil: number;
@@ -50,7 +54,10 @@ export class BackendSet {
     }
     this.lists[universe] = next;
     // Removed backends finish what they have in flight; close() waits for that.
-    for (const gone of previous.values()) void gone.pool.close().catch(() => undefined);
+    for (const gone of previous.values()) {
+      gone.upstream.closeWhenIdle();
+      void gone.pool.close().catch(() => undefined);
+    }
   }
 
   has(universe: UniverseName): boolean {
@@ -101,6 +108,7 @@ export class BackendSet {
     const all = [...this.lists.old, ...this.lists.new];
     this.lists.old = [];
     this.lists.new = [];
+    for (const b of all) b.upstream.close();
     await Promise.all(all.map((b) => b.pool.destroy().catch(() => undefined)));
   }
 
@@ -116,6 +124,11 @@ export class BackendSet {
       headersTimeout: this.timeouts.headersMs,
       bodyTimeout: this.timeouts.bodyMs,
     });
-    return { universe, url, prefix, pool, downUntil: 0, consecutiveFailures: 0 };
+    const upstream = new UpstreamPool(parsed.hostname.replace(/^\[|\]$/g, ''), Number(parsed.port || 80), {
+      connectMs: this.timeouts.connectMs,
+      headersMs: this.timeouts.headersMs,
+      bodyMs: this.timeouts.bodyMs,
+    });
+    return { universe, url, prefix, upstream, pool, downUntil: 0, consecutiveFailures: 0 };
   }
 }

@@ -13,19 +13,22 @@ import { z } from 'zod';
 import type { ControlState, ControlStore } from './control-store.js';
 import type { UniverseName } from './universe.js';
 
-/** What the endpoint drives; implemented by the ingress. */
+/**
+ * What the endpoint drives; implemented by the ingress (synchronously) and by a cluster primary
+ * (asynchronously: a transition resolves once every worker has applied it).
+ */
 export interface ControlTarget {
   route(): UniverseName;
   holding(): boolean;
-  hold(): void;
-  release(route?: UniverseName): { released: number };
+  hold(): void | Promise<void>;
+  release(route?: UniverseName): { released: number } | Promise<{ released: number }>;
   hasUpstreams(universe: UniverseName): boolean;
-  setUpstreams(universe: UniverseName, urls: string[]): void;
+  setUpstreams(universe: UniverseName, urls: string[]): void | Promise<void>;
   mirroring(): boolean;
   /** Throws when mirroring is not configured (no comparator). */
-  setMirror(enabled: boolean): void;
+  setMirror(enabled: boolean): void | Promise<void>;
   drained(universe: UniverseName, timeoutMs: number): Promise<void>;
-  snapshot(): Record<string, unknown>;
+  snapshot(): Record<string, unknown> | Promise<Record<string, unknown>>;
   metrics(): Promise<{ contentType: string; text: string }>;
 }
 
@@ -127,7 +130,7 @@ export async function startControlEndpoint(
   const transition = (
     given: number,
     next: (s: ControlState) => ControlState,
-    apply: () => Record<string, unknown>,
+    apply: () => Record<string, unknown> | Promise<Record<string, unknown>>,
   ): Promise<Record<string, unknown>> => {
     const run = chain.then(async () => {
       if (given < epoch)
@@ -135,7 +138,7 @@ export async function startControlEndpoint(
       const state = { ...next(current()), epoch: given };
       await opts.store.save(state);
       epoch = given;
-      const result = apply();
+      const result = await apply();
       return { ok: true, node: opts.nodeId, ...current(), ...result };
     });
     chain = run.catch(() => undefined);
@@ -146,7 +149,7 @@ export async function startControlEndpoint(
     const path = (req.url ?? '/').split('?')[0];
     const method = req.method ?? 'GET';
     if (method === 'GET' && path === '/v1/state') {
-      return { status: 200, body: { node: opts.nodeId, ...current(), ...target.snapshot() } };
+      return { status: 200, body: { node: opts.nodeId, ...current(), ...(await target.snapshot()) } };
     }
     if (method === 'GET' && path === '/metrics') {
       const m = await target.metrics();
@@ -162,7 +165,7 @@ export async function startControlEndpoint(
           body: await transition(
             b.epoch,
             (s) => ({ ...s, holding: true }),
-            () => (target.hold(), {}),
+            async () => (await target.hold(), {}),
           ),
         };
       }
@@ -187,7 +190,7 @@ export async function startControlEndpoint(
           body: await transition(
             b.epoch,
             (s) => ({ ...s, mirror: b.enabled }),
-            () => (target.setMirror(b.enabled), {}),
+            async () => (await target.setMirror(b.enabled), {}),
           ),
         };
       }
@@ -198,7 +201,7 @@ export async function startControlEndpoint(
           body: await transition(
             b.epoch,
             (s) => s,
-            () => (target.setUpstreams(b.universe, b.urls), {}),
+            async () => (await target.setUpstreams(b.universe, b.urls), {}),
           ),
         };
       }

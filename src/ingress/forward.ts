@@ -1,18 +1,19 @@
 /**
- * Forwards one client request to one backend and streams the answer back. Uses undici's dispatch
- * handler directly (no intermediate Readable per request) because the proxy is CPU-bound and this is
- * the hot path; backpressure is kept in both directions (undici reads the request body as the backend
- * accepts it; response chunks pause undici when the client socket is full).
+ * Forwards one client request to one backend and streams the answer back, through the backend's
+ * UpstreamPool (upstream.ts) with a handler object rather than intermediate streams, because the proxy
+ * is CPU-bound and this is the hot path; backpressure is kept in both directions (the request body is
+ * paused while the backend socket is full; response chunks pause the backend socket while the client
+ * socket is full).
  *
  * Owns the mapping of backend failures to answers: connection failure → 502, timeout → 504, never a
  * crash; once the response has started, a failure can only cut the client connection.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
-import type { Dispatcher } from 'undici';
 import type { Backend } from './backends.js';
 import { BodyTooLarge } from './body-limit.js';
 import { clientResponseHeaders } from './headers.js';
+import type { UpstreamHandler } from './upstream.js';
 
 export type ForwardOutcome = 'ok' | 'upstream-error' | 'client-gone' | 'retried' | 'rejected';
 
@@ -65,99 +66,131 @@ class ClientGone extends Error {
   }
 }
 
+/** The forward in progress on a response, for the one shared 'close' listener (no closure per request). */
+const kForward = Symbol('imago.forward');
+type TrackedResponse = ServerResponse & { [kForward]?: ForwardHandler };
+
+function onResponseClose(this: TrackedResponse): void {
+  this[kForward]?.clientClosed();
+}
+
+function onResponseDrain(this: TrackedResponse): void {
+  this[kForward]?.resumeUpstream();
+}
+
+/**
+ * undici dispatch handler for one attempt: a class rather than per-request closures, since this runs
+ * for every request. Propagates a client abort upstream, streams the response with backpressure.
+ */
+class ForwardHandler implements UpstreamHandler {
+  private abortFn: ((err?: Error) => void) | undefined = undefined;
+  private finished = false;
+  private status = 0;
+  private responseStarted = false;
+  private clientGone = false;
+  private resume: (() => void) | undefined = undefined;
+  private readonly res: TrackedResponse;
+
+  constructor(private readonly f: ForwardRequest) {
+    const res = f.res as TrackedResponse;
+    this.res = res;
+    // A retry replaces the previous (finished) attempt on the same response.
+    if (res[kForward] === undefined) res.on('close', onResponseClose);
+    res[kForward] = this;
+  }
+
+  private finish(outcome: ForwardOutcome, connectFailed: boolean, error?: Error): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.f.done(outcome, { status: this.status, connectFailed, error });
+  }
+
+  /** The client connection closed: abort upstream, so the backend stops working on an answer nobody reads. */
+  clientClosed(): void {
+    if (this.finished || this.res.writableFinished) return;
+    this.clientGone = true;
+    this.abortFn?.(new ClientGone());
+  }
+
+  resumeUpstream(): void {
+    this.resume?.();
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    this.abortFn = abort;
+    if (this.clientGone) abort(new ClientGone());
+  }
+
+  onHeaders(statusCode: number, rawHeaders: string[], resume: () => void, statusText: string): boolean {
+    this.status = statusCode;
+    this.responseStarted = true;
+    const headers = clientResponseHeaders(rawHeaders);
+    this.f.tap?.onHeaders(statusCode, headers);
+    this.res.writeHead(statusCode, statusText, headers);
+    this.resume = resume;
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    this.f.tap?.onData(chunk);
+    if (this.res.write(chunk)) return true;
+    this.res.once('drain', onResponseDrain);
+    return false;
+  }
+
+  onComplete(tail?: Buffer): void {
+    if (tail === undefined) this.res.end();
+    else {
+      this.f.tap?.onData(tail);
+      this.res.end(tail);
+    }
+    this.finish('ok', false);
+  }
+
+  onError(err: Error): void {
+    const res = this.res;
+    if (this.clientGone || err instanceof ClientGone) {
+      if (!res.destroyed) res.destroy();
+      this.finish('client-gone', false, err);
+      return;
+    }
+    const code = errorCode(err);
+    const connectFailed = !this.responseStarted && CONNECT_CODES.has(code);
+    if (this.responseStarted) {
+      // Headers are out: the only honest signal left is cutting the connection.
+      res.destroy(err);
+      this.finish('upstream-error', false, err);
+      return;
+    }
+    // The retry is dispatched before this attempt is marked done, so the universe never looks
+    // drained in between.
+    if (connectFailed && this.f.retry?.()) {
+      this.finish('retried', true, err);
+      return;
+    }
+    if (err instanceof BodyTooLarge || err.cause instanceof BodyTooLarge) {
+      this.status = 413;
+      answerError(res, 413, 'Payload Too Large', { connection: 'close' });
+      this.finish('rejected', false, err);
+      return;
+    }
+    this.status = TIMEOUT_CODES.has(code) ? 504 : 502;
+    answerError(res, this.status, this.status === 504 ? 'Gateway Timeout' : 'Bad Gateway');
+    this.finish('upstream-error', connectFailed, err);
+  }
+}
+
 export function forward(f: ForwardRequest): void {
-  const { req, res, backend } = f;
-  let abort: ((err?: Error) => void) | undefined;
-  let finished = false;
-  let status = 0;
-  let responseStarted = false;
-  let clientGone = false;
-
-  const finish = (outcome: ForwardOutcome, connectFailed: boolean, error?: Error): void => {
-    if (finished) return;
-    finished = true;
-    res.removeListener('close', onClientClose);
-    f.done(outcome, { status, connectFailed, error });
-  };
-
-  // Propagate a client abort upstream, so the backend stops working on an answer nobody reads.
-  const onClientClose = (): void => {
-    if (finished || res.writableFinished) return;
-    clientGone = true;
-    abort?.(new ClientGone());
-  };
-  res.on('close', onClientClose);
-
-  const handler: Dispatcher.DispatchHandler = {
-    onConnect(abortFn) {
-      abort = abortFn;
-      if (clientGone) abortFn(new ClientGone());
-    },
-    onHeaders(statusCode, rawHeaders, resume, statusText) {
-      status = statusCode;
-      responseStarted = true;
-      const headers = clientResponseHeaders(rawHeaders as Buffer[]);
-      f.tap?.onHeaders(statusCode, headers);
-      res.writeHead(statusCode, statusText, headers);
-      onDrain = resume;
-      return true;
-    },
-    onData(chunk) {
-      f.tap?.onData(chunk);
-      if (res.write(chunk)) return true;
-      res.once('drain', resumeUpstream);
-      return false;
-    },
-    onComplete() {
-      res.end();
-      finish('ok', false);
-    },
-    onError(err) {
-      if (clientGone || err instanceof ClientGone) {
-        if (!res.destroyed) res.destroy();
-        finish('client-gone', false, err);
-        return;
-      }
-      const code = errorCode(err);
-      const connectFailed = !responseStarted && CONNECT_CODES.has(code);
-      if (responseStarted) {
-        // Headers are out: the only honest signal left is cutting the connection.
-        res.destroy(err);
-        finish('upstream-error', false, err);
-        return;
-      }
-      // The retry is dispatched before this attempt is marked done, so the universe never looks
-      // drained in between.
-      if (connectFailed && f.retry?.()) {
-        finish('retried', true, err);
-        return;
-      }
-      if (err instanceof BodyTooLarge || err.cause instanceof BodyTooLarge) {
-        status = 413;
-        answerError(res, 413, 'Payload Too Large', { connection: 'close' });
-        finish('rejected', false, err);
-        return;
-      }
-      status = TIMEOUT_CODES.has(code) ? 504 : 502;
-      answerError(res, status, status === 504 ? 'Gateway Timeout' : 'Bad Gateway');
-      finish('upstream-error', connectFailed, err);
-    },
-  };
-
-  let onDrain: (() => void) | undefined;
-  const resumeUpstream = (): void => onDrain?.();
-
-  const path = backend.prefix === '' ? (req.url ?? '/') : backend.prefix + (req.url ?? '/');
-  backend.pool.dispatch(
+  const { req, backend } = f;
+  const url = req.url ?? '/';
+  backend.upstream.dispatch(
     {
-      path,
-      method: req.method as Dispatcher.HttpMethod,
+      path: backend.prefix === '' ? url : backend.prefix + url,
+      method: req.method ?? 'GET',
       headers: f.headers,
       body: f.body,
-      // Retrying is ours to decide (another backend of the same universe), not the pool's.
-      idempotent: false,
     },
-    handler,
+    new ForwardHandler(f),
   );
 }
 

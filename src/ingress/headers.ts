@@ -24,17 +24,26 @@ const HOP_BY_HOP = new Set([
   'x-forwarded-host',
 ]);
 
-/** Names listed in a Connection header are hop-by-hop too (RFC 9110 §7.6.1). */
-function connectionListed(raw: readonly string[]): Set<string> | undefined {
-  let listed: Set<string> | undefined;
-  for (let i = 0; i < raw.length; i += 2) {
-    if ((raw[i] as string).toLowerCase() !== 'connection') continue;
-    for (const token of (raw[i + 1] as string).split(',')) {
-      const name = token.trim().toLowerCase();
-      if (name && name !== 'close' && name !== 'keep-alive') (listed ??= new Set()).add(name);
-    }
+/**
+ * Names listed in a Connection header value are hop-by-hop too (RFC 9110 §7.6.1); `close` and
+ * `keep-alive` (the common values) list nothing to remove.
+ */
+function addConnectionListed(value: string, listed: Set<string> | undefined): Set<string> | undefined {
+  for (const token of value.split(',')) {
+    const name = token.trim().toLowerCase();
+    if (name && name !== 'close' && name !== 'keep-alive') (listed ??= new Set()).add(name);
   }
   return listed;
+}
+
+/** Drops the pairs whose lower-cased name is in `listed` (rare: only when Connection names a header). */
+function withoutListed(pairs: string[], listed: Set<string>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < pairs.length; i += 2) {
+    if (listed.has((pairs[i] as string).toLowerCase())) continue;
+    out.push(pairs[i] as string, pairs[i + 1] as string);
+  }
+  return out;
 }
 
 export interface ForwardedFor {
@@ -45,9 +54,10 @@ export interface ForwardedFor {
 /**
  * Request headers for the upstream. Appends the client to X-Forwarded-For (keeping an existing chain,
  * since a load balancer may sit in front of us), and sets -Proto and -Host from what we received.
+ * One pass over the raw pairs (a second one only when Connection lists extra names).
  */
 export function upstreamRequestHeaders(raw: readonly string[], fwd: ForwardedFor): string[] {
-  const listed = connectionListed(raw);
+  let listed: Set<string> | undefined;
   const out: string[] = [];
   let xff: string | undefined;
   let host: string | undefined;
@@ -58,15 +68,16 @@ export function upstreamRequestHeaders(raw: readonly string[], fwd: ForwardedFor
     if (HOP_BY_HOP.has(lower)) {
       if (lower === 'x-forwarded-for') xff = xff === undefined ? value : `${xff}, ${value}`;
       else if (lower === 'host') host = value;
+      else if (lower === 'connection') listed = addConnectionListed(value, listed);
       continue;
     }
-    if (listed?.has(lower)) continue;
     out.push(name, value);
   }
-  out.push('x-forwarded-for', xff === undefined ? fwd.clientIp : `${xff}, ${fwd.clientIp}`);
-  out.push('x-forwarded-proto', fwd.proto);
-  if (host !== undefined) out.push('x-forwarded-host', host);
-  return out;
+  const result = listed === undefined ? out : withoutListed(out, listed);
+  result.push('x-forwarded-for', xff === undefined ? fwd.clientIp : `${xff}, ${fwd.clientIp}`);
+  result.push('x-forwarded-proto', fwd.proto);
+  if (host !== undefined) result.push('x-forwarded-host', host);
+  return result;
 }
 
 const RESPONSE_HOP_BY_HOP = new Set([
@@ -80,16 +91,24 @@ const RESPONSE_HOP_BY_HOP = new Set([
   'upgrade',
 ]);
 
-/** Response headers for the client, from undici's raw Buffer pairs. */
-export function clientResponseHeaders(raw: readonly Buffer[]): string[] {
-  const strings: string[] = new Array<string>(raw.length);
-  for (let i = 0; i < raw.length; i++) strings[i] = (raw[i] as Buffer).toString('latin1');
-  const listed = connectionListed(strings);
-  const out: string[] = [];
-  for (let i = 0; i < strings.length; i += 2) {
-    const lower = (strings[i] as string).toLowerCase();
-    if (RESPONSE_HOP_BY_HOP.has(lower) || listed?.has(lower)) continue;
-    out.push(strings[i] as string, strings[i + 1] as string);
+/**
+ * Response headers for the client from the parser's flat [name, value, …] pairs; one pass (two when
+ * Connection lists names). Returns the input array itself when nothing is removed.
+ */
+export function clientResponseHeaders(raw: string[]): string[] {
+  let listed: Set<string> | undefined;
+  let out: string[] | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    const lower = name.toLowerCase();
+    if (RESPONSE_HOP_BY_HOP.has(lower)) {
+      if (lower === 'connection') listed = addConnectionListed(raw[i + 1] as string, listed);
+      // First removal: copy what came before.
+      out ??= raw.slice(0, i);
+      continue;
+    }
+    out?.push(name, raw[i + 1] as string);
   }
-  return out;
+  const result = out ?? raw;
+  return listed === undefined ? result : withoutListed(result, listed);
 }

@@ -26,6 +26,7 @@ export type { ClassRule, RequestClass } from './classify.js';
 export type { MirrorExchange, MirrorOptions, MirrorStats, CapturedResponse } from './mirror.js';
 export type { ControlState, ControlStore } from './control-store.js';
 export { FileControlStore, MemoryControlStore } from './control-store.js';
+export { startIngressCluster, type IngressCluster } from './cluster.js';
 
 export interface IngressOptions {
   /** Default '127.0.0.1'. */
@@ -36,6 +37,14 @@ export interface IngressOptions {
   upstreams: Partial<Record<UniverseName, string[]>>;
   /** Where requests go initially. */
   route: UniverseName;
+  /** Start in hold (new requests queue until release), as a restarted node that was holding does. */
+  holding?: boolean;
+  /**
+   * Processes serving the port. startIngress() is one process and accepts only 1 (the default);
+   * startIngressCluster() forks this many workers (default: the number of cores) under a primary
+   * that owns the route/hold state and the control endpoint.
+   */
+  workers?: number;
   /** Hold queue limits; defaults 10000 requests, 64 MiB, 10000 ms. Past maxWaitMs → 503 + Retry-After: 1. */
   hold?: { maxRequests?: number; maxBytes?: number; maxWaitMs?: number };
   limits?: IngressLimits;
@@ -103,6 +112,8 @@ export interface Ingress {
   classify(method: string, url: string): RequestClass;
   /** Prometheus text exposition of this ingress's metrics. */
   metrics(): Promise<string>;
+  /** The same metrics as prom-client JSON (what a cluster primary aggregates across workers). */
+  metricsJson(): Promise<unknown[]>;
   /** Upgraded (WebSocket) connections open now, per universe they were accepted by. */
   upgraded(): Record<UniverseName, number>;
   /** The control endpoint, when configured. */
@@ -110,6 +121,11 @@ export interface Ingress {
 }
 
 export async function startIngress(options: IngressOptions): Promise<Ingress> {
+  if (options.workers !== undefined && options.workers !== 1) {
+    throw new Error(
+      `startIngress runs one process (workers: 1); use startIngressCluster for workers: ${options.workers}`,
+    );
+  }
   const limits = options.limits ?? {};
   const backends = new BackendSet({
     connectMs: limits.upstreamConnectTimeoutMs ?? 5_000,
@@ -144,7 +160,7 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
     drain,
     classifier,
   );
-  if (restored?.holding) router.hold();
+  if (restored?.holding ?? options.holding) router.hold();
   if (options.mirror) {
     router.mirror = new Mirror(options.mirror, backends);
     router.mirror.enabled = restored?.mirror ?? false;
@@ -246,6 +262,7 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
     mirrorStats: () => router.mirror?.stats(),
     classify: (method, url) => classifier.classify(method.toUpperCase(), url),
     metrics: () => metrics.text(),
+    metricsJson: () => metrics.registry.getMetricsAsJSON(),
     upgraded: () => ({ ...router.upgraded }),
     control: control && { url: control.url, port: control.port, epoch: () => control.epoch() },
     close: () =>

@@ -44,6 +44,8 @@ interface Pending {
   req: IncomingMessage;
   res: ServerResponse;
   expectContinue: boolean;
+  /** Declared Content-Length, undefined for chunked or none. */
+  declared: number | undefined;
 }
 
 export class Router {
@@ -123,7 +125,7 @@ export class Router {
       answerError(res, 413, 'Payload Too Large', { connection: 'close' });
       return;
     }
-    const p: Pending = { req, res, expectContinue };
+    const p: Pending = { req, res, expectContinue, declared };
     if (!this.isHolding) {
       this.dispatch(p);
       return;
@@ -195,7 +197,7 @@ export class Router {
       clientIp: req.socket.remoteAddress ?? '',
       proto: 'http',
     });
-    const declared = declaredLength(req);
+    const declared = p.declared;
     let body: Readable | null = null;
     if (hasBody(req)) body = declared === undefined ? limitedBody(req, this.opts.maxBodyBytes) : req;
 

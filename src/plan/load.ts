@@ -52,7 +52,7 @@ export function validatePlan(
   where?: (p: PropertyKey[]) => string,
 ): UpgradePlan {
   const parsed = planSchema.safeParse(value);
-  if (!parsed.success) throw planError(parsed.error, path, where);
+  if (!parsed.success) throw planError(parsed.error, value, path, where);
   const baseDir = dirname(path);
   const plan = { ...parsed.data, baseDir };
   plan.conversion = resolveFrom(baseDir, plan.conversion);
@@ -108,13 +108,18 @@ function interpolate(value: unknown, path: string[], missing: string[]): unknown
   return value;
 }
 
-function planError(error: z.ZodError, path: string, where?: (p: PropertyKey[]) => string): ImagoError {
+function planError(
+  error: z.ZodError,
+  value: unknown,
+  path: string,
+  where?: (p: PropertyKey[]) => string,
+): ImagoError {
   const lines = error.issues.map((issue) => {
     const field = issue.path.map(String).join('.') || '(plan)';
     const message =
       issue.code === 'unrecognized_keys'
         ? `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`
-        : issue.code === 'invalid_type' && issue.input === undefined
+        : issue.code === 'invalid_type' && valueAt(value, issue.path) === undefined
           ? `required: ${issue.message}`
           : issue.message;
     return `${field}: ${message}${where?.(issue.path) ?? ''}`;
@@ -124,6 +129,13 @@ function planError(error: z.ZodError, path: string, where?: (p: PropertyKey[]) =
     path,
     'fix the fields above (docs/driver.md describes every field)',
   );
+}
+
+function valueAt(value: unknown, path: PropertyKey[]): unknown {
+  let v = value;
+  for (const key of path)
+    v = v && typeof v === 'object' ? (v as Record<PropertyKey, unknown>)[key] : undefined;
+  return v;
 }
 
 function resolveFrom(base: string, p: string): string {

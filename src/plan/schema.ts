@@ -16,11 +16,9 @@ const connectionString = z
     error: 'expected a PostgreSQL connection string (postgresql://user:password@host:port/db) or "embedded"',
   });
 
-const httpUrl = z
-  .string({ error: 'expected an http(s) URL' })
-  .refine((s) => /^https?:\/\/[^/\s]+/.test(s), {
-    error: 'expected an http(s) URL such as http://127.0.0.1:8080',
-  });
+const httpUrl = z.string({ error: 'expected an http(s) URL' }).refine((s) => /^https?:\/\/[^/\s]+/.test(s), {
+  error: 'expected an http(s) URL such as http://127.0.0.1:8080',
+});
 
 /** An app already running (its URL) or one Imago starts (its command; PORT and HOST are set for it). */
 const app = z.union(
@@ -65,6 +63,8 @@ const switchover = z
     maxCatchUpLagMs: positiveMs(500),
     deadlines: z
       .strictObject({
+        /** How long the precheck may wait for the measured catch-up time to come under maxCatchUpLagMs. */
+        precheckMs: positiveMs(30_000),
         prepareMs: positiveMs(1_000),
         drainMs: positiveMs(1_000),
         fenceMs: positiveMs(1_000),
@@ -72,7 +72,14 @@ const switchover = z
         /** After COMMIT, how long to keep retrying a node that has not flipped yet. */
         commitMs: positiveMs(5_000),
       })
-      .default({ prepareMs: 1_000, drainMs: 1_000, fenceMs: 1_000, catchUpMs: 1_000, commitMs: 5_000 }),
+      .default({
+        precheckMs: 30_000,
+        prepareMs: 1_000,
+        drainMs: 1_000,
+        fenceMs: 1_000,
+        catchUpMs: 1_000,
+        commitMs: 5_000,
+      }),
     fencing: z
       .strictObject({
         mode: z.enum(fencingModes, { error: `expected one of ${fencingModes.join(', ')}` }),
@@ -90,7 +97,14 @@ const switchover = z
   .default({
     maxPauseMs: 2_000,
     maxCatchUpLagMs: 500,
-    deadlines: { prepareMs: 1_000, drainMs: 1_000, fenceMs: 1_000, catchUpMs: 1_000, commitMs: 5_000 },
+    deadlines: {
+      precheckMs: 30_000,
+      prepareMs: 1_000,
+      drainMs: 1_000,
+      fenceMs: 1_000,
+      catchUpMs: 1_000,
+      commitMs: 5_000,
+    },
     fencing: { mode: 'none' },
     auto: false,
   });

@@ -48,7 +48,13 @@ export function parseAnswer(raw: RawAnswer): Answer {
   const headers = headerRecord(raw.headers);
   const type = (headers['content-type'] ?? '').trim();
   const truncated = raw.truncated ?? false;
-  return { status: raw.status, headers, body: parseBody(raw.body, type, truncated), truncated, raw: raw.body };
+  return {
+    status: raw.status,
+    headers,
+    body: parseBody(raw.body, type, truncated),
+    truncated,
+    raw: raw.body,
+  };
 }
 
 function parseBody(bytes: Buffer, type: string, truncated: boolean): Body {

@@ -4,9 +4,9 @@
  * marker (Converter.catchUp) whose WAL message was written after that answer: once the change stream
  * has applied the marker, it has applied every transaction committed before it.
  *
- * Markers are coalesced: one catch-up serves every read waiting when it starts, and catch-ups start
- * at most every `intervalMs` while reads wait, so the old database sees a few WAL messages per
- * second, not one per read.
+ * Markers are coalesced: one catch-up serves every read waiting when it starts, one runs at a time,
+ * and they start at most every `intervalMs` while reads wait, so the old database sees a few WAL
+ * messages per second, not one per read.
  */
 
 /** What the barrier needs from conversion (Converter satisfies it). */
@@ -15,7 +15,7 @@ export interface CatchUpSource {
 }
 
 export interface BarrierOptions {
-  /** Least time between two markers while reads wait. Default 25 ms. */
+  /** Least time between two markers while reads wait. Default 50 ms. */
   intervalMs?: number;
   /** Deadline of one catch-up. Default 5 000 ms. */
   timeoutMs?: number;
@@ -54,7 +54,7 @@ export class ConsistencyBarrier {
     private readonly source: CatchUpSource,
     options: BarrierOptions = {},
   ) {
-    this.intervalMs = options.intervalMs ?? 25;
+    this.intervalMs = options.intervalMs ?? 50;
     this.timeoutMs = options.timeoutMs ?? 5_000;
     this.now = options.now ?? Date.now;
   }
@@ -94,6 +94,7 @@ export class ConsistencyBarrier {
       const done = new Promise<void>((resolve, reject) => {
         start = () => {
           this.next = undefined;
+          clearTimeout(this.timer);
           this.timer = undefined;
           if (this.closed) return reject(new Error('the consistency barrier is closed'));
           resolve(this.startRound());
@@ -102,12 +103,23 @@ export class ConsistencyBarrier {
       // The waiters' promise may reject before anyone awaits it (close): keep that from going unhandled.
       done.catch(() => {});
       this.next = { waiters: 0, done, start };
-      const delay = Math.max(0, this.lastStart + this.intervalMs - this.now());
-      this.timer = setTimeout(start, delay);
+      this.schedule();
     }
     this.next.waiters++;
     this.counts.maxBatch = Math.max(this.counts.maxBatch, this.next.waiters);
     return this.next.done;
+  }
+
+  /** Starts the next round once the interval has passed and no catch-up is under way. */
+  private schedule(): void {
+    if (!this.next || this.timer) return;
+    const delay = Math.max(0, this.lastStart + this.intervalMs - this.now());
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      // One catch-up at a time: markers apply in order anyway, and the old database's connection
+      // runs one query at a time. The round that ends calls schedule() again.
+      if (this.running.length === 0 || this.closed) this.next?.start();
+    }, delay);
   }
 
   private startRound(): Promise<void> {
@@ -117,7 +129,10 @@ export class ConsistencyBarrier {
     const done = this.source.catchUp(this.timeoutMs).then(() => undefined);
     const round: Round = { startedAt, done };
     this.running.push(round);
-    const forget = () => this.running.splice(this.running.indexOf(round), 1);
+    const forget = () => {
+      this.running.splice(this.running.indexOf(round), 1);
+      this.schedule();
+    };
     done.then(forget, forget);
     return done;
   }

@@ -45,6 +45,12 @@ export interface NoiseOptions {
    * the path's noise rate. Default 1: a difference counts only beyond what the old side does itself.
    */
   factor?: number;
+  /**
+   * Noise samples are taken for every answer that differs (they are what explains it) and for this
+   * share of the answers that match (to learn noise and time old against new on the same requests).
+   * Sampling every answer would double the reads the old universe serves. Default 0.1.
+   */
+  calibrationRate?: number;
 }
 
 export interface GateCriteria {
@@ -75,6 +81,11 @@ export interface RuntimeTestConfig {
   expected?: ExpectedDifference[];
   noise?: NoiseOptions;
   gate?: GateCriteria;
+  /**
+   * Share of mirrored reads compared (every n-th, n = 1/rate). Below 1 it lowers what mirroring costs
+   * the old universe's clients, at the price of a longer wait for the gate's minimum. Default 1.
+   */
+  sampleRate?: number;
   /** Sample diffs kept per endpoint. Default 5. */
   samplesPerEndpoint?: number;
   /** Learned templates: a path position with more distinct values than this becomes a parameter. Default 20. */

@@ -33,7 +33,14 @@ export function diffViews(a: View, b: View, normalisers: readonly Normaliser[] =
     const x = a.headers[name];
     const y = b.headers[name];
     if (x === y) continue;
-    out.push(difference(['$headers', name], x === undefined ? 'added' : y === undefined ? 'removed' : 'changed', x, y));
+    out.push(
+      difference(
+        ['$headers', name],
+        x === undefined ? 'added' : y === undefined ? 'removed' : 'changed',
+        x,
+        y,
+      ),
+    );
   }
   const ab = a.body;
   const bb = b.body;

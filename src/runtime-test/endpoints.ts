@@ -46,7 +46,14 @@ function matchTemplate(t: Template, method: string, path: string): boolean {
 
 /** Whether a plan's endpoint scope ('GET /wiki/:title', '/recent', absent = all) covers a request. */
 export function scopeMatches(scope: string | undefined, method: string, url: string): boolean {
-  return scope === undefined || matchTemplate(parseTemplate(scope), method, pathOf(url));
+  return compileScope(scope)(method, url);
+}
+
+/** The same, parsed once (the comparator checks every scope on every read). */
+export function compileScope(scope: string | undefined): (method: string, url: string) => boolean {
+  if (scope === undefined) return () => true;
+  const t = parseTemplate(scope);
+  return (method, url) => matchTemplate(t, method, pathOf(url));
 }
 
 const newNode = (): Node => ({ children: new Map(), param: undefined });
@@ -86,7 +93,10 @@ export class Endpoints {
     let node = root;
     const out: string[] = [];
     for (const seg of path.split('/')) {
-      if (!node.param && (ID.test(seg) || (!node.children.has(seg) && node.children.size >= this.learnAfter))) {
+      if (
+        !node.param &&
+        (ID.test(seg) || (!node.children.has(seg) && node.children.size >= this.learnAfter))
+      ) {
         // Collapse every literal seen at this position into one parameter.
         // Keys handed out for those literals change: the caller must rekey.
         learned ||= node.children.size > 0;

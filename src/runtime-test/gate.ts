@@ -28,7 +28,9 @@ export function evaluateGate(report: RuntimeTestReport, criteria: GateCriteria =
   for (const name of c.endpoints ?? []) {
     if (!byName.has(name)) reasons.push(`${name}: never compared (required by the plan)`);
   }
-  const judged = c.endpoints ? report.endpoints.filter((e) => c.endpoints?.includes(e.endpoint)) : report.endpoints;
+  const judged = c.endpoints
+    ? report.endpoints.filter((e) => c.endpoints?.includes(e.endpoint))
+    : report.endpoints;
   for (const e of judged) {
     if (e.compared < c.minComparedPerEndpoint)
       reasons.push(`${e.endpoint}: ${e.compared} compared, at least ${c.minComparedPerEndpoint} needed`);
@@ -36,13 +38,21 @@ export function evaluateGate(report: RuntimeTestReport, criteria: GateCriteria =
     if (e.mismatched > 0 && rate > c.maxMismatchRate)
       reasons.push(
         `${e.endpoint}: ${e.mismatched} unexpected mismatches (${pct(rate)} > ${pct(c.maxMismatchRate)})` +
-          (e.mismatchPaths.length ? ` on ${e.mismatchPaths.map((p) => p.path).slice(0, 3).join(', ')}` : ''),
+          (e.mismatchPaths.length
+            ? ` on ${e.mismatchPaths
+                .map((p) => p.path)
+                .slice(0, 3)
+                .join(', ')}`
+            : ''),
       );
-    if (e.new5xx > c.maxNew5xx) reasons.push(`${e.endpoint}: the new universe answered 5xx ${e.new5xx} times`);
+    if (e.new5xx > c.maxNew5xx)
+      reasons.push(`${e.endpoint}: the new universe answered 5xx ${e.new5xx} times`);
     const failures = e.errors - e.new5xx;
     const attempts = e.compared + e.errors;
     if (failures > 0 && failures / attempts > c.maxErrorRate)
-      reasons.push(`${e.endpoint}: ${failures} new-universe timeouts or connection errors (${pct(failures / attempts)})`);
+      reasons.push(
+        `${e.endpoint}: ${failures} new-universe timeouts or connection errors (${pct(failures / attempts)})`,
+      );
     const ratio = e.latencyMs.p99Ratio;
     if (ratio !== null && e.latencyMs.new.samples >= c.minComparedPerEndpoint && ratio > c.maxLatencyRatio)
       reasons.push(

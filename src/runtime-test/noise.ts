@@ -9,13 +9,16 @@ import type { NoiseOptions } from './config.js';
 
 export interface NoisyPath {
   path: string;
-  /** Share of noise samples in which the old universe disagreed with itself on this path. */
+  /**
+   * Share of judged exchanges in which the old universe was seen disagreeing with itself on this
+   * path. A lower bound when noise samples are taken only for differing answers (the default).
+   */
   rate: number;
   occurrences: number;
 }
 
 export class NoiseLearner {
-  /** Exchanges that had a noise sample. */
+  /** Exchanges judged (the denominator of noise rates). */
   samples = 0;
   /** Path key → exchanges where old disagreed with itself there. */
   readonly noise = new Map<string, number>();
@@ -25,8 +28,8 @@ export class NoiseLearner {
   constructor(private readonly options: NoiseOptions = {}) {}
 
   /** One exchange's evidence: where old disagreed with itself, where new differed unexplained. */
-  observe(noiseKeys: Iterable<string>, unexplainedKeys: Iterable<string>, sampled: boolean): void {
-    if (sampled) this.samples++;
+  observe(noiseKeys: Iterable<string>, unexplainedKeys: Iterable<string>): void {
+    this.samples++;
     for (const k of new Set(noiseKeys)) this.noise.set(k, (this.noise.get(k) ?? 0) + 1);
     for (const k of new Set(unexplainedKeys)) this.unexplained.set(k, (this.unexplained.get(k) ?? 0) + 1);
   }

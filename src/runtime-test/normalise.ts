@@ -24,8 +24,17 @@ export function normalise(view: View, normalisers: readonly Normaliser[]): View 
     body: view.body.kind === 'json' ? { kind: 'json', value: structuredClone(view.body.value) } : view.body,
   };
   for (const n of normalisers) {
-    if (n.kind === 'ignore') ignore(out, n.paths.map((p) => new PathPattern(p)));
-    else if (n.kind === 'sort') sortArrays(out, n.paths.map((p) => new PathPattern(p)), n.by);
+    if (n.kind === 'ignore')
+      ignore(
+        out,
+        n.paths.map((p) => new PathPattern(p)),
+      );
+    else if (n.kind === 'sort')
+      sortArrays(
+        out,
+        n.paths.map((p) => new PathPattern(p)),
+        n.by,
+      );
     else if (n.kind === 'replace') replace(out, n);
   }
   return out;

@@ -47,8 +47,10 @@ export function renderReport(report: RuntimeTestReport, criteria?: GateCriteria)
       `${e.endpoint}`,
       `  compared ${e.compared}  matched ${e.matched}  mismatched ${e.mismatched}  noisy ${e.noisy}  errors ${e.errors} (5xx ${e.new5xx})` +
         (e.expectedDifferences ? `  with expected differences ${e.expectedDifferences}` : ''),
-      `  latency p50/p99 ms: old ${l.old.p50}/${l.old.p99}  new ${l.new.p50}/${l.new.p99}` +
-        (l.p99Ratio === null ? '' : `  (p99 ×${l.p99Ratio})`),
+      l.old.samples === 0
+        ? '  latency: no paired samples yet'
+        : `  latency p50/p99 ms (${l.old.samples} paired): old ${l.old.p50}/${l.old.p99}  new ${l.new.p50}/${l.new.p99}` +
+            (l.p99Ratio === null ? '' : `  (p99 ×${l.p99Ratio})`),
     );
     if (e.noisePaths.length)
       lines.push(
@@ -68,7 +70,10 @@ function renderSample(s: SampleDiff): string[] {
   const out = [`  sample ${s.at}: ${s.request.method} ${s.request.url}`];
   for (const d of s.differences.slice(0, 6))
     out.push(`    ${d.path} (${d.kind}): ${short(d.old)} → ${short(d.new)}`);
-  out.push(`    old: ${answer(s.old)}`, `    new: ${'error' in s.new ? `error: ${s.new.error}` : answer(s.new)}`);
+  out.push(
+    `    old: ${answer(s.old)}`,
+    `    new: ${'error' in s.new ? `error: ${s.new.error}` : answer(s.new)}`,
+  );
   if (s.oldAgain) out.push(`    old again: ${answer(s.oldAgain)}`);
   return out;
 }

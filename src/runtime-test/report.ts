@@ -154,7 +154,6 @@ export class Collector {
   record(o: Observation): void {
     const e = this.stats(o.endpoint);
     const v = o.verdict;
-    e.noise.observe(v.noiseKeys, v.unexplained.map((d) => d.key), v.sampled);
     if (o.latencyOldMs !== undefined) e.latencyOld.add(o.latencyOldMs);
     if (o.latencyNewMs !== undefined) e.latencyNew.add(o.latencyNewMs);
     if (v.outcome === 'error') {
@@ -163,14 +162,23 @@ export class Collector {
       if (e.errorSamples.length < 2) e.errorSamples.push(o.sample());
       return;
     }
-    if (v.expected.length > 0 && v.outcome === 'match') e.expected++;
+    e.noise.observe(
+      v.noiseKeys,
+      v.unexplained.map((d) => d.key),
+    );
+    if ((v.expected.length > 0 || v.mapped) && v.outcome === 'match') e.expected++;
     if (v.outcome === 'match') e.matched++;
     else if (v.outcome === 'noisy') e.noisy++;
     else {
       const keys = [...new Set(v.unexplained.map((d) => d.key))].sort();
       const sig = keys.join('|');
       const known = e.signatures.get(sig);
-      e.addSignature(sig, keys, 1, known && known.samples.length >= SAMPLES_PER_SIGNATURE ? [] : [o.sample()]);
+      e.addSignature(
+        sig,
+        keys,
+        1,
+        known && known.samples.length >= SAMPLES_PER_SIGNATURE ? [] : [o.sample()],
+      );
     }
   }
 
@@ -246,7 +254,11 @@ export class Collector {
       errors: e.errors,
       new5xx: e.new5xx,
       expectedDifferences: e.expected,
-      latencyMs: { old, new: neu, p99Ratio: old.samples && neu.samples && old.p99 > 0 ? round(neu.p99 / old.p99) : null },
+      latencyMs: {
+        old,
+        new: neu,
+        p99Ratio: old.samples && neu.samples && old.p99 > 0 ? round(neu.p99 / old.p99) : null,
+      },
       noisePaths: e.noise.noisyPaths().map((n) => ({ ...n, rate: round(n.rate, 4) })),
       mismatchPaths: [...paths].map(([path, count]) => ({ path, count })).sort((a, b) => b.count - a.count),
       samples: [...samples.slice(0, limit), ...e.errorSamples].slice(0, limit),

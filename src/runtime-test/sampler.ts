@@ -22,9 +22,10 @@ export class NoiseSampler {
 
   constructor(
     oldUrls: readonly string[],
-    private readonly options: { timeoutMs?: number; maxResponseBytes?: number } = {},
+    private readonly options: { timeoutMs?: number; maxResponseBytes?: number; connections?: number } = {},
   ) {
-    this.pools = oldUrls.map((u) => new Pool(u, { connections: 8 }));
+    // Few connections: noise samples queue here rather than compete with clients at the old universe.
+    this.pools = oldUrls.map((u) => new Pool(u, { connections: options.connections ?? 2 }));
   }
 
   async sample(req: SampledRequest): Promise<Sample> {
@@ -53,7 +54,8 @@ export class NoiseSampler {
       }
       const headers: string[] = [];
       for (const [name, value] of Object.entries(res.headers)) {
-        for (const v of Array.isArray(value) ? value : value === undefined ? [] : [value]) headers.push(name, v);
+        for (const v of Array.isArray(value) ? value : value === undefined ? [] : [value])
+          headers.push(name, v);
       }
       return {
         answer: { status: res.statusCode, headers, body: Buffer.concat(chunks, size), truncated },

@@ -10,9 +10,9 @@
  * unexplained — the only kind that can make a mismatch, and only beyond learned noise (report.ts).
  */
 import type { Answer } from './answer.js';
-import type { RuntimeTestConfig } from './config.js';
+import type { ExpectedDifference, Normaliser, RuntimeTestConfig } from './config.js';
 import { diffViews, type Difference } from './differ.js';
-import { scopeMatches } from './endpoints.js';
+import { compileScope } from './endpoints.js';
 import { expectedAnswer, isDeclaration, isDeclared, isMapping } from './expected.js';
 import { normalise, type View } from './normalise.js';
 import { overlaps } from './paths.js';
@@ -38,21 +38,36 @@ export interface Verdict {
   explained: Difference[];
   noisy: Difference[];
   unexplained: Difference[];
+  /** A mapping declared by the plan turned the old answer into the expected new one. */
+  mapped: boolean;
   /** Paths (generalised) where the old universe disagreed with itself in this exchange. */
   noiseKeys: string[];
   sampled: boolean;
 }
 
+interface Scoped<T> {
+  item: T;
+  in: (method: string, url: string) => boolean;
+}
+
 export class Judge {
   private readonly compareHeaders: string[];
 
-  constructor(private readonly config: RuntimeTestConfig) {
+  private readonly normalisers: Scoped<Normaliser>[];
+  private readonly expectations: Scoped<ExpectedDifference>[];
+
+  constructor(config: RuntimeTestConfig) {
     this.compareHeaders = (config.compareHeaders ?? ['content-type']).map((h) => h.toLowerCase());
+    const scoped = <T extends { endpoint?: string }>(items: readonly T[] = []): Scoped<T>[] =>
+      items.map((item) => ({ item, in: compileScope(item.endpoint) }));
+    this.normalisers = scoped(config.normalise);
+    this.expectations = scoped(config.expected);
   }
 
   judge(input: ExchangeInput): Verdict {
     const none: Omit<Verdict, 'outcome'> = {
       new5xx: false,
+      mapped: false,
       expected: [],
       explained: [],
       noisy: [],
@@ -65,10 +80,8 @@ export class Judge {
     if (candidate.status >= 500 && primary.status < 500)
       return { ...none, outcome: 'error', new5xx: true, error: `new universe answered ${candidate.status}` };
 
-    const inScope = <T extends { endpoint?: string }>(items: readonly T[] | undefined): T[] =>
-      (items ?? []).filter((x) => scopeMatches(x.endpoint, input.method, input.url));
-    const normalisers = inScope(this.config.normalise);
-    const expectations = inScope(this.config.expected);
+    const normalisers = this.normalisers.filter((n) => n.in(input.method, input.url)).map((n) => n.item);
+    const expectations = this.expectations.filter((n) => n.in(input.method, input.url)).map((n) => n.item);
     const mappings = expectations.filter(isMapping);
     const declared = expectations.filter(isDeclaration);
     const skipBody = primary.truncated || candidate.truncated || (secondary?.truncated ?? false);
@@ -79,7 +92,10 @@ export class Judge {
     const p = view(primary, true);
     const c = view(candidate, false);
     const all = diffViews(p, c, normalisers);
-    const result = { ...none };
+    const result = {
+      ...none,
+      mapped: mappings.length > 0 && expectedAnswer(primary, request, mappings) !== primary,
+    };
     const left = all.filter((d) => !(isDeclared(d, declared) && result.expected.push(d)));
     // Both old answers go through the mapping, so old-vs-old shows only the old side's own noise.
     // It is learned on every sampled exchange, matching or not, so that its rate means something.

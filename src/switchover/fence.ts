@@ -13,6 +13,7 @@ import pg from 'pg';
 import { ImagoError, errorMessage } from '../errors.js';
 import type { FencingMode } from '../plan/index.js';
 import { redactUrl } from '../redact.js';
+import { parseLsn } from '../capture/lsn.js';
 
 const WRITE_PRIVILEGES = ['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'] as const;
 
@@ -60,7 +61,8 @@ export class Fence {
         const grants: FenceRecord['grants'] = [];
         for (const table of this.tables) {
           const { rows: privs } = await c.query<{ p: string }>(
-            `SELECT a.privilege_type AS p FROM pg_class k, aclexplode(k.relacl) a
+            // A table never granted on has a NULL ACL: its owner's privileges are the default ones.
+            `SELECT a.privilege_type AS p FROM pg_class k, aclexplode(coalesce(k.relacl, acldefault('r', k.relowner))) a
               WHERE k.oid = $1::regclass AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $2)
                 AND a.privilege_type = ANY($3)`,
             [table, role, WRITE_PRIVILEGES],
@@ -79,11 +81,23 @@ export class Fence {
     });
   }
 
-  /** Stops the role's writes; fails (and the switch aborts) if it cannot within `timeoutMs`. */
-  async apply(record: FenceRecord, timeoutMs: number): Promise<void> {
+  /**
+   * Stops the role's writes and returns the fence LSN: the old database's WAL position once the fence
+   * is in force. Whatever commits after it is a late write. Fails (and the switch aborts) if it cannot
+   * within `timeoutMs`.
+   */
+  async apply(record: FenceRecord, timeoutMs: number): Promise<bigint> {
+    const role = pg.escapeIdentifier(record.role ?? '');
+    return this.withClient(timeoutMs, async (c) => {
+      await this.fenceRole(c, record, role);
+      const { rows } = await c.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn');
+      return parseLsn(rows[0]?.lsn ?? '0/0');
+    });
+  }
+
+  private async fenceRole(c: pg.Client, record: FenceRecord, role: string): Promise<void> {
     if (record.mode === 'none' || !record.role) return;
-    const role = pg.escapeIdentifier(record.role);
-    await this.withClient(timeoutMs, async (c) => {
+    {
       if (record.mode === 'revoke') {
         await c.query('BEGIN');
         for (const { table } of record.grants ?? [])
@@ -112,7 +126,7 @@ export class Fence {
           [record.role],
         );
       }
-    });
+    }
   }
 
   /** Gives the role back what `plan` recorded; idempotent (abort and crash recovery may both call it). */

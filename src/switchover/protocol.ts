@@ -94,8 +94,7 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
     const closed = await o.gate?.();
     if (closed) throw new Error(`runtime-test gate closed: ${closed}`);
     const states = await Promise.all(o.nodes.map((n) => n.state(d.prepareMs)));
-    const probe = await o.converter.catchUp(o.budget.maxCatchUpLagMs);
-    r.predictedCatchUpMs = probe.waitedMs;
+    r.predictedCatchUpMs = await predictCatchUp(o.converter, o.budget.maxCatchUpLagMs, d.precheckMs, log);
     fenceRecord = await o.fence.plan();
     r.epoch = Math.max(0, ...states.map((s) => s.epoch)) + 1;
   } catch (err) {
@@ -138,15 +137,16 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
     await o.beforeStep?.(step);
     const fenceStarted = elapsed();
     fenceApplied = fenceRecord.mode !== 'none';
-    await o.fence.apply(fenceRecord, within(d.fenceMs));
+    const fenceLsn = await o.fence.apply(fenceRecord, within(d.fenceMs));
     r.fenceMs = elapsed() - fenceStarted;
+    r.fenceLsn = formatLsn(fenceLsn);
+    o.lateWrites?.arm(fenceLsn);
 
     step = 'catch-up';
     await o.beforeStep?.(step);
+    // The marker is written after the fence LSN: once it is applied, applied ≥ fence LSN.
     const caughtUp = await o.converter.catchUp(within(d.catchUpMs));
     r.catchUpMs = caughtUp.waitedMs;
-    r.fenceLsn = formatLsn(caughtUp.markerLsn);
-    o.lateWrites?.arm(caughtUp.markerLsn);
 
     step = 'sequences';
     await o.beforeStep?.(step);
@@ -200,6 +200,31 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
     `switched at epoch ${r.epoch}: paused ${r.pauseMs.toFixed(1)} ms (prepare ${r.prepareMs.toFixed(1)}, drain ${r.drainMs.toFixed(1)}, fence ${r.fenceMs.toFixed(1)}, catch-up ${r.catchUpMs} ms), ${r.heldRequests} held requests released to the new universe`,
   );
   return r;
+}
+
+/**
+ * Measures how long the stream takes to apply everything committed so far, with a probe fence marker,
+ * and repeats until that time fits the budget: a lagging stream catches up between probes, so the
+ * switch waits for a moment when the pause will be short instead of holding traffic and hoping.
+ */
+async function predictCatchUp(
+  converter: CatchUpSource,
+  budgetMs: number,
+  deadlineMs: number,
+  log: (line: string) => void,
+): Promise<number> {
+  const end = performance.now() + deadlineMs;
+  for (;;) {
+    const left = end - performance.now();
+    if (left <= 0)
+      throw new DeadlineError(
+        `the measured catch-up time coming under maxCatchUpLagMs (${budgetMs} ms)`,
+        deadlineMs,
+      );
+    const probe = await converter.catchUp(left);
+    if (probe.waitedMs <= budgetMs) return probe.waitedMs;
+    log(`precheck: catch-up took ${probe.waitedMs} ms (budget ${budgetMs} ms); measuring again`);
+  }
 }
 
 /** Runs `fn` on every node at once; any failure fails the step, naming every node that failed. */

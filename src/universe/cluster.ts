@@ -193,7 +193,10 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       rmSync(dir, { recursive: true, force: true });
     })());
   // SIGINT = fast shutdown: the server stops by itself even if Imago is gone.
-  const unregister = onTeardown(`PostgreSQL cluster "${options.name}"`, stop, { pid: proc.pid ?? 0, signal: 'SIGINT' });
+  const unregister = onTeardown(`PostgreSQL cluster "${options.name}"`, stop, {
+    pid: proc.pid ?? 0,
+    signal: 'SIGINT',
+  });
   return { url, port, embedded: true, urlFor: (db) => withDatabase(url, db), stop };
 }
 

@@ -76,7 +76,11 @@ export function storeV2(pool: pg.Pool): WikiStore {
          WHERE p.page_namespace = $1 AND p.page_title = $2`,
         [NAMESPACE, title],
       );
-      return rows[0];
+      const page = rows[0];
+      // `imago bench runtime-test` plants a regression the comparator is not told about: for titles
+      // ending in 7, the comment of the latest revision is lost.
+      if (page && process.env.WIKI_V2_PLANTED_REGRESSION === '1' && title.endsWith('7')) page.comment = '';
+      return page;
     },
 
     async history(title, limit) {

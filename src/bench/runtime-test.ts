@@ -1,0 +1,354 @@
+/**
+ * `imago bench runtime-test`: the wiki under concurrent reads and edits through the ingress, with
+ * the runtime test mirroring reads to v2 behind the consistency barrier — twice: with the faithful
+ * v2, and with a v2 carrying a planted regression the comparator is not told about. The client's
+ * latency is measured with mirroring off and on in alternating phases (same run, same machine), so
+ * `primary_p99_ratio` says what mirroring costs the clients.
+ */
+import { fork, spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { loadavg, setPriority, tmpdir } from 'node:os';
+import pg from 'pg';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { waitUntil, withDeadline } from '../deadline.js';
+import { startIngress, type Ingress } from '../ingress/index.js';
+import { RuntimeTest, type RuntimeTestReport } from '../runtime-test/index.js';
+import { startApp, type AppProcess } from '../universe/app-process.js';
+import { createDatabase, startCluster } from '../universe/cluster.js';
+import { onTeardown, teardownAll } from '../universe/teardown.js';
+import { seedWiki } from '../../examples/wiki/seed.js';
+import { wikiRuntimeTest } from '../../examples/wiki/runtime-test.js';
+import { percentile } from './load.js';
+import { startConverterProcess, type ConverterProcess } from './converter-process.js';
+import type { PhaseRequest, PhaseResult } from './load-child.js';
+import type { Output } from '../cli/output.js';
+import type { Scenario } from './scenarios.js';
+
+const wikiDir = fileURLToPath(new URL('../../examples/wiki/', import.meta.url));
+const round = (n: number, digits = 2) => Math.round(n * 10 ** digits) / 10 ** digits;
+
+interface Phase {
+  mirrored: boolean;
+  latencies: number[];
+  failed: number;
+  writes: number;
+}
+
+export const runtimeTestScenario: Scenario = {
+  describe: 'runtime test: faithful v2 vs a planted regression, and what mirroring costs client p99',
+  async run({ out, options }) {
+    const seconds = Number(options.duration ?? 45);
+    const regressionSeconds = Math.max(3, Math.round(seconds / 6));
+    const sliceMs = 1000;
+    const guardMs = 250;
+    const rate = Number(options.rate ?? 100);
+    const pages = Number(options.pages ?? 1000);
+    const logs = mkdtempSync(join(tmpdir(), 'imago-bench-rt-'));
+    // Neighbours on a shared machine move p99 more than anything measured here: report their load.
+    const loadStart = loadavg()[0] ?? 0;
+    let ingress: Ingress | undefined;
+    let converter: ConverterProcess | undefined;
+    let current: RuntimeTest | undefined;
+    let ok = false;
+    let client: Client | undefined;
+    try {
+      out.say('starting old and new universes (PostgreSQL + wiki v1 / v2)…');
+      const [oldCluster, newCluster] = await Promise.all([
+        startCluster({ name: 'rt-old', ephemeral: true }),
+        startCluster({ name: 'rt-new', ephemeral: true }),
+      ]);
+      const [oldDb, newDb] = await Promise.all([
+        createDatabase(oldCluster, 'wiki'),
+        createDatabase(newCluster, 'wiki'),
+      ]);
+      await seedWiki(oldDb, { pages, revisionsPerPage: 3 });
+      const v1 = await wiki(1, oldDb, logs, {});
+      let v2 = await wiki(2, newDb, logs, {});
+      // In its own process, as the driver runs it apart from the ingress nodes.
+      converter = await startConverterProcess({ sourceUrl: oldDb, targetUrl: newDb, name: 'bench_rt' });
+      await deprioritise([v2.pid], newDb);
+      client = startClient();
+      const conv = converter;
+      const fresh = () => new RuntimeTest({ conversion: conv, oldUrls: [v1.url], config: wikiRuntimeTest });
+      const rt = (current = fresh());
+      ingress = await startIngress({
+        upstreams: { old: [v1.url], new: [v2.url] },
+        route: 'old',
+        mirror: {
+          barrier: (x) => (current as RuntimeTest).barrier(x),
+          compare: (x) => (current as RuntimeTest).compare(x),
+          concurrency: 8,
+        },
+      });
+
+      out.say(
+        `faithful v2: ${seconds} s of load, ${rate} req/s, 1 write in 4; arms plain / control / mirrored rotating every ${sliceMs} ms`,
+      );
+      const split = await toggledRun(client, ingress, { seconds, rate, pages, sliceMs, guardMs });
+      const unmirrored = [...split.arms.plain, ...split.arms.control];
+      for (const arm of ARMS)
+        out.say(
+          `  ${arm.padEnd(8)}: client p50 ${round(percentile(split.arms[arm], 50))} ms, p99 ${round(percentile(split.arms[arm], 99))} ms (${split.arms[arm].length} requests)`,
+        );
+      await settleMirror(ingress, 10_000);
+      const faithful = rt.report();
+      const faithfulGate = rt.gate();
+      await rt.close();
+      const failure = converter.failure();
+      if (failure) throw new Error(`conversion failed: ${failure}`);
+      sayReport(out, 'faithful', faithful);
+
+      out.say('regression: v2 restarted with WIKI_V2_PLANTED_REGRESSION=1 (not declared to the comparator)');
+      await v2.stop();
+      v2 = await wiki(2, newDb, logs, { WIKI_V2_PLANTED_REGRESSION: '1' });
+      await deprioritise([v2.pid], newDb);
+      ingress.setUpstreams('new', [v2.url]);
+      const bugged = (current = fresh());
+      const reg = await phase(client, ingress, true, regressionSeconds, rate, pages, 'reg');
+      await settleMirror(ingress, 10_000);
+      const regression = bugged.report();
+      const regressionGate = bugged.gate();
+      await bugged.close();
+      sayReport(out, 'regression', regression);
+
+      const p99Plain = percentile(unmirrored, 99);
+      const p99Mirrored = percentile(split.arms.mirrored, 99);
+      const ratio = (arm: Arm, p: number) => percentile(split.arms[arm], p) / percentile(split.arms.plain, p);
+      const noisePaths = faithful.endpoints.flatMap((e) =>
+        e.noisePaths.map((n) => `${e.endpoint} ${n.path}`),
+      );
+      ok = true;
+      return {
+        scenario: 'runtime-test',
+        machine_load_1m: { start: round(loadStart), end: round(loadavg()[0] ?? 0) },
+        compared: faithful.totals.compared,
+        unexpected_mismatches_faithful: faithful.totals.mismatched,
+        regression_detected: regression.totals.mismatched > 0 && !regressionGate.pass,
+        noise_paths: noisePaths.length,
+        primary_p99_ratio: round(p99Mirrored / p99Plain),
+        primary_p99_plain_ms: round(p99Plain),
+        primary_p99_mirrored_ms: round(p99Mirrored),
+        primary_p50_ratio: round(percentile(split.arms.mirrored, 50) / percentile(unmirrored, 50)),
+        // Two unmirrored arms compared: what the machine's noise alone does to the same ratios.
+        noise_floor_p99_ratio: round(ratio('control', 99)),
+        noise_floor_p50_ratio: round(ratio('control', 50)),
+        failed_requests: split.failed + reg.failed,
+        writes_during_faithful: split.writes,
+        faithful_noisy: faithful.totals.noisy,
+        faithful_errors: faithful.totals.errors,
+        faithful_skipped: faithful.totals.skipped,
+        faithful_gate_pass: faithfulGate.pass,
+        faithful_gate_reasons: faithfulGate.reasons,
+        regression_mismatches: regression.totals.mismatched,
+        regression_paths: regression.endpoints.flatMap((e) =>
+          e.mismatchPaths.map((p) => `${e.endpoint} ${p.path}`),
+        ),
+        noise_path_names: noisePaths,
+        barrier: faithful.details.barrier,
+        rate,
+        seconds,
+        slice_ms: sliceMs,
+      };
+    } finally {
+      client?.close();
+      await current?.close().catch(() => {});
+      await converter?.stop().catch(() => {});
+      await ingress?.close().catch(() => {});
+      await teardownAll((line) => out.say(`cleanup: ${line}`));
+      if (ok) rmSync(logs, { recursive: true, force: true });
+      else out.say(`logs of the wiki processes: ${logs}`);
+    }
+  },
+};
+
+/** The load generator, in its own process (see load-child.ts). */
+interface Client {
+  run(req: PhaseRequest): Promise<PhaseResult>;
+  close(): void;
+}
+
+export function startClient(): Client {
+  const child = fork(fileURLToPath(new URL('./load-child.ts', import.meta.url)), [], {
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const unregister = onTeardown('load generator', async () => void child.kill(), {
+    pid: child.pid ?? 0,
+    signal: 'SIGTERM',
+  });
+  return {
+    run: (req) =>
+      withDeadline(
+        'a load phase',
+        new Promise<PhaseResult>((resolve, reject) => {
+          const exited = (code: number | null) => reject(new Error(`the load generator exited (${code})`));
+          child.once('exit', exited);
+          child.once('message', (m) => {
+            child.off('exit', exited);
+            resolve(m as PhaseResult);
+          });
+          child.send(req);
+        }),
+        req.seconds * 1000 + 60_000,
+      ),
+    close: () => {
+      unregister();
+      child.disconnect();
+    },
+  };
+}
+
+async function phase(
+  client: Client,
+  ingress: Ingress,
+  mirrored: boolean,
+  seconds: number,
+  rate: number,
+  pages: number,
+  runId: string,
+): Promise<Phase> {
+  ingress.mirror(mirrored);
+  const r = await client.run({
+    url: ingress.url,
+    workers: 8,
+    rate,
+    seconds,
+    pages,
+    runId: `rt${runId}${Date.now().toString(36)}`,
+  });
+  ingress.mirror(false);
+  return { mirrored, latencies: r.latencies, failed: r.failed, writes: r.writes };
+}
+
+type Arm = 'plain' | 'control' | 'mirrored';
+const ARMS: Arm[] = ['plain', 'control', 'mirrored'];
+
+/**
+ * One continuous load; every `sliceMs` the next arm of plain → control → mirrored takes over, and
+ * each request counts for the arm in force when it was sent. Neighbours' bursts on a shared machine
+ * last longer than a slice, so they land on every arm alike (separate phases would hand them to one
+ * side). `control` is unmirrored like `plain`: their difference is the measurement's noise floor.
+ */
+async function toggledRun(
+  client: Client,
+  ingress: Ingress,
+  o: { seconds: number; rate: number; pages: number; sliceMs: number; guardMs: number },
+): Promise<{ arms: Record<Arm, number[]>; failed: number; writes: number }> {
+  const switches: { at: number; arm: Arm }[] = [{ at: Date.now(), arm: 'plain' }];
+  ingress.mirror(false);
+  // A measurement schedule, not a synchronisation.
+  const timer = setInterval(() => {
+    const arm = ARMS[(ARMS.indexOf(switches.at(-1)?.arm ?? 'plain') + 1) % ARMS.length] as Arm;
+    ingress.mirror(arm === 'mirrored');
+    switches.push({ at: Date.now(), arm });
+  }, o.sliceMs);
+  let r: PhaseResult;
+  try {
+    r = await client.run({
+      url: ingress.url,
+      workers: 8,
+      rate: o.rate,
+      seconds: o.seconds,
+      pages: o.pages,
+      runId: `rtf${Date.now().toString(36)}`,
+    });
+  } finally {
+    clearInterval(timer);
+    ingress.mirror(false);
+  }
+  const arms: Record<Arm, number[]> = { plain: [], control: [], mirrored: [] };
+  let k = 0;
+  r.sentAt.forEach((t, i) => {
+    while (k + 1 < switches.length && (switches[k + 1]?.at ?? Infinity) <= t) k++;
+    const s = switches[k];
+    // Requests sent just after a switch are left out: the previous arm's work is still draining.
+    if (!s || t - s.at < o.guardMs) return;
+    arms[s.arm].push(r.latencies[i] ?? 0);
+  });
+  return { arms, failed: r.failed, writes: r.writes };
+}
+
+/**
+ * Gives the new universe's processes the lowest CPU priority (nice 19, idle scheduling class where
+ * `chrt` exists). Imago's new universe runs on its own
+ * machines; on one shared benchmark box this is the closest stand-in, so that what is measured is
+ * the cost of mirroring to the clients (ingress capture, barrier, noise samples at the old
+ * universe), not two universes fighting over the same two cores.
+ */
+export async function deprioritise(pids: number[], databaseUrl: string): Promise<void> {
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  let postmaster: number | undefined;
+  try {
+    const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    const stat = readFileSync(`/proc/${rows[0]?.pid}/stat`, 'utf8');
+    postmaster = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch {
+    // Not Linux, or /proc unreadable: leave priorities as they are.
+  } finally {
+    await client.end();
+  }
+  const all = [...pids];
+  if (postmaster) {
+    all.push(postmaster);
+    // Backends and background workers already forked do not inherit a later priority.
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      try {
+        const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+        if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === postmaster)
+          all.push(Number(entry));
+      } catch {
+        // The process ended meanwhile.
+      }
+    }
+  }
+  for (const pid of all) {
+    try {
+      setPriority(pid, 19);
+    } catch {
+      // Ended meanwhile, or not ours.
+    }
+    // Niceness alone does not keep short bursts from preempting the old universe (a waking task is
+    // placed near the front whatever its weight); the idle class does. Inherited by later forks.
+    spawnSync('chrt', ['--idle', '-a', '-p', '0', String(pid)], { stdio: 'ignore' });
+  }
+}
+
+/** Waits (bounded) until the mirror has compared what it queued, so reports are complete. */
+async function settleMirror(ingress: Ingress, timeoutMs: number): Promise<void> {
+  await waitUntil(
+    'the mirror to finish its comparisons',
+    async () => {
+      const s = ingress.mirrorStats();
+      return !s || (s.queued === 0 && s.inFlight === 0) ? true : undefined;
+    },
+    { timeoutMs },
+  );
+}
+
+function sayReport(out: Output, name: string, r: RuntimeTestReport): void {
+  const t = r.totals;
+  out.say(
+    `  ${name}: ${t.compared} compared, ${t.mismatched} mismatched, ${t.noisy} noisy, ${t.errors} errors, ${t.skipped} skipped`,
+  );
+  for (const e of r.endpoints)
+    out.say(
+      `    ${e.endpoint}: ${e.compared} compared, ${e.mismatched} mismatched (${e.mismatchPaths.map((p) => p.path).join(', ') || '-'}), noise ${e.noisePaths.map((n) => n.path).join(', ') || '-'}`,
+    );
+}
+
+function wiki(
+  version: 1 | 2,
+  databaseUrl: string,
+  logs: string,
+  env: Record<string, string>,
+): Promise<AppProcess> {
+  return startApp({
+    name: `wiki v${version}`,
+    command: [process.execPath, '--import', 'tsx', join(wikiDir, `v${version}`, 'server.ts')],
+    env: { DATABASE_URL: databaseUrl, ...env },
+    logFile: join(logs, `wiki-v${version}.log`),
+  });
+}

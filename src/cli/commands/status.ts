@@ -1,0 +1,35 @@
+import type { Command } from 'commander';
+import { loadPlan } from '../../plan/index.js';
+import { upgradeStatus } from '../../driver/index.js';
+import { output, reportError } from '../output.js';
+
+/** `imago status <file>`: phase, conversion progress and lag, gate, journal tail. */
+export function registerStatus(program: Command): void {
+  program
+    .command('status')
+    .description('phase, progress, lag, late writes and the journal tail of an upgrade')
+    .argument('<file>', 'the plan')
+    .option('--json', 'end with one JSON line on stdout')
+    .option('--tail <n>', 'journal events to show', '10')
+    .action(async (file: string, opts: { json?: boolean; tail: string }) => {
+      const out = output(Boolean(opts.json));
+      try {
+        const plan = await loadPlan(file);
+        const s = await upgradeStatus(plan, Math.max(1, Number(opts.tail) || 10));
+        out.say(
+          `upgrade ${s.name}: ${s.phase}${s.driverRunning ? ' (driver running)' : ' (no driver running)'}`,
+        );
+        const conversion = s.figures?.conversion as Record<string, unknown> | undefined;
+        if (conversion)
+          out.say(
+            `  conversion: ${String(conversion.copiedRows)} rows copied, ${String(conversion.appliedTransactions)} transactions applied up to ${String(conversion.appliedLsn)}, apply lag ${String(conversion.lastApplyLagMs)} ms`,
+          );
+        if (s.lateWrites) out.say(`  late writes after the fence: ${s.lateWrites}`);
+        for (const e of s.journal)
+          out.say(`  ${e.at}  ${e.phase.padEnd(12)} ${e.event} ${JSON.stringify(e.detail)}`);
+        out.result(s);
+      } catch (err) {
+        process.exitCode = reportError(err, out.json);
+      }
+    });
+}

@@ -1,0 +1,28 @@
+/**
+ * Types for node's built-in llhttp binding as node:http's own client uses it (`_http_common`). Not a
+ * documented API; upstream.ts relies on it for response parsing because it is the same strict C parser
+ * node uses, at a fraction of the cost of a JavaScript or WebAssembly one. Checked at load time.
+ */
+declare module '_http_common' {
+  export class HTTPParser {
+    static readonly REQUEST: number;
+    static readonly RESPONSE: number;
+    static readonly kOnMessageBegin: number;
+    static readonly kOnHeaders: number;
+    static readonly kOnHeadersComplete: number;
+    static readonly kOnBody: number;
+    static readonly kOnMessageComplete: number;
+    static readonly kOnExecute: number;
+    static readonly kLenientNone: number;
+    initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
+    execute(data: Buffer): number | Error;
+    finish(): undefined | Error;
+    /** Reads straight from a libuv stream handle (no 'data' events); kOnExecute reports each read. */
+    consume(handle: object): void;
+    unconsume(): void;
+    close(): void;
+    free(): void;
+    remove(): void;
+    [index: number]: unknown;
+  }
+}

@@ -1,0 +1,189 @@
+// The driver as users run it (`imago start`, `imago switch`, `imago finish`), killed with SIGKILL in
+// each phase — after provisioning, during the copy, while streaming, mid-switch before COMMIT (nodes
+// holding, old database fenced) and right after COMMIT — and started again each time. Under load
+// through two ingress nodes the whole time: no failed request, every acknowledged write in the new
+// database at the end, never an old answer after a new one.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { createDatabase } from '../src/universe/cluster.js';
+import { withDeadline } from '../src/deadline.js';
+import { loadPlan } from '../src/plan/index.js';
+import { Journal, sendCommand } from '../src/driver/index.js';
+import { APP_ROLE, checkInvariant, loadOn, oldWorld, type OldWorld } from './switchover-fixture.js';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const PAGES = 100;
+let world: OldWorld;
+let dir: string;
+let planFile: string;
+let newDb: string;
+
+before(async () => {
+  world = await oldWorld({ pages: PAGES, revisions: 2, nodes: 2 });
+  newDb = await createDatabase(world.newCluster, 'wiki');
+  dir = mkdtempSync(join(tmpdir(), 'imago-driver-test-'));
+  planFile = join(dir, 'upgrade.yaml');
+  // JSON is YAML: the plan the user would write, with absolute paths.
+  const plan = {
+    name: 'wiki_drv',
+    old: { database: world.oldDb, app: { url: world.v1.url } },
+    new: {
+      database: newDb,
+      app: {
+        command: [process.execPath, '--import', 'tsx', join(root, 'examples/wiki/v2/server.ts')],
+        env: { DATABASE_URL: '{{new.database}}' },
+        cwd: root,
+      },
+    },
+    conversion: join(root, 'examples/wiki/conversion.ts'),
+    ingress: { nodes: world.specs },
+    switchover: {
+      maxPauseMs: 3000,
+      maxCatchUpLagMs: 1000,
+      deadlines: {
+        precheckMs: 30000,
+        prepareMs: 1000,
+        drainMs: 1000,
+        fenceMs: 1000,
+        catchUpMs: 2000,
+        commitMs: 5000,
+      },
+      fencing: { mode: 'revoke', role: APP_ROLE },
+    },
+    stateDir: join(dir, 'state'),
+  };
+  writeFileSync(planFile, JSON.stringify(plan, null, 2));
+});
+
+after(async () => {
+  const journal = await Journal.open(newDb, 'wiki_drv').catch(() => undefined);
+  for (const e of (await journal?.events()) ?? []) {
+    const pid = (e.detail as { pid?: number }).pid;
+    if (e.event === 'provisioned' && pid) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already stopped
+      }
+    }
+  }
+  await journal?.close();
+  await world?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+interface Run {
+  lines: string[];
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Resolves when a stdout line matches. */
+  line(re: RegExp, ms?: number): Promise<string>;
+}
+
+function start(crashAfter?: string): Run {
+  const child = spawn(process.execPath, [join(root, 'bin/imago.js'), 'start', planFile], {
+    env: { ...process.env, ...(crashAfter ? { IMAGO_CRASH_AFTER: crashAfter } : {}) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines: string[] = [];
+  const waiters: { re: RegExp; resolve: (l: string) => void }[] = [];
+  const onLine = (l: string) => {
+    lines.push(l);
+    if (process.env.IMAGO_TEST_VERBOSE) process.stderr.write(`driver: ${l}\n`);
+    for (const w of waiters) if (w.re.test(l)) w.resolve(l);
+  };
+  createInterface({ input: child.stdout }).on('line', onLine);
+  createInterface({ input: child.stderr }).on('line', onLine);
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  return {
+    lines,
+    exit,
+    line: (re, ms = 60_000) => {
+      const found = lines.find((l) => re.test(l));
+      if (found) return Promise.resolve(found);
+      return withDeadline(
+        `driver output ${re}`,
+        new Promise((resolve) => waiters.push({ re, resolve })),
+        ms,
+        lines.join('\n'),
+      );
+    },
+  };
+}
+
+async function crashes(crashAfter: string): Promise<void> {
+  const run = start(crashAfter);
+  const { signal, code } = await withDeadline(`driver killed after ${crashAfter}`, run.exit, 90_000);
+  assert.equal(signal, 'SIGKILL', `exit ${code}:\n${run.lines.join('\n')}`);
+}
+
+async function phase(): Promise<string | undefined> {
+  const journal = await Journal.open(newDb, 'wiki_drv');
+  try {
+    return (await journal.events(1)).at(-1)?.phase;
+  } finally {
+    await journal.close();
+  }
+}
+
+test('kill -9 in every phase, resume each time, switch, finish: nothing failed, nothing lost, never a mix', async () => {
+  const plan = await loadPlan(planFile);
+  const load = loadOn(
+    world.nodes.map((n) => n.url),
+    80,
+    PAGES,
+  );
+
+  await crashes('provisioned');
+  assert.equal(await phase(), 'provisioning');
+  await crashes('copying');
+  assert.equal(await phase(), 'copying');
+  await crashes('streaming');
+  assert.equal(await phase(), 'streaming');
+
+  // Mid-switch, before COMMIT: nodes hold, the old database is fenced, the driver dies.
+  let run = start('step:catch-up');
+  await run.line(/is ready/);
+  void sendCommand(plan, 'switch', { timeoutMs: 60_000 }).catch(() => {});
+  assert.equal((await withDeadline('driver killed mid-switch', run.exit, 60_000)).signal, 'SIGKILL');
+  assert.equal(await phase(), 'switching');
+  assert.ok(
+    world.nodes.every((n) => n.holding()),
+    'the nodes hold while the driver is gone',
+  );
+  // The restarted driver finds no COMMIT: it aborts, lifts the fence and releases to the old universe.
+  run = start('switch-commit');
+  await run.line(/is ready/);
+  assert.ok(world.nodes.every((n) => !n.holding() && n.route() === 'old'));
+  void sendCommand(plan, 'switch', { timeoutMs: 60_000 }).catch(() => {});
+  assert.equal((await withDeadline('driver killed after COMMIT', run.exit, 60_000)).signal, 'SIGKILL');
+  // COMMIT is in the journal: the restarted driver flips every node to the new universe.
+  run = start();
+  await run.line(/is switched/);
+  assert.ok(world.nodes.every((n) => !n.holding() && n.route() === 'new'));
+  const finished = await sendCommand(plan, 'finish', { timeoutMs: 30_000 });
+  assert.equal(finished.ok, true, JSON.stringify(finished));
+  assert.equal(
+    (await withDeadline('driver exit after finish', run.exit, 30_000)).code,
+    0,
+    run.lines.join('\n'),
+  );
+  assert.equal(await phase(), 'finished');
+
+  const observed = await load.stop();
+  assert.equal(observed.failed, 0, observed.failures.join('\n'));
+  const { lost, mixed } = await checkInvariant(observed, { universe: 'new', databaseUrl: newDb });
+  assert.deepEqual(lost, []);
+  assert.equal(mixed, 0);
+  assert.ok(
+    observed.answers.some((a) => a.version === '2'),
+    'the new universe served after the switch',
+  );
+});

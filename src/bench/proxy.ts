@@ -190,7 +190,7 @@ export const proxyScenario: Scenario = {
     const seconds = Math.max(1, Number(options.duration ?? 5));
     const connections = Math.max(1, Number(options.connections ?? 50));
     // Imago's default process count: one per core, as nginx's `worker_processes auto`
-    // (IMAGO_BENCH_PROXY_WORKERS overrides it: the CLI has no flag for it yet).
+    // (--workers, or IMAGO_BENCH_PROXY_WORKERS, overrides it).
     const workers = Number(
       options.workers ?? process.env.IMAGO_BENCH_PROXY_WORKERS ?? availableParallelism(),
     );

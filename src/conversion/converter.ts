@@ -182,6 +182,8 @@ export class Converter {
     const slot = this.slot;
     if (!slot) throw new Error('prepare() first');
     try {
+      // The lineage's key is built once after the copy (a sort) instead of row by row during it.
+      await this.target.query('ALTER TABLE imago.lineage DROP CONSTRAINT IF EXISTS lineage_pkey');
       const result = await copySnapshot({
         sourceUrl: this.options.sourceUrl,
         targetUrl: this.options.targetUrl,
@@ -197,6 +199,9 @@ export class Converter {
         },
         onProgress,
       });
+      await this.target.query(
+        'ALTER TABLE imago.lineage ADD CONSTRAINT lineage_pkey PRIMARY KEY (source_table, source_key)',
+      );
       await writeCheckpoint(this.target, this.options.name, slot.consistentPoint, true);
       this.applied = slot.consistentPoint;
       this.stats.copiedRows = result.rows;

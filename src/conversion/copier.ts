@@ -10,7 +10,7 @@ import { to as copyTo } from 'pg-copy-streams';
 import type { TargetRow, TargetValue } from './api.js';
 import { copyRowsIn, isUniqueViolation } from './copy-in.js';
 import { CopyTextParser } from './copy-text.js';
-import { writeLineage, type LineageEntry } from './lineage.js';
+import type { LineageEntry } from './lineage.js';
 import { cachedLookup } from './lookup.js';
 import type { RowConverter } from './row-converter.js';
 import {
@@ -233,7 +233,8 @@ async function convertBatch(
   const withLineage = converter.identityTarget(table) === undefined;
   const tables = new Map<string, TargetTable>();
   for (const row of rows) {
-    const converted = await converter.convert(table, row, ctx);
+    const result = converter.convert(table, row, ctx);
+    const converted = result instanceof Promise ? await result : result;
     for (const o of converted) outputs.push(o);
     if (!withLineage) continue;
     const targets: LineageEntry['targets'] = [];
@@ -264,16 +265,7 @@ async function writeBatch(
           for (const [columns, group] of bySignature(targetRows))
             await copyRowsIn(target, name, columns, group);
         }
-        await copyRowsIn(
-          target,
-          'imago.lineage',
-          ['source_table', 'source_key', 'targets'],
-          lineage.map((e) => ({
-            source_table: e.sourceTable,
-            source_key: e.sourceKey,
-            targets: JSON.stringify(e.targets),
-          })),
-        );
+        await copyLineage(target, lineage);
       });
       return batch.outputs;
     } catch (err) {
@@ -285,9 +277,23 @@ async function writeBatch(
   await inTransaction(target, catalog, async () => {
     for (const [name, targetRows] of byTable)
       await upsert(target, tables.get(name) as TargetTable, targetRows);
-    await writeLineage(target, lineage);
+    // Each source row is copied once, so its lineage is new even when its outputs were not.
+    await copyLineage(target, lineage);
   });
   return batch.outputs;
+}
+
+function copyLineage(target: pg.Client, lineage: LineageEntry[]): Promise<void> {
+  return copyRowsIn(
+    target,
+    'imago.lineage',
+    ['source_table', 'source_key', 'targets'],
+    lineage.map((e) => ({
+      source_table: e.sourceTable,
+      source_key: e.sourceKey,
+      targets: JSON.stringify(e.targets),
+    })),
+  );
 }
 
 async function inTransaction(

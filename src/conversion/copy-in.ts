@@ -29,9 +29,12 @@ export async function copyRowsIn(
   rows: Record<string, TargetValue | undefined>[],
 ): Promise<void> {
   if (rows.length === 0) return;
-  const lines: string[] = [];
-  for (const row of rows) lines.push(columns.map((c) => field(row[c])).join('\t'));
-  const body = Buffer.from(`${lines.join('\n')}\n`, 'utf8');
+  let text = '';
+  for (const row of rows) {
+    for (let i = 0; i < columns.length; i++) text += (i ? '\t' : '') + field(row[columns[i] as string]);
+    text += '\n';
+  }
+  const body = Buffer.from(text, 'utf8');
   await pipeline(
     Readable.from([body]),
     client.query(copyFrom(`COPY ${quoteQualified(table)} (${columns.map(quote).join(', ')}) FROM STDIN`)),

@@ -79,26 +79,36 @@ export class RowConverter {
     return JSON.stringify(this.source(table).key.map((c) => row[c] ?? null));
   }
 
-  async convert(table: string, row: Row, ctx: TransformContext): Promise<TargetRow[]> {
+  /**
+   * The target rows of one source row. Synchronous when the transform is (no promise per row on the
+   * bulk copy's hot path); errors of either kind become a TransformError naming table and key.
+   */
+  convert(table: string, row: Row, ctx: TransformContext): TargetRow[] | Promise<TargetRow[]> {
     const t = this.tables.get(table);
     if (!t) return [];
     if (t.identityTarget !== undefined) {
       // Unchanged TOAST values (undefined) are left out, so the target keeps what it has.
       const copy: Record<string, TargetValue> = {};
-      for (const [k, v] of Object.entries(row)) if (v !== undefined) copy[k] = v;
+      for (const k in row) if (row[k] !== undefined) copy[k] = row[k] as TargetValue;
       return [{ table: t.identityTarget, row: copy }];
     }
-    if (Object.values(row).some((v) => v === undefined)) {
-      throw new ImagoError(
-        `an update of ${table} left a large (TOASTed) value unchanged, so PostgreSQL did not send it and the transform cannot see the whole row`,
-        `${table} ${this.keyOf(table, row)}`,
-        `run on the old database: ALTER TABLE ${table} REPLICA IDENTITY FULL`,
-      );
+    for (const k in row) {
+      if (row[k] === undefined) {
+        throw new ImagoError(
+          `an update of ${table} left a large (TOASTed) value unchanged, so PostgreSQL did not send it and the transform cannot see the whole row`,
+          `${table} ${this.keyOf(table, row)}`,
+          `run on the old database: ALTER TABLE ${table} REPLICA IDENTITY FULL`,
+        );
+      }
     }
-    try {
-      return await (t.transform as NonNullable<ResolvedTable['transform']>)(row, ctx);
-    } catch (err) {
+    const fail = (err: unknown): never => {
       throw new TransformError(table, this.keyOf(table, row), err);
+    };
+    try {
+      const out = (t.transform as NonNullable<ResolvedTable['transform']>)(row, ctx);
+      return out instanceof Promise ? out.catch(fail) : out;
+    } catch (err) {
+      return fail(err);
     }
   }
 }

@@ -212,12 +212,24 @@ export function bySignature(
   rows: Record<string, TargetValue>[],
 ): Map<string[], Record<string, TargetValue>[]> {
   const groups = new Map<string, { columns: string[]; rows: Record<string, TargetValue>[] }>();
+  // Rows of one table nearly always share their columns: compare with the previous row's first.
+  let previous: { columns: string[]; rows: Record<string, TargetValue>[] } | undefined;
   for (const row of rows) {
     const columns = Object.keys(row);
+    if (previous && sameColumns(previous.columns, columns)) {
+      previous.rows.push(row);
+      continue;
+    }
     const signature = columns.join('\0');
-    const group = groups.get(signature);
-    if (group) group.rows.push(row);
-    else groups.set(signature, { columns, rows: [row] });
+    previous = groups.get(signature);
+    if (previous) previous.rows.push(row);
+    else groups.set(signature, (previous = { columns, rows: [row] }));
   }
   return new Map([...groups.values()].map((g) => [g.columns, g.rows]));
+}
+
+function sameColumns(a: string[], b: string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }

@@ -14,6 +14,7 @@ export function registerBench(program: Command): void {
     .option('--repetitions <n>', 'alternating repetitions per target (medians are reported)')
     .option('--duration <s>', 'seconds per measurement')
     .option('--trials <n>', 'trials (switchover)')
+    .option('--workers <n>', 'proxy: ingress worker processes (default: one per core)')
     .option('--rate <n>', 'switchover: requests per second of the load (default 400)')
     .option('--pages <n>', 'switchover: pages seeded in the old wiki (default 300)')
     .option('--rows <n>', 'convert: rows of the bulk-copy table (default 200000)')

@@ -227,4 +227,20 @@ describe('conversion fidelity', () => {
       { replicaIdentityFull: ['loose'] },
     );
   });
+
+  test("a partitioned source table: copied, and its partitions' changes streamed under its own name", async () => {
+    await oldDb.query(`CREATE TABLE reading (id int, at date, v numeric, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+      CREATE TABLE reading_2025 PARTITION OF reading FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+      CREATE TABLE reading_2026 PARTITION OF reading FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+      INSERT INTO reading VALUES (1, '2025-06-01', 1.5), (2, '2026-06-01', 2.5);`);
+    await newDb.query('CREATE TABLE reading (id int, at date, v numeric, PRIMARY KEY (id, at))');
+    await convert(defineConversion({ tables: { reading: identity() } }), 'parts', async (c) => {
+      await oldDb.query(`INSERT INTO reading VALUES (3, '2025-07-01', 3.5), (4, '2026-07-01', 4.5);
+        UPDATE reading SET v = 9 WHERE id = 1; DELETE FROM reading WHERE id = 2;`);
+      await c.catchUp(10_000);
+      const sql = 'SELECT id, at::text, v::text FROM reading ORDER BY id';
+      assert.deepEqual(await textRows(newDb, sql), await textRows(oldDb, sql));
+      assert.equal((await textRows(newDb, sql)).length, 3);
+    });
+  });
 });

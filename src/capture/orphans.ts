@@ -34,7 +34,12 @@ export async function findCapture(client: pg.Client): Promise<CaptureLeftover[]>
   );
   const found: CaptureLeftover[] = [];
   for (const row of rows) {
-    const meta = JSON.parse(row.comment.slice(MARK.length)) as { name: string; createdAt?: string };
+    let meta: { name: string; createdAt?: string };
+    try {
+      meta = JSON.parse(row.comment.slice(MARK.length)) as { name: string; createdAt?: string };
+    } catch {
+      continue; // someone else's comment that happens to start with "imago:"
+    }
     const slotName = `${meta.name}_slot`;
     const slot = await client.query<{ active: boolean }>(
       'SELECT active FROM pg_replication_slots WHERE slot_name = $1',

@@ -69,7 +69,10 @@ export async function createPublication(
   tables: SourceTable[],
 ): Promise<void> {
   const list = tables.map((t) => `${quote(t.schema)}.${quote(t.name)}`).join(', ');
-  await client.query(`CREATE PUBLICATION ${quote(name)} FOR TABLE ${list}`);
+  // Changes to a partitioned table's partitions are published under the table's own name.
+  await client.query(
+    `CREATE PUBLICATION ${quote(name)} FOR TABLE ${list} WITH (publish_via_partition_root = true)`,
+  );
 }
 
 export async function dropPublication(client: pg.Client, name: string): Promise<void> {

@@ -23,18 +23,30 @@ export interface ReplicationOptions {
   url: string;
   slotName: string;
   publication: string;
+  /** Where streaming resumes (the checkpoint or the slot's consistent point): confirmed until more is applied. */
+  startLsn: Lsn;
   onMessage(message: Decoded): void;
+  /**
+   * The server's position in a keepalive: every message before it has been handed over. Returns true
+   * when all of them are applied, so the position can be confirmed (the slot then advances even while
+   * the published tables are quiet and other activity fills the WAL).
+   */
+  isIdle(): boolean;
   onError(err: unknown): void;
 }
 
 export class ReplicationConnection {
   private readonly client: pg.Client;
   private readonly decoder = new PgoutputDecoder();
-  private confirmed: Lsn = 0n;
+  private confirmed: Lsn;
+  /** The position last sent in a status update. */
+  private sent: Lsn = 0n;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
 
   constructor(private readonly options: ReplicationOptions) {
+    // Answer keepalives from the start: an idle stream must not be dropped after wal_sender_timeout.
+    this.confirmed = options.startLsn;
     this.client = new pg.Client({
       connectionString: options.url,
       replication: 'database',
@@ -56,11 +68,11 @@ export class ReplicationConnection {
       `messages 'true'`,
     ];
     const streaming = this.client.query(
-      `START_REPLICATION SLOT "${this.options.slotName}" LOGICAL 0/0 (${options.join(', ')})`,
+      `START_REPLICATION SLOT ${pg.escapeIdentifier(this.options.slotName)} LOGICAL 0/0 (${options.join(', ')})`,
     );
     streaming.catch((err: unknown) => this.fail(err));
     await Promise.race([started, streaming.then(() => undefined)]);
-    this.timer = setInterval(() => this.sendStatus(false), STATUS_INTERVAL_MS);
+    this.timer = setInterval(() => this.sendStatus(), STATUS_INTERVAL_MS);
     this.timer.unref();
   }
 
@@ -71,7 +83,7 @@ export class ReplicationConnection {
 
   /** Sends the confirmed position now. */
   flush(): void {
-    this.sendStatus(false);
+    this.sendStatus();
   }
 
   pause(): void {
@@ -86,7 +98,7 @@ export class ReplicationConnection {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
-    this.sendStatus(false);
+    this.sendStatus();
     await this.client.end().catch(() => {});
   }
 
@@ -100,24 +112,27 @@ export class ReplicationConnection {
       if (chunk[0] === 0x77 /* w: XLogData */) {
         this.options.onMessage(this.decoder.decode(chunk.subarray(25)));
       } else if (chunk[0] === 0x6b /* k: keepalive */) {
-        if (chunk[17] === 1) this.sendStatus(false);
+        const walEnd = chunk.readBigUInt64BE(1);
+        if (this.options.isIdle()) this.confirm(walEnd);
+        // A reply is due when the server asks, and whenever the confirmed position moved.
+        if (chunk[17] === 1 || this.confirmed > this.sent) this.sendStatus();
       }
     } catch (err) {
       this.fail(err);
     }
   }
 
-  private sendStatus(replyRequested: boolean): void {
-    if (this.closed && replyRequested) return;
+  private sendStatus(): void {
     const connection = this.connection();
-    if (!connection || this.confirmed === 0n) return;
+    if (!connection) return;
+    this.sent = this.confirmed;
     const status = Buffer.alloc(34);
     status.write('r', 0);
     status.writeBigUInt64BE(this.confirmed, 1); // written
     status.writeBigUInt64BE(this.confirmed, 9); // flushed
     status.writeBigUInt64BE(this.confirmed, 17); // applied
     status.writeBigUInt64BE(BigInt(Date.now()) * 1000n - PG_EPOCH_US, 25);
-    status.writeUInt8(replyRequested ? 1 : 0, 33);
+    status.writeUInt8(0, 33); // no reply requested
     try {
       connection.sendCopyFromChunk(status);
     } catch (err) {

@@ -6,7 +6,7 @@
  */
 import pg from 'pg';
 import { parseLsn, type Lsn } from './lsn.js';
-import { waitUntil } from '../deadline.js';
+import { waitUntil, withDeadline } from '../deadline.js';
 
 export interface ExportedSlot {
   slotName: string;
@@ -16,13 +16,33 @@ export interface ExportedSlot {
   release(): Promise<void>;
 }
 
-export async function createSlotWithSnapshot(url: string, slotName: string): Promise<ExportedSlot> {
+/**
+ * Creating a logical slot waits until every transaction open on the old database has ended (its
+ * snapshot must be consistent). One session idle in a transaction would block it silently: after
+ * `warnAfterMs` the sessions it waits for are named through `onWait`, and past `timeoutMs` it gives up.
+ */
+export async function createSlotWithSnapshot(
+  url: string,
+  slotName: string,
+  options: { timeoutMs?: number; warnAfterMs?: number; onWait?: (message: string) => void } = {},
+): Promise<ExportedSlot> {
   const conn = new pg.Client({ connectionString: url, replication: 'database' } as pg.ClientConfig);
   conn.on('error', () => {});
   await conn.connect();
+  const timeoutMs = options.timeoutMs ?? 120_000;
+  const warn = setTimeout(() => {
+    void blockingSessions(url)
+      .then((who) => options.onWait?.(`creating slot ${slotName} waits for open transactions to end: ${who}`))
+      .catch(() => {});
+  }, options.warnAfterMs ?? 5_000);
   try {
-    const { rows } = await conn.query<{ consistent_point: string; snapshot_name: string }>(
-      `CREATE_REPLICATION_SLOT ${slotName} LOGICAL pgoutput (SNAPSHOT 'export')`,
+    const { rows } = await withDeadline(
+      `creation of replication slot ${slotName}`,
+      conn.query<{ consistent_point: string; snapshot_name: string }>(
+        `CREATE_REPLICATION_SLOT ${pg.escapeIdentifier(slotName)} LOGICAL pgoutput (SNAPSHOT 'export')`,
+      ),
+      timeoutMs,
+      'a transaction left open on the old database blocks it: end it (see pg_stat_activity, state "idle in transaction")',
     );
     const row = rows[0];
     if (!row) throw new Error('CREATE_REPLICATION_SLOT returned nothing');
@@ -35,6 +55,26 @@ export async function createSlotWithSnapshot(url: string, slotName: string): Pro
   } catch (err) {
     await conn.end().catch(() => {});
     throw err;
+  } finally {
+    clearTimeout(warn);
+  }
+}
+
+/** Sessions holding a transaction id (what slot creation waits for), for the message. */
+async function blockingSessions(url: string): Promise<string> {
+  const client = new pg.Client({ connectionString: url });
+  client.on('error', () => {});
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ pid: number; usename: string; state: string; since: string }>(
+      `SELECT pid, usename, state, to_char(xact_start, 'HH24:MI:SS') AS since FROM pg_stat_activity
+        WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() ORDER BY xact_start`,
+    );
+    return rows.length === 0
+      ? 'none found'
+      : rows.map((r) => `pid ${r.pid} (${r.usename}, ${r.state} since ${r.since})`).join(', ');
+  } finally {
+    await client.end().catch(() => {});
   }
 }
 

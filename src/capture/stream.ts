@@ -13,6 +13,10 @@ export interface ChangeStreamOptions {
   url: string;
   slotName: string;
   publication: string;
+  /** The checkpoint (or the slot's consistent point): what is known to be applied already. */
+  startLsn: Lsn;
+  /** True when every transaction handed over so far has been applied. */
+  applied(): boolean;
   /** Called for each whole transaction, in commit order, synchronously as it is decoded. */
   onTransaction(txn: SourceTransaction): void;
   /** The stream stopped because of an error (of the connection or of decoding). */
@@ -29,7 +33,10 @@ export class ChangeStream {
       url: options.url,
       slotName: options.slotName,
       publication: options.publication,
+      startLsn: options.startLsn,
       onMessage: (message) => this.onMessage(message),
+      // Idle: no transaction half-received, and everything received applied.
+      isIdle: () => this.current === undefined && options.applied(),
       onError: (err) => {
         if (!this.stopped) options.onError(err);
       },

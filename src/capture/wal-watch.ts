@@ -6,7 +6,7 @@
  * if set, remains the last line of defence.
  */
 import pg from 'pg';
-import { ImagoError } from '../errors.js';
+import { ImagoError, errorMessage } from '../errors.js';
 
 export interface WalWatchOptions {
   url: string;
@@ -14,7 +14,8 @@ export interface WalWatchOptions {
   warnBytes: number;
   limitBytes: number;
   intervalMs?: number;
-  onWarn(retainedBytes: number): void;
+  /** Retained WAL past warnBytes, or the check itself failing (said once until it works again). */
+  onWarn(message: string): void;
   onLimit(err: ImagoError): void;
 }
 
@@ -40,39 +41,52 @@ export function formatBytes(bytes: number): string {
 
 /** Starts watching; returns a function that stops it. */
 export function watchWal(options: WalWatchOptions): () => Promise<void> {
-  const client = new pg.Client({ connectionString: options.url, application_name: 'imago-wal-watch' });
-  client.on('error', () => {});
   let warned = false;
+  let failing = false;
   let stopped = false;
-  const connected = client.connect();
   const check = async () => {
     if (stopped) return;
-    await connected;
-    const bytes = await retainedWalBytes(client, options.slotName);
-    if (bytes === undefined) return;
-    if (bytes >= options.limitBytes) {
-      stopped = true;
-      options.onLimit(
-        new ImagoError(
-          `the replication slot holds ${formatBytes(bytes)} of WAL on the old database, over the limit of ${formatBytes(options.limitBytes)}; the upgrade is paused`,
-          options.slotName,
-          'free disk by aborting the upgrade (drops the slot), or raise the limit and resume if the disk can take it',
-        ),
-      );
-    } else if (bytes >= options.warnBytes && !warned) {
-      warned = true;
-      options.onWarn(bytes);
-    } else if (bytes < options.warnBytes) {
-      warned = false;
+    // A fresh connection per check: a dropped one must not switch the safety net off unnoticed.
+    const client = new pg.Client({ connectionString: options.url, application_name: 'imago-wal-watch' });
+    client.on('error', () => {});
+    try {
+      await client.connect();
+      const bytes = await retainedWalBytes(client, options.slotName);
+      failing = false;
+      if (bytes === undefined || stopped) return;
+      if (bytes >= options.limitBytes) {
+        stopped = true;
+        options.onLimit(
+          new ImagoError(
+            `the replication slot holds ${formatBytes(bytes)} of WAL on the old database, over the limit of ${formatBytes(options.limitBytes)}; the upgrade is paused`,
+            options.slotName,
+            'free disk by aborting the upgrade (drops the slot), or raise the limit and resume if the disk can take it',
+          ),
+        );
+      } else if (bytes >= options.warnBytes && !warned) {
+        warned = true;
+        options.onWarn(
+          `the replication slot holds ${formatBytes(bytes)} of WAL on the old database and growing`,
+        );
+      } else if (bytes < options.warnBytes) {
+        warned = false;
+      }
+    } catch (err) {
+      if (!failing)
+        options.onWarn(`cannot check the WAL held by slot ${options.slotName}: ${errorMessage(err)}`);
+      failing = true;
+    } finally {
+      await client.end().catch(() => {});
     }
   };
-  const timer = setInterval(() => void check().catch(() => {}), options.intervalMs ?? 5000);
+  let running = check();
+  const timer = setInterval(() => {
+    running = running.then(check);
+  }, options.intervalMs ?? 5000);
   timer.unref();
-  void check().catch(() => {});
   return async () => {
     stopped = true;
     clearInterval(timer);
-    await connected.catch(() => {});
-    await client.end().catch(() => {});
+    await running;
   };
 }

@@ -34,7 +34,7 @@ import {
   type TargetTable,
 } from './target.js';
 import { WriteBatch } from './write-batch.js';
-import { isUniqueViolation } from './copy-in.js';
+import { isReorderingConflict } from './copy-in.js';
 import { lookupIn } from './lookup.js';
 
 export class Applier {
@@ -55,9 +55,10 @@ export class Applier {
     try {
       await this.applyOnce(txns, true);
     } catch (err) {
-      if (!isUniqueViolation(err)) throw err;
-      // A row the group writes met an existing one (a row new to us that the target already had, or a
-      // unique value moved between rows): apply the group again, exactly as the source ran it.
+      if (!isReorderingConflict(err)) throw err;
+      // A row the group writes met an existing one (a row new to us that the target already had, a
+      // unique value moved between rows, rows written in another order than their foreign keys
+      // need): apply the group again, exactly as the source ran it.
       this.batch.copyFresh = false;
       try {
         await this.applyOnce(txns, false);
@@ -72,11 +73,17 @@ export class Applier {
     if (!last) return;
     if (fast && (await this.applyAsScript(txns, last.commitEndLsn))) return;
     this.batch.clear();
-    await this.client.query('BEGIN');
     try {
+      await this.client.query('BEGIN');
       const lineage = fast ? await this.prefetchLineage(txns) : undefined;
       for (const txn of txns) {
         for (const change of txn.changes) {
+          if (!fast) {
+            // Exact: each change written before the next, as the source ran them.
+            await this.applyChange(change);
+            await this.batch.flush(this.client);
+            continue;
+          }
           // Most changes are to identity tables already described: no await, no round trip.
           if (this.batchKnownIdentity(change)) continue;
           if (lineage && change.op !== 'truncate') await this.applyBatched(change, lineage);
@@ -119,7 +126,7 @@ export class Applier {
     lineage: GroupLineage,
   ): Promise<void> {
     const table = change.table;
-    if (!this.converter.has(table)) return;
+    this.converter.expect(table);
     const identity = this.converter.identityTarget(table);
     if (identity !== undefined) {
       this.batchIdentity(await this.catalog.table(identity), change);
@@ -181,7 +188,7 @@ export class Applier {
       }
       return;
     }
-    if (!this.converter.has(change.table)) return;
+    this.converter.expect(change.table);
     const table = change.table;
     const identity = this.converter.identityTarget(table);
     if (identity !== undefined) {
@@ -214,9 +221,15 @@ export class Applier {
       for (const change of txn.changes) if (!this.batchKnownIdentity(change)) return false;
     const script = this.batch.script();
     if (script === undefined) return false;
-    await this.client.query(
-      `BEGIN;\n${script ? `${script};\n` : ''}${checkpointSql(this.stream, lsn)};\nCOMMIT`,
-    );
+    try {
+      await this.client.query(
+        `BEGIN;\n${script ? `${script};\n` : ''}${checkpointSql(this.stream, lsn)};\nCOMMIT`,
+      );
+    } catch (err) {
+      // A failed statement leaves the script's transaction open and aborted.
+      await this.client.query('ROLLBACK').catch(() => {});
+      throw err;
+    }
     return true;
   }
 

@@ -53,9 +53,9 @@ export class ApplyQueue {
     this.running ??= this.run();
   }
 
-  /** Resolves when everything queued so far has been applied (or the queue failed). */
-  async idle(): Promise<void> {
-    while (this.running) await this.running;
+  /** True when nothing waits to be applied and no group is being applied. */
+  idle(): boolean {
+    return this.running === undefined && this.head === this.queue.length;
   }
 
   private async run(): Promise<void> {

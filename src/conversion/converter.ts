@@ -22,7 +22,7 @@ import {
   type ExportedSlot,
 } from '../capture/slot.js';
 import { ChangeStream } from '../capture/stream.js';
-import { formatBytes, watchWal } from '../capture/wal-watch.js';
+import { watchWal } from '../capture/wal-watch.js';
 import { markPublication } from '../capture/orphans.js';
 import type { SourceTransaction } from '../capture/change.js';
 import { formatLsn, parseLsn, type Lsn } from '../capture/lsn.js';
@@ -138,6 +138,8 @@ export class Converter {
    */
   async prepare(
     log: (line: string) => void = () => {},
+    /** neverReset: once the new universe may serve, never empty its tables: fail instead. */
+    { neverReset = false }: { neverReset?: boolean } = {},
   ): Promise<{ tables: SourceTable[]; resumed: boolean }> {
     this.source = await connect(this.options.sourceUrl, 'old');
     this.target = await connect(this.options.targetUrl, 'new');
@@ -160,6 +162,13 @@ export class Converter {
       this.watchWal();
       return { tables, resumed: true };
     }
+    if ((checkpoint || hasSlot) && neverReset) {
+      throw new ImagoError(
+        `${this.options.name} cannot resume: ${hasSlot ? 'its copy never finished' : 'its replication slot is gone'}, and starting the copy over would empty the new database`,
+        this.slotName,
+        'the new universe keeps serving as it is; finish the upgrade, or abort and start a new one',
+      );
+    }
     if (checkpoint || hasSlot) {
       log(
         `${this.options.name} was interrupted ${checkpoint?.copied ? 'and its slot is gone' : 'during the copy'}: starting the copy over`,
@@ -170,7 +179,7 @@ export class Converter {
     await dropPublication(this.source, this.publicationName);
     await createPublication(this.source, this.publicationName, tables);
     await markPublication(this.source, this.publicationName, this.options.name);
-    this.slot = await createSlotWithSnapshot(this.options.sourceUrl, this.slotName);
+    this.slot = await createSlotWithSnapshot(this.options.sourceUrl, this.slotName, { onWait: log });
     await writeCheckpoint(this.target, this.options.name, this.slot.consistentPoint, false);
     this.watchWal();
     return { tables, resumed: false };
@@ -229,6 +238,8 @@ export class Converter {
       url: this.options.sourceUrl,
       slotName: this.slotName,
       publication: this.publicationName,
+      startLsn: this.applied,
+      applied: () => this.queue?.idle() ?? true,
       onTransaction: (txn) => this.onTransaction(txn),
       onError: failed,
     });
@@ -245,6 +256,7 @@ export class Converter {
     const applied = new Promise<void>((resolve, reject) =>
       this.markerWaiters.set(content, { resolve, reject }),
     );
+    applied.catch(() => {}); // observed below; never an unhandled rejection if the emit fails first
     const started = Date.now();
     // Callers may overlap (barriers, the switchover): their markers go one at a time on the connection.
     const emitted = this.sourceQueries.then(() =>
@@ -257,18 +269,18 @@ export class Converter {
       () => undefined,
       () => undefined,
     );
-    const { rows } = await emitted;
     try {
-      await withDeadline(
+      // The deadline covers writing the marker too: a stuck old database must not hang the switch.
+      const [{ rows }] = await withDeadline(
         'catch-up of the change stream to the fence',
-        applied,
+        Promise.all([emitted, applied]),
         timeoutMs,
-        'the conversion is too far behind; retry when the lag is lower',
+        'the conversion is too far behind, or the old database does not answer; retry when the lag is lower',
       );
+      return { markerLsn: parseLsn(rows[0]?.lsn ?? '0/0'), waitedMs: Date.now() - started };
     } finally {
       this.markerWaiters.delete(content);
     }
-    return { markerLsn: parseLsn(rows[0]?.lsn ?? '0/0'), waitedMs: Date.now() - started };
   }
 
   async bringSequencesPast(): Promise<number> {
@@ -318,10 +330,7 @@ export class Converter {
       warnBytes: wal.warnBytes ?? 1 * GiB,
       limitBytes: wal.limitBytes ?? 16 * GiB,
       intervalMs: wal.intervalMs,
-      onWarn: (bytes) =>
-        this.options.onWarning?.(
-          `the replication slot holds ${formatBytes(bytes)} of WAL on the old database and growing`,
-        ),
+      onWarn: (message) => this.options.onWarning?.(message),
       onLimit: (err) => this.fail(err),
     });
   }

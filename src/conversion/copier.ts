@@ -79,21 +79,35 @@ export async function copySnapshot(options: CopyOptions): Promise<CopyResult> {
   const ctx = { lookup: cachedLookup(lookups) };
   const slots = new Slots(Math.max(1, options.parallel ?? 1));
   const done = new Map<string, Promise<void>>();
+  // The first table to fail stops the others at their next batch: nothing keeps writing behind an error.
+  let failure: unknown;
+  const guarded: CopyOptions = {
+    ...options,
+    throttle: {
+      wait: async () => {
+        if (failure !== undefined) throw failure;
+        await options.throttle?.wait();
+      },
+    },
+  };
   try {
     for (const table of tables) {
       const task = (async () => {
         await Promise.all(converter.after(table).map((t) => done.get(t)));
         await slots.run(async () => {
-          const result = await copyTable(options, table, ctx, report);
+          if (failure !== undefined) throw failure;
+          const result = await copyTable(guarded, table, ctx, report);
           total.rows += result.rows;
           total.bytes += result.bytes;
           total.targetRows += result.targetRows;
         });
       })();
-      task.catch(() => {}); // awaited below
+      task.catch((err: unknown) => (failure ??= err));
       done.set(table, task);
     }
-    await Promise.all(done.values());
+    const settled = await Promise.allSettled(done.values());
+    if (failure !== undefined) throw failure;
+    for (const s of settled) if (s.status === 'rejected') throw s.reason;
     return total;
   } finally {
     await lookups.end().catch(() => {});

@@ -37,7 +37,8 @@ export class RowConverter {
   constructor(conversion: Conversion, sources: SourceTable[]) {
     for (const source of sources) {
       const name = source.schema === 'public' ? source.name : `${source.schema}.${source.name}`;
-      const spec = conversion.tables[name];
+      // The plan may name a table `users` or `public.users`.
+      const spec = conversion.tables[name] ?? conversion.tables[`${source.schema}.${source.name}`];
       if (!spec) continue;
       const earlier = Object.keys(conversion.tables).slice(0, Object.keys(conversion.tables).indexOf(name));
       this.tables.set(
@@ -61,6 +62,17 @@ export class RowConverter {
 
   has(table: string): boolean {
     return this.tables.has(table);
+  }
+
+  /** Throws when the stream carries a table the conversion does not know (nothing may be dropped silently). */
+  expect(table: string): void {
+    if (!this.tables.has(table)) {
+      throw new ImagoError(
+        `the change stream carries changes of ${table}, which the conversion does not convert`,
+        table,
+        'add the table to the conversion, or remove it from the publication',
+      );
+    }
   }
 
   source(table: string): SourceTable {
@@ -104,9 +116,19 @@ export class RowConverter {
     const fail = (err: unknown): never => {
       throw new TransformError(table, this.keyOf(table, row), err);
     };
+    const checked = (out: unknown): TargetRow[] => {
+      if (!Array.isArray(out)) {
+        fail(
+          new Error(
+            `the transform returned ${out === null ? 'null' : typeof out}, not an array of target rows`,
+          ),
+        );
+      }
+      return out as TargetRow[];
+    };
     try {
       const out = (t.transform as NonNullable<ResolvedTable['transform']>)(row, ctx);
-      return out instanceof Promise ? out.catch(fail) : out;
+      return out instanceof Promise ? out.then(checked, fail) : checked(out);
     } catch (err) {
       return fail(err);
     }

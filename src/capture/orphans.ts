@@ -5,6 +5,7 @@
  */
 import type pg from 'pg';
 import { retainedWalBytes } from './wal-watch.js';
+import { quoteIdent, quoteLiteral } from '../sql.js';
 
 const MARK = 'imago:';
 
@@ -22,7 +23,7 @@ export interface CaptureLeftover {
 /** Marks a publication as Imago's, with the upgrade's name and when it was created. */
 export async function markPublication(client: pg.Client, publication: string, name: string): Promise<void> {
   const comment = `${MARK}${JSON.stringify({ name, createdAt: new Date().toISOString() })}`;
-  await client.query(`COMMENT ON PUBLICATION "${publication.replace(/"/g, '""')}" IS ${literal(comment)}`);
+  await client.query(`COMMENT ON PUBLICATION ${quoteIdent(publication)} IS ${quoteLiteral(comment)}`);
 }
 
 /** Every Imago publication on the old database, with its slot; `active` false means nothing streams from it. */
@@ -55,8 +56,4 @@ export async function findCapture(client: pg.Client): Promise<CaptureLeftover[]>
     });
   }
   return found;
-}
-
-function literal(text: string): string {
-  return `'${text.replace(/'/g, "''")}'`;
 }

@@ -6,6 +6,7 @@
  */
 import type pg from 'pg';
 import { ImagoError } from '../errors.js';
+import { quoteIdent as quote } from '../sql.js';
 
 export interface SourceTable {
   schema: string;
@@ -77,10 +78,6 @@ export async function createPublication(
 
 export async function dropPublication(client: pg.Client, name: string): Promise<void> {
   await client.query(`DROP PUBLICATION IF EXISTS ${quote(name)}`);
-}
-
-function quote(identifier: string): string {
-  return `"${identifier.replace(/"/g, '""')}"`;
 }
 
 /** Only with the plan's consent: makes updates and deletes carry the whole old row. */

@@ -64,6 +64,7 @@ export class ReplicationConnection {
     );
     const options = [
       `proto_version '1'`,
+      // The replication grammar knows plain '…' literals only (no E'…').
       `publication_names '${this.options.publication.replace(/'/g, "''")}'`,
       `messages 'true'`,
     ];

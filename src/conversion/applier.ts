@@ -33,7 +33,7 @@ import {
   type TargetCatalog,
   type TargetTable,
 } from './target.js';
-import { WriteBatch } from './write-batch.js';
+import { WriteBatch, keyString } from './write-batch.js';
 import { isReorderingConflict } from './copy-in.js';
 import { lookupIn } from './lookup.js';
 
@@ -293,8 +293,4 @@ export class Applier {
       await deleteByKey(this.client, await this.catalog.table(t), key);
     }
   }
-}
-
-function keyString(target: TargetTable, row: Row): string {
-  return target.key.map((c) => String(row[c])).join('\0');
 }

@@ -4,7 +4,8 @@
  * transaction by transaction. It also answers the switchover's question "has everything the old
  * database committed up to this fence been applied?" through fence markers: a logical message
  * written into the old database's WAL after the drain; once it has been applied, so has everything
- * committed before it. The old database is only read, apart from that WAL message.
+ * committed before it. On the old database Imago creates only its publication and slot and writes
+ * only those WAL messages (and REPLICA IDENTITY FULL where the plan consents); its tables are only read.
  */
 import pg from 'pg';
 import {
@@ -27,7 +28,7 @@ import { markPublication } from '../capture/orphans.js';
 import type { SourceTransaction } from '../capture/change.js';
 import { formatLsn, parseLsn, type Lsn } from '../capture/lsn.js';
 import { ImagoError, errorMessage } from '../errors.js';
-import { redactUrl } from '../redact.js';
+import { connectClient } from '../database.js';
 import { withDeadline } from '../deadline.js';
 import type { Conversion } from './api.js';
 import { Applier } from './applier.js';
@@ -141,8 +142,8 @@ export class Converter {
     /** neverReset: once the new universe may serve, never empty its tables: fail instead. */
     { neverReset = false }: { neverReset?: boolean } = {},
   ): Promise<{ tables: SourceTable[]; resumed: boolean }> {
-    this.source = await connect(this.options.sourceUrl, 'old');
-    this.target = await connect(this.options.targetUrl, 'new');
+    this.source = await connectClient(this.options.sourceUrl, 'old');
+    this.target = await connectClient(this.options.targetUrl, 'new');
     for (const table of this.options.replicaIdentityFull ?? []) {
       log(`setting REPLICA IDENTITY FULL on ${table} (the plan consents)`);
       await setReplicaIdentityFull(this.source, table);
@@ -296,18 +297,6 @@ export class Converter {
     };
   }
 
-  /**
-   * Stops reading the change stream (its socket), e.g. to let a fault test stall it; changes wait in
-   * the old database's WAL. `resumeStream()` goes on where it stopped.
-   */
-  pauseStream(): void {
-    this.stream?.pause();
-  }
-
-  resumeStream(): void {
-    this.stream?.resume();
-  }
-
   /** Why the conversion stopped, if it did (a transform error, the WAL limit, a lost connection). */
   failed(): unknown {
     return this.failure;
@@ -402,19 +391,4 @@ export class Converter {
       if (message.prefix === MARKER_PREFIX) this.markerWaiters.get(message.content)?.resolve();
     }
   }
-}
-
-async function connect(url: string, which: 'old' | 'new'): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString: url });
-  client.on('error', () => {});
-  try {
-    await client.connect();
-  } catch (err) {
-    throw new ImagoError(
-      `cannot connect to the ${which} database: ${errorMessage(err)}`,
-      redactUrl(url),
-      'check the connection string and that the server is running',
-    );
-  }
-  return client;
 }

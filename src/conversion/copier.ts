@@ -6,6 +6,8 @@
  * waiting for the tables it declares `after` (a transform's lookups read their output).
  */
 import pg from 'pg';
+import { quoteLiteral } from '../sql.js';
+import { connectClient } from '../database.js';
 import { to as copyTo } from 'pg-copy-streams';
 import type { TargetRow, TargetValue } from './api.js';
 import { copyRowsIn, isUniqueViolation } from './copy-in.js';
@@ -75,7 +77,7 @@ export async function copySnapshot(options: CopyOptions): Promise<CopyResult> {
       ...(rate > 0 ? { etaSeconds: Math.round(left / rate) } : {}),
     });
   };
-  const lookups = await connect(options.targetUrl);
+  const lookups = await connectClient(options.targetUrl, 'new');
   const ctx = { lookup: cachedLookup(lookups) };
   const slots = new Slots(Math.max(1, options.parallel ?? 1));
   const done = new Map<string, Promise<void>>();
@@ -122,13 +124,13 @@ async function copyTable(
   report: (p: Pick<CopyProgress, 'table' | 'rows' | 'bytes'>) => void,
 ): Promise<CopyResult> {
   const { converter } = options;
-  const source = await connect(options.sourceUrl);
-  const target = await connect(options.targetUrl);
+  const source = await connectClient(options.sourceUrl, 'old');
+  const target = await connectClient(options.targetUrl, 'new');
   const catalog = new TargetCatalog(target);
   const result: CopyResult = { rows: 0, bytes: 0, targetRows: 0 };
   try {
     await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    await source.query(`SET TRANSACTION SNAPSHOT '${options.snapshotName.replace(/'/g, "''")}'`);
+    await source.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(options.snapshotName)}`);
     const { columns } = converter.source(table);
     const parser = new CopyTextParser(columns);
     const stream = source.query(
@@ -178,16 +180,9 @@ async function copyTable(
   }
 }
 
-async function connect(url: string): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString: url });
-  client.on('error', () => {});
-  await client.connect();
-  return client;
-}
-
 /** Row estimates (planner statistics, live tuple counts) for the ETA; never a full count. */
 async function estimateRows(url: string, tables: string[]): Promise<number> {
-  const client = await connect(url);
+  const client = await connectClient(url, 'old');
   try {
     const { rows } = await client.query<{ n: string }>(
       `SELECT coalesce(sum(greatest(c.reltuples, s.n_live_tup, 0)), 0)::bigint::text AS n

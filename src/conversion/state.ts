@@ -5,6 +5,7 @@
  * (emptied when an interrupted copy starts over).
  */
 import type pg from 'pg';
+import { quoteLiteral, quoteQualified } from '../sql.js';
 import { parseLsn, formatLsn, type Lsn } from '../capture/lsn.js';
 
 export async function ensureStateSchema(client: pg.Client): Promise<void> {
@@ -55,12 +56,7 @@ export async function writeCheckpoint(
 /** Empties every target table conversion wrote, the lineage and the checkpoint: a clean start for the copy. */
 export async function resetTargets(client: pg.Client, stream: string): Promise<void> {
   const { rows } = await client.query<{ name: string }>('SELECT name FROM imago.targets');
-  const tables = rows.map((r) =>
-    r.name
-      .split('.')
-      .map((p) => `"${p.replace(/"/g, '""')}"`)
-      .join('.'),
-  );
+  const tables = rows.map((r) => quoteQualified(r.name));
   await client.query(`TRUNCATE ${[...tables, 'imago.lineage'].join(', ')}`);
   await client.query('DELETE FROM imago.checkpoint WHERE stream = $1', [stream]);
 }
@@ -71,8 +67,7 @@ export async function recordTarget(client: pg.Client, name: string): Promise<voi
 
 /** SQL that advances the checkpoint (for a simple-protocol script that also commits). */
 export function checkpointSql(stream: string, lsn: Lsn): string {
-  const literal = (text: string) => `'${text.replace(/'/g, "''")}'`;
-  return `INSERT INTO imago.checkpoint (stream, commit_lsn, copied) VALUES (${literal(stream)}, ${literal(formatLsn(lsn))}, true)
+  return `INSERT INTO imago.checkpoint (stream, commit_lsn, copied) VALUES (${quoteLiteral(stream)}, ${quoteLiteral(formatLsn(lsn))}, true)
      ON CONFLICT (stream) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, copied = true, applied_at = clock_timestamp()`;
 }
 

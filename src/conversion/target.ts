@@ -6,6 +6,9 @@ import type pg from 'pg';
 import { ImagoError } from '../errors.js';
 import type { TargetRow, TargetValue } from './api.js';
 import { recordTarget } from './state.js';
+import { quoteIdent as quote, quoteLiteral as literal, quoteQualified } from '../sql.js';
+
+export { quote, literal, quoteQualified };
 
 export interface TargetTable {
   name: string;
@@ -163,16 +166,6 @@ export function conflictClause(table: TargetTable, columns: string[]): string {
   return `ON CONFLICT (${table.key.map(quote).join(', ')}) DO ${updates.length ? `UPDATE SET ${updates.join(', ')}` : 'NOTHING'}`;
 }
 
-/**
- * A value as an SQL literal for simple-protocol scripts. E'' syntax with backslashes and quotes
- * escaped reads the same whatever standard_conforming_strings says; the target column casts it.
- */
-export function literal(value: TargetValue | undefined): string {
-  if (value === null || value === undefined) return 'NULL';
-  const text = typeof value === 'string' ? value : String(value);
-  return `E'${text.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
-}
-
 /** ON CONFLICT cannot touch one row twice in a statement: the last version of a key wins. */
 function dedupeByKey(table: TargetTable, rows: Record<string, TargetValue>[]): Record<string, TargetValue>[] {
   const byKey = new Map<string, Record<string, TargetValue>>();
@@ -197,14 +190,6 @@ export function toRows(outputs: TargetRow[]): Map<string, Record<string, TargetV
 
 function toParam(value: TargetValue | undefined): unknown {
   return typeof value === 'bigint' ? value.toString() : (value ?? null);
-}
-
-export function quote(identifier: string): string {
-  return `"${identifier.replace(/"/g, '""')}"`;
-}
-
-export function quoteQualified(name: string): string {
-  return name.split('.').map(quote).join('.');
 }
 
 /** Rows grouped by their column list (each group can be written with one statement). */

@@ -32,10 +32,6 @@ const COPY_FROM = 64;
 export class WriteBatch {
   private readonly tables = new Map<string, { target: TargetTable; keys: Map<string, Pending> }>();
 
-  get empty(): boolean {
-    return this.tables.size === 0;
-  }
-
   /** Rows that are new to the target go in with COPY; turned off to retry a group after a conflict. */
   copyFresh = true;
 
@@ -170,7 +166,8 @@ export class WriteBatch {
   }
 }
 
-function keyString(target: TargetTable, row: Row): string {
+/** A target row's primary key as one string (the batch's map key). */
+export function keyString(target: TargetTable, row: Row): string {
   return target.key.map((c) => String(row[c])).join('\0');
 }
 

@@ -2,6 +2,20 @@ import type { Command } from 'commander';
 import { loadPlan } from '../../plan/index.js';
 import { upgradeStatus } from '../../driver/index.js';
 import { output, reportError } from '../output.js';
+import { connectClient } from '../../database.js';
+import { findCapture, type CaptureLeftover } from '../../capture/orphans.js';
+import { formatBytes } from '../../capture/wal-watch.js';
+
+/** Imago's publications and slots on the old database (an embedded one exists only while its driver runs). */
+async function captureOnOldDatabase(url: string): Promise<CaptureLeftover[] | undefined> {
+  if (url === 'embedded') return undefined;
+  const client = await connectClient(url, 'old');
+  try {
+    return await findCapture(client);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
 
 /** `imago status <file>`: phase, conversion progress and lag, gate, journal tail. */
 export function registerStatus(program: Command): void {
@@ -25,9 +39,18 @@ export function registerStatus(program: Command): void {
             `  conversion: ${String(conversion.copiedRows)} rows copied, ${String(conversion.appliedTransactions)} transactions applied up to ${String(conversion.appliedLsn)}, apply lag ${String(conversion.lastApplyLagMs)} ms`,
           );
         if (s.lateWrites) out.say(`  late writes after the fence: ${s.lateWrites}`);
+        const capture = await captureOnOldDatabase(plan.old.database);
+        for (const c of capture ?? []) {
+          const wal =
+            c.retainedWalBytes === undefined ? '' : `, holds ${formatBytes(c.retainedWalBytes)} of WAL`;
+          const left = !c.active && !s.driverRunning ? ' — left over: `imago abort` drops it' : '';
+          out.say(
+            `  capture ${c.name}: publication ${c.publication}, slot ${c.slot ?? '(none)'} ${c.active ? 'streaming' : 'idle'}${wal}${left}`,
+          );
+        }
         for (const e of s.journal)
           out.say(`  ${e.at}  ${e.phase.padEnd(12)} ${e.event} ${JSON.stringify(e.detail)}`);
-        out.result(s);
+        out.result({ ...s, ...(capture ? { capture } : {}) });
       } catch (err) {
         process.exitCode = reportError(err, out.json);
       }

@@ -133,6 +133,18 @@ async function phase(): Promise<string | undefined> {
   }
 }
 
+test('a command whose issuer stopped waiting expires instead of running when a driver takes it', async () => {
+  const journal = await Journal.open(newDb, 'wiki_expiry');
+  try {
+    const stale = await journal.issue('switch', {}, 0);
+    const live = await journal.issue('switch', {}, 60_000);
+    assert.equal((await journal.take())?.id, live, 'the expired one is skipped');
+    assert.match(String((await journal.result(stale))?.error), /expired/);
+  } finally {
+    await journal.close();
+  }
+});
+
 test('kill -9 in every phase, resume each time, switch, finish: nothing failed, nothing lost, never a mix', async () => {
   const plan = await loadPlan(planFile);
   const load = loadOn(

@@ -65,7 +65,8 @@ export async function sendCommand(
     let seen = (await journal.events(1)).at(-1)?.seq ?? 0;
     let wake: () => void = () => {};
     await journal.listen('imago_control_done', () => wake());
-    const id = await journal.issue(command, args);
+    // Expires with our wait: a driver started later must not run a switch nobody is watching.
+    const id = await journal.issue(command, args, timeoutMs);
     const done = (async () => {
       for (;;) {
         for (const e of await journal.events(50)) {
@@ -90,7 +91,7 @@ export async function sendCommand(
       `the driver answering "${command}"`,
       done,
       timeoutMs,
-      'see `imago status`; the command stays queued',
+      'see `imago status`; unless the driver had taken it, the command expired with this wait and will not run later',
     );
   } finally {
     await journal.close();

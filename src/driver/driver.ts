@@ -3,7 +3,10 @@
  * ready → switching → switched → finished (or aborting → aborted), journaling every step before
  * acting on it, so that a driver killed at any moment and started again resumes where it was:
  * - before `copying` finished: the conversion resumes or restarts its copy cleanly (Converter.prepare);
- * - streaming onwards: the conversion resumes from its checkpoint on the same slot;
+ * - streaming onwards: the conversion resumes from its checkpoint on the same slot; from `ready` on it
+ *   must never start over (that would empty the targets), so it is prepared with `neverReset`;
+ * - from `switching` on the new app is never restarted nor the copy redone, and no node is sent back
+ *   to the old universe: the journal's phase never moves backwards past COMMIT (phaseMoveAllowed);
  * - mid-switch: a COMMIT in the journal is carried out (every node flips), anything else aborts
  *   (fence lifted from the journaled record, every node released to the old universe);
  * - ready / switched: every node is brought back to the journal's route (a node that was cut off
@@ -12,14 +15,19 @@
  */
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
+import pg from 'pg';
+import { dropPublication } from '../capture/publication.js';
+import { dropSlot, releaseSlot } from '../capture/slot.js';
 import { Converter } from '../conversion/converter.js';
 import { loadConversion } from '../conversion/load-module.js';
 import { ImagoError, errorMessage } from '../errors.js';
 import type { UpgradePlan } from '../plan/index.js';
 import {
+  CommitInDoubtError,
   Fence,
   IngressNode,
   LateWriteDetector,
+  Redriver,
   releaseAll,
   runSwitchover,
   type FenceRecord,
@@ -27,7 +35,7 @@ import {
 import { provideDatabases, type Databases } from './databases.js';
 import { Journal, type Command, type JournalEvent } from './journal.js';
 import { healthy, startDetachedApp, stopDetachedApp } from './new-app.js';
-import { SWITCH_EVENT_PHASE, before, isTerminal, type Phase } from './phases.js';
+import { SWITCH_EVENT_PHASE, before, isTerminal, phaseMoveAllowed, type Phase } from './phases.js';
 
 export interface DriverOptions {
   plan: UpgradePlan;
@@ -52,6 +60,10 @@ export class Driver {
   private wake: () => void = () => {};
   private heartbeat: NodeJS.Timeout | undefined;
   private fence!: Fence;
+  /** A COMMIT stands in the journal: the phase can no longer go back (nor the nodes to old). */
+  private committed = false;
+  /** Nodes that did not confirm the last decision, re-sent it by the command loop until they do. */
+  private readonly redriver = new Redriver();
 
   constructor(private readonly o: DriverOptions) {
     this.nodes = o.plan.ingress.nodes.map((n) => new IngressNode(n));
@@ -98,10 +110,27 @@ export class Driver {
     if (isTerminal(this.phase)) return this.phase as Phase;
     if (this.phase === 'aborting') return this.abort('resumed an interrupted abort');
     if (this.phase === 'switching') await this.recoverSwitch(events);
+    else if (this.phase === 'switched') this.committed = true;
+    if (this.current === 'switched' && events.some((e) => e.event === 'finishing'))
+      return this.completeFinish(conversion);
 
     let app = lastDetail<NewApp>(events, 'provisioned');
-    if (before(this.current, 'copying') || !app) app = await this.provision(events);
-    else if (!(await healthy(app.url, healthPath(plan)))) app = await this.provision(events);
+    if (!before(this.current, 'switching')) {
+      // The new app serves the clients now: never restarted, never replaced; a slow or failing one is
+      // reported (a restart would cut the requests it is serving, and lose writes in flight).
+      if (!app)
+        throw new ImagoError(
+          `the journal records no provisioned new app although the upgrade is ${this.current}`,
+          plan.name,
+        );
+      if (!(await healthyWithin(app.url, healthPath(plan), 5_000))) {
+        say(`warning: the new app at ${app.url} does not answer its health check; it is not restarted`);
+        await this.record(this.current, 'app-unhealthy', { ...app });
+      }
+      await this.ensureUpstreams(app);
+    } else if (before(this.current, 'copying') || !app) app = await this.provision(events);
+    else if (!(await healthyWithin(app.url, healthPath(plan), 5_000))) app = await this.provision(events);
+    else await this.ensureUpstreams(app);
 
     const converter = new Converter({
       sourceUrl: this.dbs.old,
@@ -119,7 +148,16 @@ export class Driver {
     if (this.current === 'switched' && committed?.fenceLsn)
       this.lateWrites.arm(parseLsnText(committed.fenceLsn));
 
-    const prepared = (await converter.prepare()) as { resumed?: boolean };
+    const prepared = before(this.current, 'ready')
+      ? await converter.prepare(say)
+      : // From ready on the targets hold everything converted so far: never emptied (neverReset throws).
+        await converter.prepare(say, { neverReset: true });
+    if (!prepared.resumed && !before(this.current, 'ready'))
+      throw new ImagoError(
+        `the conversion cannot resume from its checkpoint in phase ${this.current}`,
+        plan.name,
+        'the slot or the checkpoint is gone; the copy is not started over from ready on',
+      );
     if (!prepared.resumed || before(this.current, 'streaming')) {
       if (this.current !== 'copying') await this.record('copying', 'copying');
       const started = performance.now();
@@ -156,15 +194,26 @@ export class Driver {
     event: string,
     detail: Record<string, unknown> = {},
   ): Promise<JournalEvent> {
+    if (!phaseMoveAllowed(this.phase, phase, this.committed))
+      throw new ImagoError(
+        `refusing to move upgrade ${this.plan.name} from ${this.phase ?? 'nothing'} to ${phase} (${event})`,
+        event,
+        this.committed ? 'a COMMIT is in the journal: the switch stands' : undefined,
+      );
     const e = await this.journal.append(phase, event, detail);
     this.phase = phase;
+    if (event === 'switch-commit') this.committed = true;
     if (this.o.crashAfter === event) process.kill(process.pid, 'SIGKILL');
     return e;
   }
 
+  /** Starts (or checks) the new app; before `copying` it is the provisioning phase, later the phase stays. */
   private async provision(events: JournalEvent[]): Promise<NewApp> {
     const { plan, say } = this.o;
-    await this.record('provisioning', 'provisioning');
+    if (!before(this.current, 'switching'))
+      throw new ImagoError(`the new app is not provisioned again in phase ${this.current}`, plan.name);
+    const phase: Phase = before(this.current, 'copying') ? 'provisioning' : this.current;
+    await this.record(phase, 'provisioning');
     const spec = plan.new.app;
     let app: NewApp;
     if ('url' in spec) {
@@ -176,8 +225,7 @@ export class Driver {
         );
       app = { url: spec.url };
     } else {
-      const previous = lastDetail<NewApp>(events, 'provisioned');
-      if (previous?.pid) await stopDetachedApp(previous.pid);
+      for (const pid of startedPids(events)) await stopDetachedApp(pid);
       const env = Object.fromEntries(
         Object.entries(spec.env).map(([k, v]) => [
           k,
@@ -190,6 +238,8 @@ export class Driver {
         cwd: spec.cwd ?? plan.baseDir,
         healthPath: spec.healthPath,
         logDir: join(plan.stateDir, plan.name),
+        // Journaled before the health wait: a driver killed meanwhile still knows what to stop.
+        onSpawn: async (pid) => void (await this.record(phase, 'app-starting', { pid })),
       });
       say(`new universe's app started (pid ${started.pid}) at ${started.url}; log ${started.logFile}`);
       app = { url: started.url, pid: started.pid };
@@ -198,7 +248,7 @@ export class Driver {
       const state = await node.state(2_000);
       await node.setUpstreams(state.epoch, 'new', [app.url], 2_000);
     }
-    await this.record('provisioning', 'provisioned', { ...app });
+    await this.record(phase, 'provisioned', { ...app });
     return app;
   }
 
@@ -218,18 +268,21 @@ export class Driver {
       const command = await this.journal.take();
       if (command) {
         await this.record(this.current, 'command', { id: command.id, command: command.command });
-        const result = await this.execute(command, app).catch((err: unknown) => ({
-          ok: false,
-          error: errorMessage(err),
-        }));
+        const result = await this.execute(command, app).catch((err: unknown) => {
+          // The COMMIT may or may not be in the journal: only a recovery reading it may decide.
+          if (err instanceof CommitInDoubtError) throw err;
+          return { ok: false, error: errorMessage(err) };
+        });
         await this.journal.complete(command.id, { ...result, phase: this.current });
       } else if (this.plan.switchover.auto && this.current === 'ready' && !autoTried) {
         autoTried = true;
         await this.switch();
+      } else if (this.redriver.dueInMs() === 0) {
+        await this.redrive();
       } else {
-        // Woken by a NOTIFY or a stream failure; the timer only covers a lost notification.
+        // Woken by a NOTIFY or a stream failure; the timer covers a lost notification and re-sends.
         await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, 1_000);
+          const timer = setTimeout(resolve, Math.min(1_000, this.redriver.dueInMs()));
           this.wake = () => {
             clearTimeout(timer);
             resolve();
@@ -258,6 +311,9 @@ export class Driver {
       case 'finish':
         if (this.current !== 'switched')
           return { ok: false, error: `cannot finish in phase ${this.current}: switch first` };
+        // The intent first: a driver killed while the capture is being dropped completes the finish
+        // on resume, instead of resuming a stream whose slot is gone.
+        await this.record('switched', 'finishing');
         await this.converter?.stop({ dropCapture: true });
         this.converter = undefined;
         await this.record('finished', 'finished', { lateWrites: this.lateWrites.writes().length });
@@ -290,23 +346,74 @@ export class Driver {
       journal: {
         record: async (event, detail) =>
           void (await this.record(SWITCH_EVENT_PHASE[event] ?? this.current, event, detail)),
+        committed: (epoch) => this.commitStored(epoch),
       },
       log: this.o.say,
     });
+    if (result.held) this.redrive_(result.unconfirmed, result.switched ? 'new' : 'old', result.releaseEpoch);
     return { ...result };
   }
 
-  /** Mid-switch after a restart: the journal decides (DESIGN.md: a COMMIT stands, anything else aborts). */
+  /** Reads the journal on a fresh connection (the driver's own may be what failed): is COMMIT there? */
+  private async commitStored(epoch: number): Promise<boolean> {
+    const journal = await Journal.open(this.dbs.control, this.plan.name);
+    try {
+      const stored = (await journal.events()).some(
+        (e) => e.event === 'switch-commit' && e.detail.epoch === epoch,
+      );
+      if (stored) {
+        this.committed = true;
+        this.phase = 'switching';
+      }
+      return stored;
+    } finally {
+      await journal.close();
+    }
+  }
+
+  /** Hands the nodes that did not confirm a decision to the redriver (re-sent by the command loop). */
+  private redrive_(unconfirmed: string[], route: 'old' | 'new', epoch: number): void {
+    const nodes = this.nodes.filter((n) => unconfirmed.includes(n.name));
+    this.redriver.set(nodes, route, epoch);
+    if (nodes.length > 0)
+      this.o.say(`nodes ${unconfirmed.join(', ')} did not confirm ${route}: re-sending until they do`);
+  }
+
+  private async redrive(): Promise<void> {
+    const confirmed = await this.redriver.tick();
+    if (confirmed.length > 0)
+      await this.record(this.current, 'nodes-confirmed', {
+        route: this.redriver.route,
+        epoch: this.redriver.epoch,
+        nodes: confirmed,
+        unconfirmed: this.redriver.unconfirmed,
+      });
+  }
+
+  /**
+   * Mid-switch after a restart: the journal decides (DESIGN.md: a COMMIT stands, anything else aborts).
+   * An abort journaled after a COMMIT of the same epoch wins: the protocol writes one only when the
+   * COMMIT write failed and a re-read did not find it, so such a COMMIT landed too late to count.
+   */
   private async recoverSwitch(events: JournalEvent[]): Promise<void> {
     const prepareAt = events.findLastIndex((e) => e.event === 'switch-prepare');
     const after = events.slice(prepareAt);
     const prepare = events[prepareAt]?.detail as { epoch?: number; fence?: FenceRecord } | undefined;
     const d = this.plan.switchover.deadlines;
     const epoch = (await this.maxEpoch(prepare?.epoch ?? 0)) + 1;
-    if (after.some((e) => e.event === 'switch-commit')) {
+    const commitAt = after.findLastIndex((e) => e.event === 'switch-commit');
+    const commit = after[commitAt];
+    const overruled =
+      commit !== undefined &&
+      after
+        .slice(commitAt + 1)
+        .some((e) => e.event === 'switch-abort' && e.detail.epoch === commit.detail.epoch);
+    if (commit && !overruled) {
+      this.committed = true;
       this.o.say('the driver stopped after COMMIT: flipping every node to the new universe');
       const r = await releaseAll(this.nodes, epoch, 'new', d.commitMs);
       await this.record('switched', 'switched', { epoch, recovered: true, unconfirmed: r.unconfirmed });
+      this.redrive_(r.unconfirmed, 'new', epoch);
       return;
     }
     this.o.say('the driver stopped during a switch before COMMIT: aborting it');
@@ -316,13 +423,24 @@ export class Driver {
         reason: 'driver restarted before COMMIT',
         recovered: true,
       });
-    if (prepare?.fence) await this.fence.lift(prepare.fence);
+    // A fence that cannot be lifted must not keep the nodes holding: reported, and released anyway.
+    if (prepare?.fence)
+      await this.fence.lift(prepare.fence).catch(async (e: unknown) => {
+        this.o.say(`could not lift the fence: ${errorMessage(e)}`);
+        await this.record('switching', 'fence-lift-failed', { error: errorMessage(e), fence: prepare.fence });
+      });
     const r = await releaseAll(this.nodes, epoch, 'old', d.commitMs);
     await this.record('ready', 'switch-aborted', { epoch, recovered: true, unconfirmed: r.unconfirmed });
+    this.redrive_(r.unconfirmed, 'old', epoch);
   }
 
   /** Brings every node to `route`, not holding, with a fresh epoch (only nodes that differ). */
   private async ensureRoute(route: 'old' | 'new'): Promise<void> {
+    if (route === 'old' && (this.committed || !before(this.current, 'switching')))
+      throw new ImagoError(
+        `refusing to send the nodes back to the old universe in phase ${this.current}`,
+        route,
+      );
     const states = await Promise.all(this.nodes.map((n) => n.state(2_000).catch(() => undefined)));
     const off = this.nodes.filter((_, i) => {
       const s = states[i];
@@ -337,6 +455,53 @@ export class Driver {
       nodes: off.map((n) => n.name),
       unconfirmed: r.unconfirmed,
     });
+    this.redrive_(r.unconfirmed, route, epoch);
+  }
+
+  /** Brings every node's `new` upstreams to the app (a node restarted without them could not flip). */
+  private async ensureUpstreams(app: NewApp): Promise<void> {
+    await Promise.all(
+      this.nodes.map(async (node) => {
+        try {
+          const state = await node.state(2_000);
+          const urls = state.upstreams?.new ?? [];
+          if (urls.length === 1 && urls[0] === app.url) return;
+          await node.setUpstreams(state.epoch, 'new', [app.url], 2_000);
+          await this.record(this.current, 'upstreams-set', { node: node.name, url: app.url });
+        } catch (err) {
+          this.o.say(`could not set the new universe's upstream on ${node.name}: ${errorMessage(err)}`);
+        }
+      }),
+    );
+  }
+
+  /** Resumed after `finishing` was journaled: the stream is not resumed (its slot may be gone). */
+  private async completeFinish(conversion: Awaited<ReturnType<typeof loadConversion>>): Promise<Phase> {
+    this.o.say('the driver stopped while finishing: dropping the capture and finishing');
+    await this.ensureRoute('new');
+    await this.dropCapture(conversion);
+    await this.record('finished', 'finished', { recovered: true });
+    return 'finished';
+  }
+
+  /** Drops the slot and publication on the old database without preparing a conversion (no reset). */
+  private async dropCapture(conversion: Awaited<ReturnType<typeof loadConversion>>): Promise<void> {
+    const names = new Converter({
+      sourceUrl: this.dbs.old,
+      targetUrl: this.dbs.new,
+      conversion,
+      name: this.plan.name,
+    });
+    const client = new pg.Client({ connectionString: this.dbs.old, connectionTimeoutMillis: 10_000 });
+    client.on('error', () => {});
+    await client.connect();
+    try {
+      await releaseSlot(client, names.slotName).catch(() => {});
+      await dropSlot(client, names.slotName);
+      await dropPublication(client, names.publicationName);
+    } finally {
+      await client.end().catch(() => {});
+    }
   }
 
   private async maxEpoch(floor: number): Promise<number> {
@@ -347,23 +512,14 @@ export class Driver {
   private async abort(reason: string, app?: NewApp): Promise<Phase> {
     await this.record('aborting', 'aborting', { reason });
     if (this.converter) await this.converter.stop({ dropCapture: true });
-    else {
-      // Resumed mid-abort: the capture on the old database may still be there.
-      const conversion = await loadConversion(this.plan.conversion);
-      const c = new Converter({
-        sourceUrl: this.dbs.old,
-        targetUrl: this.dbs.new,
-        conversion,
-        name: this.plan.name,
-      });
-      await c.prepare().catch(() => {});
-      await c.stop({ dropCapture: true });
-    }
+    // Resumed mid-abort: the capture on the old database may still be there.
+    else await this.dropCapture(await loadConversion(this.plan.conversion));
     this.converter = undefined;
     await this.ensureRoute('old');
     const events = await this.journal.events();
-    const started = app ?? lastDetail<NewApp>(events, 'provisioned');
-    if (started?.pid) await stopDetachedApp(started.pid);
+    const pids = new Set(startedPids(events));
+    if (app?.pid) pids.add(app.pid);
+    for (const pid of pids) await stopDetachedApp(pid);
     await this.record('aborted', 'aborted', { reason });
     return 'aborted';
   }
@@ -374,6 +530,33 @@ export class Driver {
       conversion: this.converter?.conversionStats(),
       lateWrites: this.lateWrites.writes().length,
     });
+  }
+}
+
+/**
+ * The detached apps that may still run: the last one provisioned and any spawned after it (an earlier
+ * one was stopped when a later one was provisioned; its pid may belong to another process by now).
+ */
+function startedPids(events: JournalEvent[]): number[] {
+  const from = Math.max(
+    0,
+    events.findLastIndex((e) => e.event === 'provisioned'),
+  );
+  const pids = new Set<number>();
+  for (const e of events.slice(from))
+    if ((e.event === 'app-starting' || e.event === 'provisioned') && typeof e.detail.pid === 'number')
+      pids.add(e.detail.pid);
+  return [...pids];
+}
+
+/** Health with a few tries: one slow answer must not count as a dead app. */
+async function healthyWithin(url: string, path: string, ms: number): Promise<boolean> {
+  const end = performance.now() + ms;
+  for (;;) {
+    if (await healthy(url, path)) return true;
+    const left = end - performance.now();
+    if (left <= 0) return false;
+    await new Promise((resolve) => setTimeout(resolve, Math.min(250, left)));
   }
 }
 

@@ -111,21 +111,25 @@ async function estimateTable(
   table: string,
   how: Awaited<ReturnType<typeof loadConversion>>['tables'][string] | undefined,
 ): Promise<TableEstimate> {
-  const { rows: size } = await client.query<{ n: string; b: string }>(
-    `SELECT greatest(c.reltuples, 0)::bigint::text AS n, pg_table_size(c.oid)::text AS b FROM pg_class c WHERE c.oid = $1::regclass`,
+  // The name as PostgreSQL quotes it (regclass::text), never the plan's text pasted into SQL.
+  const { rows: size } = await client.query<{ n: string; b: string; q: string }>(
+    `SELECT greatest(c.reltuples, 0)::bigint::text AS n, pg_table_size(c.oid)::text AS b, c.oid::regclass::text AS q
+       FROM pg_class c WHERE c.oid = $1::regclass`,
     [table],
   );
+  const quoted = size[0]?.q;
+  if (quoted === undefined) throw new Error(`table ${table} not found`);
   let rows = Number(size[0]?.n ?? 0);
   if (rows === 0) {
     // Never analysed: count (bounded, the dry run must stay quick).
     const { rows: c } = await client.query<{ n: string }>(
-      `SELECT count(*)::text AS n FROM (SELECT 1 FROM ${table} LIMIT 1000000) x`,
+      `SELECT count(*)::text AS n FROM (SELECT 1 FROM ${quoted} LIMIT 1000000) x`,
     );
     rows = Number(c[0]?.n ?? 0);
   }
   const started = performance.now();
   const sample = await client.query<Record<string, string | null>>({
-    text: `SELECT * FROM ${table} LIMIT ${SAMPLE_ROWS}`,
+    text: `SELECT * FROM ${quoted} LIMIT ${SAMPLE_ROWS}`,
     types: asText,
   });
   let transformErrors = 0;

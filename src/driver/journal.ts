@@ -6,7 +6,8 @@
  *
  * - `journal`: append-only (a trigger refuses UPDATE and DELETE); each event carries the phase the
  *   upgrade is in after it, so the current phase is the last row's.
- * - `commands`: what `imago switch|abort|finish` ask of the running driver (a queue, with results).
+ * - `commands`: what `imago switch|abort|finish` ask of the running driver (a queue, with results);
+ *   a command expires when the CLI that issued it stops waiting, so it never runs later by surprise.
  * - `status`: the driver's heartbeat with live figures (copy progress, lag), overwritten each second.
  * One driver per upgrade: it holds a session advisory lock, released by the server if it dies.
  */
@@ -54,6 +55,7 @@ CREATE TABLE IF NOT EXISTS imago_control.commands (
   done_at timestamptz,
   result jsonb
 );
+ALTER TABLE imago_control.commands ADD COLUMN IF NOT EXISTS expires_at timestamptz;
 CREATE TABLE IF NOT EXISTS imago_control.status (
   upgrade text PRIMARY KEY,
   pid integer NOT NULL,
@@ -158,18 +160,23 @@ export class Journal {
     return r && { pid: r.pid, updatedAt: r.updated_at, ageMs: r.age_ms, figures: r.figures };
   }
 
-  /** Queues a command for the running driver and wakes it. */
-  async issue(command: string, args: Record<string, unknown> = {}): Promise<number> {
+  /**
+   * Queues a command for the running driver and wakes it. With `ttlMs`, a driver that has not taken
+   * it by then drops it (the CLI stopped waiting: running it later would surprise everyone).
+   */
+  async issue(command: string, args: Record<string, unknown> = {}, ttlMs?: number): Promise<number> {
     const { rows } = await this.client.query<{ id: number }>(
-      'INSERT INTO imago_control.commands (upgrade, command, args) VALUES ($1, $2, $3) RETURNING id::int',
-      [this.upgrade, command, JSON.stringify(args)],
+      `INSERT INTO imago_control.commands (upgrade, command, args, expires_at)
+       VALUES ($1, $2, $3, clock_timestamp() + make_interval(secs => $4::float8 / 1000)) RETURNING id::int`,
+      [this.upgrade, command, JSON.stringify(args), ttlMs ?? null],
     );
     await this.client.query(`SELECT pg_notify('imago_control', $1)`, [this.upgrade]);
     return rows[0]?.id ?? 0;
   }
 
-  /** The oldest command not yet taken, marked taken. */
+  /** The oldest command not yet taken and not expired, marked taken; expired ones are closed first. */
   async take(): Promise<Command | undefined> {
+    await this.dropExpired();
     const { rows } = await this.client.query<Command>(
       `UPDATE imago_control.commands SET taken_at = clock_timestamp()
         WHERE id = (SELECT id FROM imago_control.commands WHERE upgrade = $1 AND taken_at IS NULL ORDER BY id LIMIT 1)
@@ -177,6 +184,18 @@ export class Journal {
       [this.upgrade],
     );
     return rows[0];
+  }
+
+  /** Closes the commands nobody waits for any more, with an `expired` result. */
+  async dropExpired(): Promise<number> {
+    const { rowCount } = await this.client.query(
+      `UPDATE imago_control.commands
+          SET taken_at = clock_timestamp(), done_at = clock_timestamp(),
+              result = jsonb_build_object('ok', false, 'error', 'expired: the command was not taken before its issuer stopped waiting')
+        WHERE upgrade = $1 AND taken_at IS NULL AND expires_at IS NOT NULL AND expires_at <= clock_timestamp()`,
+      [this.upgrade],
+    );
+    return rowCount ?? 0;
   }
 
   async complete(id: number, result: Record<string, unknown>): Promise<void> {

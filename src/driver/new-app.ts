@@ -1,8 +1,13 @@
 /**
  * The new universe's app when the plan gives a command: started detached, with its own log, and not
  * tied to the driver's life — once switched it serves the clients, so a driver that exits, crashes or
- * is stopped with Ctrl-C must not take it down. Its pid and URL are journaled; a resumed driver reuses
- * it if it still answers its health check, and `abort` stops it.
+ * is stopped with Ctrl-C must not take it down. Its pid is journaled as soon as it is spawned (before
+ * the health wait), then its URL; a resumed driver reuses it if it still answers its health check, and
+ * `abort` stops it. It leads its own process group, and stopping it signals the whole group, so what
+ * it started itself (a shell's child, a dev server's worker) stops with it.
+ *
+ * Its environment is an allow-list of Imago's (PATH, HOME, locale, temp dirs…) plus the plan's `env`:
+ * Imago's own secrets (PGPASSWORD, tokens) are not passed on.
  */
 import { spawn } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
@@ -10,6 +15,35 @@ import { join } from 'node:path';
 import { ImagoError } from '../errors.js';
 import { waitUntil } from '../deadline.js';
 import { freePort } from '../universe/ports.js';
+
+/** Variables of Imago's own environment the app inherits; everything else comes from the plan. */
+const INHERITED_ENV = new Set([
+  'PATH',
+  'HOME',
+  'USER',
+  'LOGNAME',
+  'SHELL',
+  'TERM',
+  'LANG',
+  'LANGUAGE',
+  'TZ',
+  'TMPDIR',
+  'TMP',
+  'TEMP',
+  'NODE_ENV',
+  'SYSTEMROOT',
+]);
+
+/** The app's environment: Imago's allow-listed variables (and LC_*), then the plan's. */
+export function appEnvironment(
+  own: NodeJS.ProcessEnv,
+  planEnv: Record<string, string>,
+): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(own))
+    if (v !== undefined && (INHERITED_ENV.has(k) || k.startsWith('LC_'))) env[k] = v;
+  return { ...env, ...planEnv };
+}
 
 export interface StartedApp {
   url: string;
@@ -24,6 +58,8 @@ export async function startDetachedApp(options: {
   healthPath: string;
   logDir: string;
   timeoutMs?: number;
+  /** Called (and awaited) once the process exists, before the health wait: journal the pid here. */
+  onSpawn?: (pid: number) => Promise<void>;
 }): Promise<StartedApp> {
   const [program, ...args] = options.command;
   if (!program) throw new ImagoError('no command to start the new app', 'new.app.command');
@@ -33,7 +69,7 @@ export async function startDetachedApp(options: {
   const log = openSync(logFile, 'a');
   const child = spawn(program, args, {
     cwd: options.cwd,
-    env: { ...process.env, ...options.env, PORT: String(port), HOST: '127.0.0.1' },
+    env: { ...appEnvironment(process.env, options.env), PORT: String(port), HOST: '127.0.0.1' },
     stdio: ['ignore', log, log],
     detached: true,
   });
@@ -43,18 +79,27 @@ export async function startDetachedApp(options: {
   child.once('exit', () => (exited = true));
   child.once('error', () => (exited = true));
   const url = `http://127.0.0.1:${port}`;
-  await waitUntil(
-    `the new app answering ${url}${options.healthPath}`,
-    async () => {
-      if (exited) {
-        const tail = readFileSync(logFile, 'utf8').trim().split('\n').slice(-3).join(' | ');
-        throw new ImagoError(`the new app exited while starting: ${tail}`, logFile, 'see its log');
-      }
-      return (await healthy(url, options.healthPath)) ? true : undefined;
-    },
-    { timeoutMs: options.timeoutMs ?? 30_000, intervalMs: 50, hint: `see ${logFile}` },
-  );
-  return { url, pid: child.pid ?? 0, logFile };
+  const pid = child.pid ?? 0;
+  try {
+    if (pid === 0) throw new ImagoError(`the new app could not be started`, program, `see ${logFile}`);
+    await options.onSpawn?.(pid);
+    await waitUntil(
+      `the new app answering ${url}${options.healthPath}`,
+      async () => {
+        if (exited) {
+          const tail = readFileSync(logFile, 'utf8').trim().split('\n').slice(-3).join(' | ');
+          throw new ImagoError(`the new app exited while starting: ${tail}`, logFile, 'see its log');
+        }
+        return (await healthy(url, options.healthPath)) ? true : undefined;
+      },
+      { timeoutMs: options.timeoutMs ?? 30_000, intervalMs: 50, hint: `see ${logFile}` },
+    );
+  } catch (err) {
+    // Not healthy in time (or gone): nothing may be left running that no journal entry points to.
+    if (pid !== 0) await stopDetachedApp(pid, 2_000);
+    throw err;
+  }
+  return { url, pid, logFile };
 }
 
 export async function healthy(url: string, path: string): Promise<boolean> {
@@ -67,24 +112,33 @@ export async function healthy(url: string, path: string): Promise<boolean> {
   }
 }
 
-/** Stops an app started by a (possibly earlier) driver: SIGTERM, then SIGKILL after a deadline. */
+/**
+ * Stops an app started by a (possibly earlier) driver, with its whole process group (it was spawned
+ * detached, so it leads one): SIGTERM, then SIGKILL after a deadline.
+ */
 export async function stopDetachedApp(pid: number, timeoutMs = 5_000): Promise<void> {
-  if (!alive(pid)) return;
-  process.kill(pid, 'SIGTERM');
+  if (!signal(pid, 0)) return;
+  signal(pid, 'SIGTERM');
   try {
-    await waitUntil('the new app to exit', () => Promise.resolve(alive(pid) ? undefined : true), {
+    await waitUntil('the new app to exit', () => Promise.resolve(signal(pid, 0) ? undefined : true), {
       timeoutMs,
     });
   } catch {
-    if (alive(pid)) process.kill(pid, 'SIGKILL');
+    signal(pid, 'SIGKILL');
   }
 }
 
-function alive(pid: number): boolean {
+/** Signals the process group led by `pid` (or the process alone if it leads none); false if none is left. */
+function signal(pid: number, sig: NodeJS.Signals | 0): boolean {
   try {
-    process.kill(pid, 0);
+    process.kill(-pid, sig);
     return true;
   } catch {
-    return false;
+    try {
+      process.kill(pid, sig);
+      return true;
+    } catch {
+      return false;
+    }
   }
 }

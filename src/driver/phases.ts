@@ -36,3 +36,21 @@ export function isTerminal(phase: Phase | undefined): boolean {
 export function before(phase: Phase, other: Phase): boolean {
   return PHASES.indexOf(phase) < PHASES.indexOf(other);
 }
+
+/**
+ * Whether the journal may move from `from` to `to`. Phases only move forward, except the defined
+ * moves back: a switch aborted before COMMIT (switching → ready), an abort before the switch
+ * (→ aborting → aborted), and a copy started over while nothing serves the new universe yet
+ * (streaming/testing → copying, when the slot was lost). After COMMIT (`committed`) nothing goes back.
+ */
+export function phaseMoveAllowed(from: Phase | undefined, to: Phase, committed: boolean): boolean {
+  if (from === undefined) return to === 'planned';
+  if (from === to) return true;
+  if (isTerminal(from)) return false;
+  if (to === 'aborting') return !committed && before(from, 'switched');
+  if (from === 'aborting') return to === 'aborted';
+  if (to === 'aborted') return false;
+  if (from === 'switching' && to === 'ready') return !committed;
+  if (to === 'copying' && (from === 'streaming' || from === 'testing')) return true;
+  return PHASES.indexOf(to) > PHASES.indexOf(from);
+}

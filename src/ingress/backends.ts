@@ -1,6 +1,7 @@
 /**
- * The upstream backends of each universe: one undici Pool per base URL (keep-alive connections reused
- * across requests), picked round-robin. A backend whose connections fail is taken out for a while and
+ * The upstream backends of each universe: per base URL one UpstreamPool (upstream.ts: the hot path's
+ * keep-alive connections, reused across requests) and one undici Pool for mirror copies only, picked
+ * round-robin. A backend whose connections fail is taken out for a while and
  * then tried again, so one dead process does not fail a share of all requests.
  */
 import { Pool } from 'undici';

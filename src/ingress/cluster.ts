@@ -198,7 +198,10 @@ export async function startIngressCluster(options: IngressClusterOptions): Promi
   const state = {
     route: restored?.route ?? options.route,
     holding: restored?.holding ?? options.holding ?? false,
-    upstreams: { old: [...(options.upstreams.old ?? [])], new: [...(options.upstreams.new ?? [])] },
+    upstreams: {
+      old: [...(restored?.upstreams?.old?.length ? restored.upstreams.old : (options.upstreams.old ?? []))],
+      new: [...(restored?.upstreams?.new?.length ? restored.upstreams.new : (options.upstreams.new ?? []))],
+    },
   };
   // Every worker (replacements too) listens with the port as given, 0 included: node:cluster shares
   // one listening handle per (host, port) key, so listen(0) in all of them yields one random port.
@@ -374,6 +377,7 @@ export async function startIngressCluster(options: IngressClusterOptions): Promi
           hold,
           release,
           hasUpstreams: (u) => state.upstreams[u].length > 0,
+          upstreamUrls: (u) => [...state.upstreams[u]],
           setUpstreams,
           mirroring: () => false,
           setMirror: () => {
@@ -399,7 +403,7 @@ export async function startIngressCluster(options: IngressClusterOptions): Promi
           }),
         },
         { token: options.control.token, port: options.control.port, store, nodeId: options.control.nodeId },
-        restored?.epoch ?? 0,
+        { epoch: restored?.epoch ?? 0, releasedEpoch: restored?.releasedEpoch },
       );
     } catch (err) {
       await closeWorkers();

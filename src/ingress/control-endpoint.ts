@@ -2,7 +2,9 @@
  * The control endpoint: a small HTTP API on its own loopback port through which a switchover driver
  * holds, flips, releases and mirrors on one or several ingress nodes. Every transition carries an epoch
  * number; a node refuses one older than the last it accepted (409), so a delayed or replayed command
- * from an earlier attempt cannot undo a later decision. The new state is saved to the control store
+ * from an earlier attempt cannot undo a later decision, and refuses a hold at or below the epoch of its
+ * last release (a hold delayed past the release of its attempt must not hold the node for good). The
+ * new state (upstreams included) is saved to the control store
  * before the transition is applied and acknowledged, so a restarted node resumes from it. Requests
  * need `Authorization: Bearer <token>`; transitions are applied one at a time.
  */
@@ -23,6 +25,8 @@ export interface ControlTarget {
   hold(): void | Promise<void>;
   release(route?: UniverseName): { released: number } | Promise<{ released: number }>;
   hasUpstreams(universe: UniverseName): boolean;
+  /** The upstream URLs a universe has now (persisted with the state). */
+  upstreamUrls(universe: UniverseName): string[];
   setUpstreams(universe: UniverseName, urls: string[]): void | Promise<void>;
   mirroring(): boolean;
   /** Throws when mirroring is not configured (no comparator). */
@@ -104,13 +108,14 @@ function isLoopback(host: string): boolean {
 export async function startControlEndpoint(
   target: ControlTarget,
   opts: ControlEndpointOptions,
-  initialEpoch: number,
+  initial: { epoch: number; releasedEpoch?: number },
 ): Promise<ControlEndpoint> {
   const host = opts.host ?? '127.0.0.1';
   if (!isLoopback(host)) throw new Error(`control endpoint must listen on loopback, not ${host}`);
   if (opts.token.length < 16) throw new Error('control token must be at least 16 characters');
   const expected = Buffer.from(`Bearer ${opts.token}`);
-  let epoch = initialEpoch;
+  let epoch = initial.epoch;
+  let releasedEpoch = initial.releasedEpoch ?? 0;
   // Transitions run one at a time, in the order they arrived.
   let chain: Promise<unknown> = Promise.resolve();
 
@@ -124,6 +129,8 @@ export async function startControlEndpoint(
     route: target.route(),
     holding: target.holding(),
     mirror: target.mirroring(),
+    releasedEpoch,
+    upstreams: { old: target.upstreamUrls('old'), new: target.upstreamUrls('new') },
   });
 
   /** Checks the epoch, saves the state the transition leads to, applies it, acknowledges. */
@@ -138,6 +145,7 @@ export async function startControlEndpoint(
       const state = { ...next(current()), epoch: given };
       await opts.store.save(state);
       epoch = given;
+      releasedEpoch = state.releasedEpoch ?? releasedEpoch;
       const result = await apply();
       return { ok: true, node: opts.nodeId, ...current(), ...result };
     });
@@ -164,7 +172,15 @@ export async function startControlEndpoint(
           status: 200,
           body: await transition(
             b.epoch,
-            (s) => ({ ...s, holding: true }),
+            (s) => {
+              // A hold delayed past the release of its own attempt would hold this node for good.
+              if (b.epoch <= releasedEpoch)
+                throw new HttpError(409, `epoch ${b.epoch} was already released on this node`, {
+                  epoch,
+                  releasedEpoch,
+                });
+              return { ...s, holding: true };
+            },
             async () => (await target.hold(), {}),
           ),
         };
@@ -178,7 +194,7 @@ export async function startControlEndpoint(
           status: 200,
           body: await transition(
             b.epoch,
-            (s) => ({ ...s, route, holding: false }),
+            (s) => ({ ...s, route, holding: false, releasedEpoch: Math.max(releasedEpoch, b.epoch) }),
             () => target.release(route),
           ),
         };
@@ -200,7 +216,7 @@ export async function startControlEndpoint(
           status: 200,
           body: await transition(
             b.epoch,
-            (s) => s,
+            (s) => ({ ...s, upstreams: { ...s.upstreams, [b.universe]: b.urls } }),
             async () => (await target.setUpstreams(b.universe, b.urls), {}),
           ),
         };

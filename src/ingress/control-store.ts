@@ -1,5 +1,6 @@
 /**
- * Where an ingress node keeps its control state (epoch, route, hold, mirror) so that a node that
+ * Where an ingress node keeps its control state (epoch, route, hold, mirror, the epoch of its last
+ * release, and the upstreams set through the control endpoint) so that a node that
  * restarts resumes from the last acknowledged transition instead of guessing its route. Written
  * before a transition is acknowledged. The file store writes a temp file and renames it, so a crash
  * leaves either the old or the new state, never half of one.
@@ -14,6 +15,10 @@ export interface ControlState {
   route: UniverseName;
   holding: boolean;
   mirror: boolean;
+  /** The epoch of the last release: a hold at this epoch or below arrives late and is refused. */
+  releasedEpoch?: number;
+  /** Upstream URLs per universe as last set (a restarted node must still reach the new universe). */
+  upstreams?: Partial<Record<UniverseName, string[]>>;
 }
 
 export interface ControlStore {
@@ -26,6 +31,10 @@ const stateSchema = z.object({
   route: z.enum(['old', 'new']),
   holding: z.boolean(),
   mirror: z.boolean(),
+  releasedEpoch: z.number().int().nonnegative().optional(),
+  upstreams: z
+    .object({ old: z.array(z.string()).optional(), new: z.array(z.string()).optional() })
+    .optional(),
 });
 
 export class FileControlStore implements ControlStore {

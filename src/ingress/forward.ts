@@ -26,11 +26,13 @@ export interface ForwardRequest {
   body: Readable | null;
   /**
    * Called exactly once, when the upstream response has been completely received or has failed.
-   * `connectFailed` means nothing reached the backend, so a bodyless request may be retried elsewhere.
+   * `connectFailed` means the connection to the backend failed (it is marked failed); whether the
+   * request may be retried elsewhere is decided here (see `retry`).
    */
   done(outcome: ForwardOutcome, info: { status: number; connectFailed: boolean; error?: Error }): void;
   /**
-   * Called on a connection failure before any response: returns true when it has dispatched the
+   * Called on a connection failure before any response when a retry cannot duplicate a write (nothing
+   * can have reached the backend, or the method is GET/HEAD/OPTIONS): returns true when it has dispatched the
    * request to another backend (this attempt then ends with outcome 'retried' and answers nothing).
    */
   retry?: () => boolean;
@@ -44,16 +46,25 @@ export interface ResponseTap {
 }
 
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
-const CONNECT_CODES = new Set([
+/** Failures before a connection existed: nothing of the request can have reached the backend. */
+const NOT_CONNECTED_CODES = new Set([
   'ECONNREFUSED',
-  'ECONNRESET',
   'EHOSTUNREACH',
   'ENETUNREACH',
   'ENOTFOUND',
   'EAI_AGAIN',
   'UND_ERR_CONNECT_TIMEOUT',
-  'UND_ERR_SOCKET',
 ]);
+/**
+ * Connection-level failures (the backend is marked failed). A reset or a closed socket may come after
+ * the backend received the request, so only idempotent requests are retried after one (as nginx does).
+ */
+const CONNECT_CODES = new Set([...NOT_CONNECTED_CODES, 'ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET']);
+
+/** Methods whose repetition cannot duplicate a write (RFC 9110 safe methods; nginx retries these). */
+export function retriableMethod(method: string | undefined): boolean {
+  return method === 'GET' || method === 'HEAD' || method === 'OPTIONS';
+}
 
 function errorCode(err: Error): string {
   return (err as { code?: string }).code ?? '';
@@ -79,7 +90,7 @@ function onResponseDrain(this: TrackedResponse): void {
 }
 
 /**
- * undici dispatch handler for one attempt: a class rather than per-request closures, since this runs
+ * UpstreamPool handler for one attempt: a class rather than per-request closures, since this runs
  * for every request. Propagates a client abort upstream, streams the response with backpressure.
  */
 class ForwardHandler implements UpstreamHandler {
@@ -163,8 +174,9 @@ class ForwardHandler implements UpstreamHandler {
       return;
     }
     // The retry is dispatched before this attempt is marked done, so the universe never looks
-    // drained in between.
-    if (connectFailed && this.f.retry?.()) {
+    // drained in between. A reset may come after the backend got the request: a write is not repeated.
+    const retrySafe = NOT_CONNECTED_CODES.has(code) || retriableMethod(this.f.req.method);
+    if (connectFailed && retrySafe && this.f.retry?.()) {
       this.finish('retried', true, err);
       return;
     }

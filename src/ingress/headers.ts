@@ -1,11 +1,11 @@
 /**
  * Header rewriting at the proxy boundary: removes hop-by-hop headers in both directions (they describe
  * one connection, not the message) and adds X-Forwarded-For/-Proto/-Host so the app still sees the client.
- * Works on flat raw-header arrays ([name, value, name, value…]) because that is what node and undici
+ * Works on flat raw-header arrays ([name, value, name, value…]) because that is what node and llhttp
  * hand over without building objects, and the hot path is CPU-bound.
  */
 
-/** RFC 9110 §7.6.1 connection-specific fields, plus `host` (undici sets it from the upstream origin). */
+/** RFC 9110 §7.6.1 connection-specific fields, plus `host` (the upstream client sets it from the backend origin). */
 const HOP_BY_HOP = new Set([
   'connection',
   'keep-alive',

@@ -143,6 +143,10 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
       : (options.control?.store ?? new MemoryControlStore());
   // A restarted node resumes the last acknowledged state instead of trusting its command line.
   const restored = options.control ? await store.load() : undefined;
+  for (const u of UNIVERSES) {
+    const urls = restored?.upstreams?.[u];
+    if (urls && urls.length > 0) backends.set(u, urls);
+  }
   const classifier = new Classifier(options.classify);
   const router = new Router(
     {
@@ -218,6 +222,7 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
           hold: () => router.hold(),
           release: (route) => router.release(route),
           hasUpstreams: (u) => backends.has(u),
+          upstreamUrls: (u) => backends.list(u).map((b) => b.url),
           setUpstreams: (u, urls) => backends.set(u, urls),
           mirroring: () => router.mirror?.enabled ?? false,
           setMirror,
@@ -233,7 +238,7 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
           metrics: async () => ({ contentType: metrics.contentType, text: await metrics.text() }),
         },
         { token: options.control.token, port: options.control.port, store, nodeId: options.control.nodeId },
-        restored?.epoch ?? 0,
+        { epoch: restored?.epoch ?? 0, releasedEpoch: restored?.releasedEpoch },
       );
     } catch (err) {
       server.close();

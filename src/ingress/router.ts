@@ -229,7 +229,8 @@ export class Router {
       body,
       headers,
       tap,
-      // Only bodyless requests are retried: a streamed body may already be partly consumed.
+      // Only bodyless requests are retried (a streamed body may already be partly consumed), and
+      // forward() only asks when nothing reached the backend or the method is GET/HEAD/OPTIONS.
       retry:
         body === null
           ? () => {

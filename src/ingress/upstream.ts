@@ -9,9 +9,10 @@
  * Content-Length), parses the response head and body (Content-Length, chunked, until-close, HEAD, 1xx
  * skipped), hands both to a handler, and puts the connection back when both sides are complete and
  * the backend allows keep-alive. Timeouts (connect, response headers, silence inside the body) are
- * checked by one coarse ticker per pool rather than a timer per request. A bodyless request whose
- * reused connection turns out to be closed before any response byte is retried once on a new
- * connection (the stale keep-alive race). Errors carry the codes forward.ts maps to 502/504.
+ * checked by one coarse ticker per pool rather than a timer per request. A bodyless GET, HEAD or
+ * OPTIONS whose reused connection turns out to be closed before any response byte is retried once on
+ * a new connection (the stale keep-alive race); other methods are not, since the backend may have
+ * received the request before the reset. Errors carry the codes forward.ts maps to 502/504.
  */
 import net from 'node:net';
 import type { Readable } from 'node:stream';
@@ -119,12 +120,14 @@ class Exchange {
     const conn = this.conn;
     if (conn !== undefined) conn.held = undefined;
     // A reused connection that the backend had closed: nothing was answered, nothing of a body sent.
+    // Only for GET/HEAD/OPTIONS: the backend may have received the request before the reset.
     if (
       conn !== undefined &&
       conn.reused &&
       !this.answered &&
       !this.retried &&
       this.req.body === null &&
+      IDEMPOTENT.has(this.req.method) &&
       (err as UpstreamError).code !== undefined &&
       RETRYABLE_ON_REUSE.has((err as UpstreamError).code)
     ) {
@@ -253,6 +256,8 @@ class Exchange {
 
 /** Codes that, on a reused connection before any response byte, mean "the backend had closed it". */
 const RETRYABLE_ON_REUSE = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET']);
+/** Methods retried after such a failure (a write could be applied twice). */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 interface StreamHandle {
   isStreamBase?: boolean;

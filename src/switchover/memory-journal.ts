@@ -11,5 +11,7 @@ export function memoryJournal(): SwitchJournal & {
       events.push({ event, detail });
       return Promise.resolve();
     },
+    committed: (epoch) =>
+      Promise.resolve(events.some((e) => e.event === 'switch-commit' && e.detail.epoch === epoch)),
   };
 }

@@ -13,6 +13,10 @@ export interface NodeState {
   holding: boolean;
   held?: number;
   inFlight?: { old: number; new: number };
+  /** The epoch of the node's last release (a hold at or below it is refused). */
+  releasedEpoch?: number;
+  /** The upstream URLs per universe the node has. */
+  upstreams?: { old?: string[]; new?: string[] };
 }
 
 export class IngressNode {

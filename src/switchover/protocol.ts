@@ -8,7 +8,9 @@
  *   the journal first → every node flips to the new universe and releases its queue in order.
  *
  * A step past its deadline, a node that does not acknowledge, or the pause budget running out before
- * COMMIT → ABORT: the fence is lifted and every node releases to the old universe. Nothing is served
+ * COMMIT → ABORT: the fence is lifted and every node releases to the old universe at PREPARE's epoch
+ * + 1 (a node refuses a hold at or below its last release's epoch, so a late PREPARE cannot hold it
+ * again). A COMMIT write that fails is settled by re-reading the journal (see recordCommit). Nothing is served
  * by both: a node dispatches nothing while it holds, and flips only after COMMIT, which is only
  * written once every node has drained. Each attempt uses a new epoch, so a delayed command from an
  * earlier attempt is refused by the nodes.
@@ -28,6 +30,29 @@ export type SwitchStep =
 /** Where the decision is made durable; the driver's journal, or a list in the demo and benches. */
 export interface SwitchJournal {
   record(event: string, detail?: Record<string, unknown>): Promise<void>;
+  /**
+   * After a failed `record('switch-commit')`: reads the journal again (on a fresh connection) and says
+   * whether the COMMIT of `epoch` is there after all; throws when it cannot tell. Without it, a failed
+   * COMMIT write is treated as in doubt.
+   */
+  committed?(epoch: number): Promise<boolean>;
+}
+
+/**
+ * The COMMIT write failed and the journal could not be read to settle it: the decision may exist.
+ * Nothing is released (the nodes keep holding, the fence stays); the driver's recovery decides from
+ * the journal once it can read it.
+ */
+export class CommitInDoubtError extends Error {
+  constructor(
+    readonly epoch: number,
+    cause: string,
+  ) {
+    super(
+      `the outcome of COMMIT at epoch ${epoch} is unknown (${cause}): the nodes keep holding until the journal can be read`,
+    );
+    this.name = 'CommitInDoubtError';
+  }
 }
 
 /** What the switch needs from the conversion. */
@@ -55,6 +80,8 @@ export interface SwitchResult {
   /** False when the precheck refused: nothing was held. */
   held: boolean;
   epoch: number;
+  /** The epoch of the final release: `epoch` after COMMIT, `epoch + 1` after an abort. */
+  releaseEpoch: number;
   /** First hold sent → last node released: the longest extra wait a request saw. */
   pauseMs: number;
   prepareMs: number;
@@ -78,6 +105,7 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
     switched: false,
     held: false,
     epoch: 0,
+    releaseEpoch: 0,
     pauseMs: 0,
     prepareMs: 0,
     drainMs: 0,
@@ -94,6 +122,9 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
     const closed = await o.gate?.();
     if (closed) throw new Error(`runtime-test gate closed: ${closed}`);
     const states = await Promise.all(o.nodes.map((n) => n.state(d.prepareMs)));
+    // A node without backends for the new universe would refuse the flip (or answer 502 after it).
+    const bare = o.nodes.filter((_, i) => !states[i]?.upstreams?.new?.length).map((n) => n.name);
+    if (bare.length > 0) throw new Error(`no upstreams for the new universe on ${bare.join(', ')}`);
     r.predictedCatchUpMs = await predictCatchUp(o.converter, o.budget.maxCatchUpLagMs, d.precheckMs, log);
     fenceRecord = await o.fence.plan();
     r.epoch = Math.max(0, ...states.map((s) => s.epoch)) + 1;
@@ -160,8 +191,10 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
     await o.beforeStep?.(step);
     within(d.commitMs);
     // The decision exists once it is in the journal; a driver that dies after this line flips on resume.
-    await o.journal.record('switch-commit', { epoch: r.epoch, fenceLsn: r.fenceLsn });
+    await recordCommit(o.journal, r.epoch, r.fenceLsn, log);
   } catch (err) {
+    // In doubt: neither flip nor release (either could contradict the journal); recovery decides.
+    if (err instanceof CommitInDoubtError) throw err;
     o.lateWrites?.disarm();
     r.step = step;
     r.reason = errorMessage(err);
@@ -170,12 +203,19 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
       await o.fence
         .lift(fenceRecord)
         .catch((e: unknown) => log(`could not lift the fence: ${errorMessage(e)}`));
-    const released = await releaseAll(o.nodes, r.epoch, 'old', d.commitMs);
+    // A higher epoch than PREPARE's: a hold of this attempt arriving late is refused by the nodes.
+    r.releaseEpoch = r.epoch + 1;
+    const released = await releaseAll(o.nodes, r.releaseEpoch, 'old', d.commitMs);
     r.pauseMs = elapsed();
     r.heldRequests = released.released;
     r.unconfirmed = released.unconfirmed;
     await o.journal
-      .record('switch-aborted', { epoch: r.epoch, pauseMs: r.pauseMs, unconfirmed: r.unconfirmed })
+      .record('switch-aborted', {
+        epoch: r.epoch,
+        releaseEpoch: r.releaseEpoch,
+        pauseMs: r.pauseMs,
+        unconfirmed: r.unconfirmed,
+      })
       .catch(() => {});
     log(
       `switch aborted at ${step} after ${r.pauseMs.toFixed(1)} ms: ${r.reason}; ${r.heldRequests} held requests released to the old universe`,
@@ -185,6 +225,7 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
 
   step = 'flip';
   await o.beforeStep?.(step);
+  r.releaseEpoch = r.epoch;
   const released = await releaseAll(o.nodes, r.epoch, 'new', d.commitMs);
   r.pauseMs = elapsed();
   r.switched = true;
@@ -200,6 +241,33 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
     `switched at epoch ${r.epoch}: paused ${r.pauseMs.toFixed(1)} ms (prepare ${r.prepareMs.toFixed(1)}, drain ${r.drainMs.toFixed(1)}, fence ${r.fenceMs.toFixed(1)}, catch-up ${r.catchUpMs} ms), ${r.heldRequests} held requests released to the new universe`,
   );
   return r;
+}
+
+/**
+ * Writes the COMMIT. If the write fails, the row may still have been stored (the server committed,
+ * the answer was lost): the journal is read again to settle it. Committed → go on and flip; not there
+ * → the error stands and the switch aborts (an abort journaled after a COMMIT of the same epoch wins
+ * in recovery, for a COMMIT that lands after the read); cannot tell → CommitInDoubtError.
+ */
+async function recordCommit(
+  journal: SwitchJournal,
+  epoch: number,
+  fenceLsn: string | undefined,
+  log: (line: string) => void,
+): Promise<void> {
+  try {
+    await journal.record('switch-commit', { epoch, fenceLsn });
+  } catch (err) {
+    if (!journal.committed) throw new CommitInDoubtError(epoch, errorMessage(err));
+    let stored: boolean;
+    try {
+      stored = await journal.committed(epoch);
+    } catch (readErr) {
+      throw new CommitInDoubtError(epoch, `${errorMessage(err)}; re-reading: ${errorMessage(readErr)}`);
+    }
+    if (!stored) throw err;
+    log(`the COMMIT write reported an error but is in the journal: going on (${errorMessage(err)})`);
+  }
 }
 
 /**

@@ -37,6 +37,12 @@ test('defaults are filled in and paths resolve against the plan folder', () => {
   assert.equal(plan.switchover.deadlines.catchUpMs, 1000);
   assert.equal(plan.stateDir, '/plans/.imago');
   assert.ok('command' in plan.new.app && plan.new.app.cwd === '/plans');
+  assert.deepEqual(plan.capture, {
+    replicaIdentityFull: [],
+    parallel: 1,
+    walWarnMb: 1024,
+    walLimitMb: 16384,
+  });
 });
 
 test('errors name every faulty field', () => {
@@ -47,10 +53,13 @@ test('errors name every faulty field', () => {
         name: 'Wiki V2',
         switchover: { maxPauseMs: -1, maxPause: 3, fencing: { mode: 'revoke' } },
         ingress: { nodes: [] },
+        capture: { parallel: 0, walLimitMb: -5 },
       },
       '/p/u.ts',
     ),
   );
+  assert.match(message, /capture\.parallel: expected at least 1/);
+  assert.match(message, /capture\.walLimitMb: expected a positive number \(MB\)/);
   assert.match(message, /name: expected lower-case letters/);
   assert.match(message, /switchover\.maxPauseMs: expected a positive number/);
   assert.match(message, /switchover: unknown field "maxPause"/);

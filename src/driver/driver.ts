@@ -18,6 +18,12 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { dropPublication } from '../capture/publication.js';
 import { dropSlot, releaseSlot } from '../capture/slot.js';
+import {
+  Throttler,
+  activeSessionsSignal,
+  commandSignal,
+  type ThrottleSignal,
+} from '../conversion/throttler.js';
 import { Converter } from '../conversion/converter.js';
 import { loadConversion } from '../conversion/load-module.js';
 import { ImagoError, errorMessage } from '../errors.js';
@@ -137,6 +143,7 @@ export class Driver {
       targetUrl: this.dbs.new,
       conversion,
       name: plan.name,
+      ...conversionSettings(plan, this.dbs.old, say),
     });
     this.converter = converter;
     converter.onApplied(this.lateWrites.observe);
@@ -575,4 +582,27 @@ function planHash(plan: UpgradePlan): string {
 function parseLsnText(text: string): bigint {
   const [hi = '0', lo = '0'] = text.split('/');
   return (BigInt(`0x${hi}`) << 32n) + BigInt(`0x${lo}`);
+}
+
+/** The plan's capture settings as Converter options: consent, parallelism, WAL limits, throttle signals. */
+function conversionSettings(plan: UpgradePlan, oldUrl: string, say: (line: string) => void) {
+  const { capture } = plan;
+  const signals: ThrottleSignal[] = [];
+  if (capture.throttleCommand) signals.push(commandSignal(capture.throttleCommand));
+  if (capture.throttleMaxActiveSessions !== undefined) {
+    signals.push(activeSessionsSignal(oldUrl, capture.throttleMaxActiveSessions));
+  }
+  return {
+    replicaIdentityFull: capture.replicaIdentityFull,
+    parallel: capture.parallel,
+    wal: { warnBytes: capture.walWarnMb * 1024 * 1024, limitBytes: capture.walLimitMb * 1024 * 1024 },
+    onWarning: (message: string) => say(`warning: ${message}`),
+    ...(signals.length
+      ? {
+          throttle: new Throttler(signals, {
+            onChange: (s) => say(s.throttled ? `copy throttled: ${s.reason}` : 'copy resumes'),
+          }),
+        }
+      : {}),
+  };
 }

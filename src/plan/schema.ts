@@ -117,6 +117,26 @@ export const planSchema = z.strictObject({
   new: universe,
   /** Module whose default export is a defineConversion(...); relative to the plan file's folder. */
   conversion: z.string({ error: 'expected the path of the conversion module' }).min(1),
+  /** How the conversion runs (docs/conversion.md). */
+  capture: z
+    .strictObject({
+      /** Tables Imago may switch to REPLICA IDENTITY FULL on the old database (explicit consent). */
+      replicaIdentityFull: z.array(z.string({ error: 'expected a table name' })).default([]),
+      /** Tables the bulk copy converts at once. */
+      parallel: z
+        .number()
+        .int({ error: 'expected a whole number' })
+        .min(1, { error: 'expected at least 1' })
+        .default(1),
+      /** WAL the slot may hold on the old database: a warning past warnMb, the upgrade paused past limitMb. */
+      walWarnMb: z.number().positive({ error: 'expected a positive number (MB)' }).default(1024),
+      walLimitMb: z.number().positive({ error: 'expected a positive number (MB)' }).default(16384),
+      /** The bulk copy pauses while this shell command exits non-zero (the user's own load check). */
+      throttleCommand: z.string().min(1).optional(),
+      /** The bulk copy pauses while more sessions than this run queries on the old database. */
+      throttleMaxActiveSessions: z.number().int().min(0).optional(),
+    })
+    .default({ replicaIdentityFull: [], parallel: 1, walWarnMb: 1024, walLimitMb: 16384 }),
   ingress: z.strictObject({
     nodes: z.array(ingressNode, { error: 'expected a list of ingress nodes' }).min(1, {
       error: 'expected at least one ingress node',

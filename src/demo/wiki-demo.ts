@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startCluster, connectCluster, createDatabase, type Cluster } from '../universe/cluster.js';
 import { startApp, type AppProcess } from '../universe/app-process.js';
-import { teardownAll } from '../universe/teardown.js';
+import { onTeardown, teardownAll } from '../universe/teardown.js';
 import { startIngress, type Ingress } from '../ingress/index.js';
 import { Converter } from '../conversion/converter.js';
 import { randomBytes } from 'node:crypto';
@@ -90,6 +90,8 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
   const { say } = options;
   const started = performance.now();
   const logs = mkdtempSync(join(tmpdir(), 'imago-demo-logs-'));
+  // Interrupted (Ctrl-C), the demo leaves nothing behind, its logs included.
+  const keepLogs = onTeardown('demo logs', async () => rmSync(logs, { recursive: true, force: true }));
   let ingress: Ingress | undefined;
   let converter: Converter | undefined;
   let succeeded = false;
@@ -184,10 +186,12 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
   } finally {
     await converter?.stop({ dropCapture: true }).catch(() => {});
     await ingress?.close().catch(() => {});
-    await teardownAll((line) => say(`cleanup: ${line}`));
     // Logs of the apps are kept only when something went wrong.
-    if (succeeded) rmSync(logs, { recursive: true, force: true });
-    else say(`logs of the wiki processes: ${logs}`);
+    if (!succeeded) {
+      keepLogs();
+      say(`logs of the wiki processes: ${logs}`);
+    }
+    await teardownAll((line) => say(`cleanup: ${line}`));
   }
 }
 

@@ -18,7 +18,11 @@ export interface Relation {
 
 export type Decoded =
   | { tag: 'begin'; xid: number }
-  | { tag: 'commit'; commitEndLsn: Lsn; commitTimeUs: bigint }
+  | {
+      tag: 'commit';
+      commitEndLsn: Lsn;
+      /** Unix milliseconds (with microsecond fraction). */ commitTimeMs: number;
+    }
   | { tag: 'insert'; relation: Relation; new: Row }
   | { tag: 'update'; relation: Relation; old: Row | null; new: Row }
   | { tag: 'delete'; relation: Relation; old: Row }
@@ -28,6 +32,7 @@ export type Decoded =
 
 /** Microseconds between the Unix epoch and PostgreSQL's (2000-01-01). */
 export const PG_EPOCH_US = 946_684_800_000_000n;
+const PG_EPOCH_MS = 946_684_800_000;
 
 export class PgoutputDecoder {
   private readonly relations = new Map<number, Relation>();
@@ -45,7 +50,11 @@ export class PgoutputDecoder {
       case 0x43 /* C */: {
         this.pos += 1 + 8; // flags, commit LSN
         const commitEndLsn = this.uint64();
-        return { tag: 'commit', commitEndLsn, commitTimeUs: this.uint64() + PG_EPOCH_US };
+        // As a double: microseconds since 2000 stay exact far past any real date, and no bigint is made per commit.
+        const hi = this.buf.readUInt32BE(this.pos);
+        const lo = this.buf.readUInt32BE(this.pos + 4);
+        this.pos += 8;
+        return { tag: 'commit', commitEndLsn, commitTimeMs: (hi * 4294967296 + lo) / 1000 + PG_EPOCH_MS };
       }
       case 0x52 /* R */:
         this.relation();

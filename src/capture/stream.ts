@@ -105,7 +105,7 @@ export class ChangeStream {
         this.current = undefined;
         if (!txn) return;
         txn.commitEndLsn = message.commitEndLsn;
-        txn.commitTime = new Date(Number(message.commitTimeUs / 1000n));
+        txn.commitTime = new Date(message.commitTimeMs);
         this.options.onTransaction(txn);
         return;
       }

@@ -37,6 +37,9 @@ import { WriteBatch, keyString } from './write-batch.js';
 import { isReorderingConflict } from './copy-in.js';
 import { lookupIn } from './lookup.js';
 
+/** Groups up to this many changes may go as one simple-protocol script. */
+const SCRIPT_MAX_ROWS = 200;
+
 export class Applier {
   private readonly ctx: TransformContext;
 
@@ -216,10 +219,13 @@ export class Applier {
    * round trip, which is what bounds apply lag. Anything else takes the general path.
    */
   private async applyAsScript(txns: SourceTransaction[], lsn: Lsn): Promise<boolean> {
+    let changes = 0;
+    for (const txn of txns) changes += txn.changes.length;
+    if (changes > SCRIPT_MAX_ROWS) return false; // too large for a script: don't batch it twice
     this.batch.clear();
     for (const txn of txns)
       for (const change of txn.changes) if (!this.batchKnownIdentity(change)) return false;
-    const script = this.batch.script();
+    const script = this.batch.script(SCRIPT_MAX_ROWS);
     if (script === undefined) return false;
     try {
       await this.client.query(

@@ -40,9 +40,9 @@ export class WriteBatch {
     const id = keyString(target, row);
     const previous = keys.get(id);
     const fresh = previous === undefined ? inserted : previous.op === 'upsert' && previous.fresh;
-    if (previous?.op === 'upsert' && Object.values(row).some((v) => v === undefined)) {
+    if (previous?.op === 'upsert' && hasUndefined(row)) {
       const merged: Row = { ...row };
-      for (const [k, v] of Object.entries(row)) if (v === undefined) merged[k] = previous.row[k];
+      for (const k in row) if (row[k] === undefined) merged[k] = previous.row[k];
       keys.set(id, { op: 'upsert', row: merged, fresh });
     } else {
       keys.set(id, { op: 'upsert', row, fresh });
@@ -171,10 +171,17 @@ export function keyString(target: TargetTable, row: Row): string {
   return target.key.map((c) => String(row[c])).join('\0');
 }
 
+/** The row without its unchanged-TOAST (undefined) values; the row itself when it has none (no copy). */
 function defined(row: Row): Record<string, TargetValue> {
+  if (!hasUndefined(row)) return row as Record<string, TargetValue>;
   const out: Record<string, TargetValue> = {};
-  for (const [k, v] of Object.entries(row)) if (v !== undefined) out[k] = v;
+  for (const k in row) if (row[k] !== undefined) out[k] = row[k] as TargetValue;
   return out;
+}
+
+function hasUndefined(row: Row): boolean {
+  for (const k in row) if (row[k] === undefined) return true;
+  return false;
 }
 
 async function deleteKeys(client: pg.Client, target: TargetTable, keys: string[][]): Promise<void> {

@@ -3,37 +3,29 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
-import { startCluster, type Cluster } from '../src/universe/cluster.js';
+import type { Cluster } from '../src/universe/cluster.js';
+import { startClusterPair, type ClusterPair } from './fixtures/cluster-pair.js';
 import { Converter } from '../src/conversion/converter.js';
 import { defineConversion, identity } from '../src/conversion/api.js';
 import { parseLsn } from '../src/capture/lsn.js';
 import { waitUntil } from '../src/deadline.js';
 
+let pair: ClusterPair;
 let oldCluster: Cluster;
 let newCluster: Cluster;
 let oldDb: pg.Client;
 let newDb: pg.Client;
 
 before(async () => {
-  [oldCluster, newCluster] = await Promise.all([
-    // A short timeout so that "longer than wal_sender_timeout" takes seconds, not a minute.
-    startCluster({ name: 'idle-old', ephemeral: true, settings: { wal_sender_timeout: '1s' } }),
-    startCluster({ name: 'idle-new', ephemeral: true }),
-  ]);
-  oldDb = new pg.Client(oldCluster.url);
-  newDb = new pg.Client(newCluster.url);
-  await Promise.all([oldDb.connect(), newDb.connect()]);
+  pair = await startClusterPair('idle', { wal_sender_timeout: '1s' });
+  ({ old: oldCluster, new: newCluster, oldDb, newDb } = pair);
   await oldDb.query(
     'CREATE TABLE published (id int PRIMARY KEY); CREATE TABLE other (id serial PRIMARY KEY, pad text)',
   );
   await newDb.query('CREATE TABLE published (id int PRIMARY KEY)');
 });
 
-after(async () => {
-  await oldDb?.end();
-  await newDb?.end();
-  await Promise.all([oldCluster?.stop(), newCluster?.stop()]);
-});
+after(() => pair?.stop());
 
 test('an idle stream outlives wal_sender_timeout and its slot follows WAL written elsewhere', async () => {
   const converter = new Converter({

@@ -8,25 +8,22 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { startCluster, type Cluster } from '../src/universe/cluster.js';
+import type { Cluster } from '../src/universe/cluster.js';
+import { startClusterPair, type ClusterPair } from './fixtures/cluster-pair.js';
 import { waitUntil, withDeadline } from '../src/deadline.js';
 import { parseLsn } from '../src/capture/lsn.js';
 import { convertAccount } from './fixtures/bank-conversion.js';
 
 const conversionModule = fileURLToPath(new URL('./fixtures/bank-conversion.ts', import.meta.url));
+let pair: ClusterPair;
 let oldCluster: Cluster;
 let newCluster: Cluster;
 let oldDb: pg.Client;
 let newDb: pg.Client;
 
 before(async () => {
-  [oldCluster, newCluster] = await Promise.all([
-    startCluster({ name: 'crash-old', ephemeral: true }),
-    startCluster({ name: 'crash-new', ephemeral: true }),
-  ]);
-  oldDb = new pg.Client(oldCluster.url);
-  newDb = new pg.Client(newCluster.url);
-  await Promise.all([oldDb.connect(), newDb.connect()]);
+  pair = await startClusterPair('crash');
+  ({ old: oldCluster, new: newCluster, oldDb, newDb } = pair);
   await oldDb.query(`
     CREATE TABLE account (id int PRIMARY KEY, owner text NOT NULL, balance numeric(20, 2), tags text NOT NULL DEFAULT '');
     CREATE TABLE entry (id bigserial PRIMARY KEY, account_id int NOT NULL, amount numeric(20, 2) NOT NULL, note text);
@@ -39,11 +36,7 @@ before(async () => {
     CREATE TABLE entry (id bigint PRIMARY KEY, account_id int NOT NULL, amount numeric(20, 2) NOT NULL, note text);`);
 });
 
-after(async () => {
-  await oldDb?.end();
-  await newDb?.end();
-  await Promise.all([oldCluster?.stop(), newCluster?.stop()]);
-});
+after(() => pair?.stop());
 
 /** Random transactions on the old database until stopped: inserts, updates (incl. tags), deletes, key changes. */
 function startWriter(url: string) {

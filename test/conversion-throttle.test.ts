@@ -4,7 +4,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
-import { startCluster, type Cluster } from '../src/universe/cluster.js';
+import type { Cluster } from '../src/universe/cluster.js';
+import { startClusterPair, type ClusterPair } from './fixtures/cluster-pair.js';
 import { Converter } from '../src/conversion/converter.js';
 import { defineConversion, identity } from '../src/conversion/api.js';
 import {
@@ -17,6 +18,7 @@ import { ImagoError } from '../src/errors.js';
 import { waitUntil } from '../src/deadline.js';
 import { findCapture } from '../src/capture/orphans.js';
 
+let pair: ClusterPair;
 let oldCluster: Cluster;
 let newCluster: Cluster;
 let oldDb: pg.Client;
@@ -25,23 +27,14 @@ const conversion = defineConversion({ tables: { big: identity() } });
 
 describe('throttling and WAL safety', () => {
   before(async () => {
-    [oldCluster, newCluster] = await Promise.all([
-      startCluster({ name: 'thr-old', ephemeral: true }),
-      startCluster({ name: 'thr-new', ephemeral: true }),
-    ]);
-    oldDb = new pg.Client(oldCluster.url);
-    newDb = new pg.Client(newCluster.url);
-    await Promise.all([oldDb.connect(), newDb.connect()]);
+    pair = await startClusterPair('thr');
+    ({ old: oldCluster, new: newCluster, oldDb, newDb } = pair);
     const ddl = 'CREATE TABLE big (id int PRIMARY KEY, pad text)';
     await oldDb.query(`${ddl}; INSERT INTO big SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g`);
     await newDb.query(ddl);
   });
 
-  after(async () => {
-    await oldDb?.end();
-    await newDb?.end();
-    await Promise.all([oldCluster?.stop(), newCluster?.stop()]);
-  });
+  after(() => pair?.stop());
 
   test('the copy waits while a signal says busy, then completes', async () => {
     // The user's check says busy for its first three answers: like a load peak that passes.

@@ -4,11 +4,13 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
-import { startCluster, type Cluster } from '../src/universe/cluster.js';
+import type { Cluster } from '../src/universe/cluster.js';
+import { startClusterPair, streamingUntilFailure, type ClusterPair } from './fixtures/cluster-pair.js';
 import { Converter } from '../src/conversion/converter.js';
 import { defineConversion, identity, type TargetRow } from '../src/conversion/api.js';
 import { ImagoError } from '../src/errors.js';
 
+let pair: ClusterPair;
 let oldCluster: Cluster;
 let newCluster: Cluster;
 let oldDb: pg.Client;
@@ -74,22 +76,13 @@ async function convert(
 
 describe('conversion fidelity', () => {
   before(async () => {
-    [oldCluster, newCluster] = await Promise.all([
-      startCluster({ name: 'types-old', ephemeral: true }),
-      startCluster({ name: 'types-new', ephemeral: true }),
-    ]);
-    oldDb = new pg.Client(oldCluster.url);
-    newDb = new pg.Client(newCluster.url);
-    await Promise.all([oldDb.connect(), newDb.connect()]);
+    pair = await startClusterPair('types');
+    ({ old: oldCluster, new: newCluster, oldDb, newDb } = pair);
     await oldDb.query(TYPES_DDL);
     await newDb.query(TYPES_DDL);
   });
 
-  after(async () => {
-    await oldDb?.end();
-    await newDb?.end();
-    await Promise.all([oldCluster?.stop(), newCluster?.stop()]);
-  });
+  after(() => pair?.stop());
 
   test('every built-in type round-trips losslessly through the copy and the stream', async () => {
     await oldDb.query(ROWS);
@@ -165,18 +158,8 @@ describe('conversion fidelity', () => {
       },
     });
     // Without FULL identity the stream cannot see the unchanged body: the error says what to run.
-    const converter = new Converter({
-      sourceUrl: oldCluster.url,
-      targetUrl: newCluster.url,
-      conversion,
-      name: 'toast_t',
-    });
-    let failed: (err: unknown) => void = () => {};
-    const failure = new Promise<unknown>((resolve) => (failed = resolve));
+    const { converter, failure } = await streamingUntilFailure(pair, { conversion, name: 'toast_t' });
     try {
-      await converter.prepare();
-      await converter.copy();
-      await converter.startStreaming((err) => failed(err));
       await oldDb.query(`UPDATE note SET title = 'b' WHERE id = 1`);
       const err = await failure;
       assert.ok(err instanceof ImagoError);

@@ -3,12 +3,14 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
-import { startCluster, type Cluster } from '../src/universe/cluster.js';
+import type { Cluster } from '../src/universe/cluster.js';
+import { startClusterPair, streamingUntilFailure, type ClusterPair } from './fixtures/cluster-pair.js';
 import { Converter } from '../src/conversion/converter.js';
 import type { CopyProgress } from '../src/conversion/copier.js';
 import { defineConversion, identity, type TargetRow } from '../src/conversion/api.js';
 import { TransformError } from '../src/conversion/row-converter.js';
 
+let pair: ClusterPair;
 let oldCluster: Cluster;
 let newCluster: Cluster;
 let oldDb: pg.Client;
@@ -53,13 +55,8 @@ async function rows(client: pg.Client, sql: string): Promise<unknown[]> {
 
 describe('conversion', () => {
   before(async () => {
-    [oldCluster, newCluster] = await Promise.all([
-      startCluster({ name: 'conv-old', ephemeral: true }),
-      startCluster({ name: 'conv-new', ephemeral: true }),
-    ]);
-    oldDb = new pg.Client(oldCluster.url);
-    newDb = new pg.Client(newCluster.url);
-    await Promise.all([oldDb.connect(), newDb.connect()]);
+    pair = await startClusterPair('conv');
+    ({ old: oldCluster, new: newCluster, oldDb, newDb } = pair);
     await oldDb.query(`
       CREATE TABLE item (id bigint PRIMARY KEY, price numeric, at timestamptz, data jsonb, tags text[], big int8);
       CREATE TABLE author (id int PRIMARY KEY, name text NOT NULL, born date, tags text NOT NULL DEFAULT '');
@@ -76,11 +73,7 @@ describe('conversion', () => {
       CREATE TABLE book2 (id int PRIMARY KEY, person_id int NOT NULL, title text);`);
   });
 
-  after(async () => {
-    await oldDb?.end();
-    await newDb?.end();
-    await Promise.all([oldCluster?.stop(), newCluster?.stop()]);
-  });
+  after(() => pair?.stop());
 
   test('copies the snapshot, streams every kind of change and catches up to a fence', async () => {
     const converter = new Converter({
@@ -150,18 +143,8 @@ describe('conversion', () => {
   test('a throwing transform stops at that row with nothing half-applied; after the fix, the conversion resumes from there', async () => {
     await newDb.query('TRUNCATE item, person, person_tag, book2; DROP SCHEMA IF EXISTS imago CASCADE');
     await oldDb.query(`INSERT INTO author VALUES (1, 'Ada'), (2, 'Alan'), (3, 'Grace')`);
-    const converter = new Converter({
-      sourceUrl: oldCluster.url,
-      targetUrl: newCluster.url,
-      conversion,
-      name: 'conv_fail',
-    });
-    let failed: (err: unknown) => void = () => {};
-    const failure = new Promise<unknown>((resolve) => (failed = resolve));
+    const { converter, failure } = await streamingUntilFailure(pair, { conversion, name: 'conv_fail' });
     try {
-      await converter.prepare();
-      await converter.copy();
-      await converter.startStreaming((err) => failed(err));
       await oldDb.query(
         `BEGIN; INSERT INTO item VALUES (9001, 1, now(), '{}', '{}', 1); INSERT INTO author VALUES (77, 'boom'); COMMIT;`,
       );

@@ -6,7 +6,7 @@
  */
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import pg from 'pg';
+import { canConnect } from '../universe/cluster.js';
 import { startCluster, createDatabase } from '../universe/cluster.js';
 import { ImagoError } from '../errors.js';
 import type { UpgradePlan } from '../plan/index.js';
@@ -47,7 +47,7 @@ export async function provideDatabases(plan: UpgradePlan, say: (line: string) =>
     const file = bootstrapFile(plan, which);
     if (existsSync(file)) {
       const known = (JSON.parse(readFileSync(file, 'utf8')) as { url: string }).url;
-      if (await reachable(known)) return known;
+      if (await canConnect(known, 2_000)) return known;
       say(`the embedded ${which} cluster recorded in ${file} is gone: starting a new one`);
     }
     const cluster = await startCluster({ name: `${plan.name}-${which}` });
@@ -59,17 +59,4 @@ export async function provideDatabases(plan: UpgradePlan, say: (line: string) =>
   };
   const newUrl = await url('new');
   return { old: await url('old'), new: newUrl, control: plan.control.database ?? newUrl };
-}
-
-async function reachable(url: string): Promise<boolean> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2_000 });
-  client.on('error', () => {});
-  try {
-    await client.connect();
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await client.end().catch(() => {});
-  }
 }

@@ -238,8 +238,9 @@ export function withDatabase(url: string, database: string): string {
   return u.toString();
 }
 
-async function canConnect(url: string): Promise<boolean> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1000 });
+/** True when a connection can be opened within `timeoutMs` (a readiness probe, never an error). */
+export async function canConnect(url: string, timeoutMs = 1000): Promise<boolean> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: timeoutMs });
   client.on('error', () => {});
   try {
     await client.connect();

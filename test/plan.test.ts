@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -137,6 +137,8 @@ test('the wiki example plans load, in TypeScript and YAML alike', async () => {
     });
   } catch (err) {
     stderr = String((err as { stderr: Buffer }).stderr);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
   assert.match(stderr, /switchover\.maxPauseMs: expected a positive number/);
   assert.match(stderr, /old: required/);

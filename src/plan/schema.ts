@@ -72,14 +72,8 @@ const switchover = z
         /** After COMMIT, how long to keep retrying a node that has not flipped yet. */
         commitMs: positiveMs(5_000),
       })
-      .default({
-        precheckMs: 30_000,
-        prepareMs: 1_000,
-        drainMs: 1_000,
-        fenceMs: 1_000,
-        catchUpMs: 1_000,
-        commitMs: 5_000,
-      }),
+      // prefault: an absent section is parsed as {}, so the field defaults above apply (written once).
+      .prefault({}),
     fencing: z
       .strictObject({
         mode: z.enum(fencingModes, { error: `expected one of ${fencingModes.join(', ')}` }),
@@ -94,20 +88,7 @@ const switchover = z
     /** Switch as soon as the upgrade is ready, without waiting for `imago switch`. */
     auto: z.boolean({ error: 'expected true or false' }).default(false),
   })
-  .default({
-    maxPauseMs: 2_000,
-    maxCatchUpLagMs: 500,
-    deadlines: {
-      precheckMs: 30_000,
-      prepareMs: 1_000,
-      drainMs: 1_000,
-      fenceMs: 1_000,
-      catchUpMs: 1_000,
-      commitMs: 5_000,
-    },
-    fencing: { mode: 'none' },
-    auto: false,
-  });
+  .prefault({});
 
 export const planSchema = z.strictObject({
   name: z
@@ -136,7 +117,7 @@ export const planSchema = z.strictObject({
       /** The bulk copy pauses while more sessions than this run queries on the old database. */
       throttleMaxActiveSessions: z.number().int().min(0).optional(),
     })
-    .default({ replicaIdentityFull: [], parallel: 1, walWarnMb: 1024, walLimitMb: 16384 }),
+    .prefault({}),
   ingress: z.strictObject({
     nodes: z.array(ingressNode, { error: 'expected a list of ingress nodes' }).min(1, {
       error: 'expected at least one ingress node',

@@ -6,10 +6,11 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { Client, request } from 'undici';
+import { request } from 'undici';
 import { startEchoBackend, type EchoBackend } from '../src/bench/proxy-backend.js';
+import { startClientLoops } from './fixtures/ingress-load.js';
 import { waitUntil, withDeadline } from '../src/deadline.js';
-import { startIngressCluster, type IngressCluster, type UniverseName } from '../src/ingress/index.js';
+import { startIngressCluster, type IngressCluster } from '../src/ingress/index.js';
 
 function gate() {
   let open!: () => void;
@@ -69,29 +70,11 @@ describe('ingress with 2 worker processes', () => {
   });
 
   test('hold/release under load across workers: nothing reaches old after the release is acknowledged', async () => {
-    const clients = Array.from({ length: 16 }, () => new Client(cluster.url, { pipelining: 1 }));
     let ackedAt = Infinity;
-    let stop = false;
-    const answers = new Map<string, UniverseName[]>();
-    const perClient: UniverseName[][] = clients.map(() => []);
-    const sent = clients.map(() => 0);
+    // Clients stop 200 ms after the release: enough to see who answers after it.
+    const load = startClientLoops(cluster.url, 16, () => performance.now() > ackedAt + 200);
+    const { answers, perClient, sent } = load;
     try {
-      const loops = clients.map(async (client, c) => {
-        for (let i = 0; !stop || i < 5; i++) {
-          const id = `/c${c}/r${i}`;
-          sent[c] = i + 1;
-          const res = await client.request({
-            path: id,
-            method: i % 3 === 0 ? 'POST' : 'GET',
-            body: i % 3 === 0 ? 'x'.repeat(64) : null,
-          });
-          assert.equal(res.statusCode, 200);
-          const universe = ((await res.body.json()) as { universe: UniverseName }).universe;
-          answers.set(id, [...(answers.get(id) ?? []), universe]);
-          perClient[c]?.push(universe);
-          if (performance.now() > ackedAt + 200) stop = true;
-        }
-      });
       await waitUntil(
         'traffic to old',
         async () => ((await cluster.stats()).requests.old >= 100 ? true : undefined),
@@ -128,7 +111,7 @@ describe('ingress with 2 worker processes', () => {
         assert.equal(w.route, 'new', `worker ${w.pid} flipped before the release was acknowledged`);
         assert.equal(w.holding, false);
       }
-      await withDeadline('client loops', Promise.all(loops), 20_000);
+      await withDeadline('client loops', load.done, 20_000);
 
       // Exactly once: every id answered once, nothing lost.
       const total = sent.reduce((a, b) => a + b, 0);
@@ -151,7 +134,7 @@ describe('ingress with 2 worker processes', () => {
         total + 1,
       );
     } finally {
-      await Promise.all(clients.map((c) => c.close()));
+      await load.close();
     }
   });
 

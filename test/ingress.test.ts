@@ -7,10 +7,11 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { Client, request } from 'undici';
+import { request } from 'undici';
 import { startEchoBackend, type EchoBackend } from '../src/bench/proxy-backend.js';
+import { startClientLoops } from './fixtures/ingress-load.js';
 import { waitUntil } from '../src/deadline.js';
-import { startIngress, type Ingress, type UniverseName } from '../src/ingress/index.js';
+import { startIngress, type Ingress } from '../src/ingress/index.js';
 
 async function getJson(url: string, init?: Parameters<typeof request>[1]) {
   const res = await request(url, init);
@@ -138,29 +139,11 @@ describe('hold and release', () => {
       route: 'old',
       onDispatch: (_u, req) => dispatchOrder.push(req.url ?? ''),
     });
-    const clients = Array.from({ length: 16 }, () => new Client(ingress.url, { pipelining: 1 }));
     let releasedAt = Infinity;
-    let stop = false;
-    const answers = new Map<string, UniverseName[]>();
-    const perClient: UniverseName[][] = clients.map(() => []);
-    const sent = clients.map(() => 0);
+    // Clients stop 200 ms after the release: enough to see who answers after it.
+    const load = startClientLoops(ingress.url, 16, () => performance.now() > releasedAt + 200);
+    const { answers, perClient, sent } = load;
     try {
-      const loops = clients.map(async (client, c) => {
-        for (let i = 0; !stop || i < 5; i++) {
-          const id = `/c${c}/r${i}`;
-          sent[c] = i + 1;
-          const res = await client.request({
-            path: id,
-            method: i % 3 === 0 ? 'POST' : 'GET',
-            body: i % 3 === 0 ? 'x'.repeat(64) : null,
-          });
-          assert.equal(res.statusCode, 200);
-          const universe = ((await res.body.json()) as { universe: UniverseName }).universe;
-          answers.set(id, [...(answers.get(id) ?? []), universe]);
-          perClient[c]?.push(universe);
-          if (performance.now() > releasedAt + 200) stop = true;
-        }
-      });
       await waitUntil(
         'some traffic to old',
         async () => (ingress.stats().requests.old >= 100 ? true : undefined),
@@ -178,7 +161,7 @@ describe('hold and release', () => {
       releasedAt = performance.now();
       assert.deepEqual(ingress.release('new'), { released: 16 });
       assert.equal(ingress.route(), 'new');
-      await Promise.all(loops);
+      await load.done;
 
       // Exactly once: every id answered once, nothing lost.
       const total = sent.reduce((a, b) => a + b, 0);
@@ -197,7 +180,7 @@ describe('hold and release', () => {
       for (const url of heldDispatched) assert.deepEqual(answers.get(url), ['new']);
       assert.ok(ingress.stats().maxHoldMs > 0);
     } finally {
-      await Promise.all(clients.map((c) => c.close()));
+      await load.close();
       await ingress.close();
       await oldB.close();
       await newB.close();

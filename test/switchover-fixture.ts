@@ -7,12 +7,13 @@ import { startCluster, createDatabase, type Cluster } from '../src/universe/clus
 import { startIngress, type Ingress } from '../src/ingress/index.js';
 import { startLoad, mixedAnswers, type LoadResult } from '../src/bench/load.js';
 import { seedWiki } from '../examples/wiki/seed.js';
+import { createWikiAppRole, WIKI_APP_ROLE } from '../examples/wiki/app-role.js';
 import { startWiki as startWikiV1 } from '../examples/wiki/v1/server.js';
 import { missingWrites, VERSION_HEADER, wikiOperations } from '../examples/wiki/workload.js';
 import type { RunningWiki } from '../examples/wiki/app.js';
 import type { IngressNodeSpec } from '../src/plan/index.js';
 
-export const APP_ROLE = 'wiki_app';
+export const APP_ROLE = WIKI_APP_ROLE;
 
 export interface OldWorld {
   oldCluster: Cluster;
@@ -33,17 +34,7 @@ export async function oldWorld({ pages = 100, revisions = 2, nodes = 2 } = {}): 
   const newCluster = await startCluster({ name: 'new', ephemeral: true });
   const oldDb = await createDatabase(oldCluster, 'wiki');
   await seedWiki(oldDb, { pages, revisionsPerPage: revisions });
-  const password = randomBytes(8).toString('hex');
-  await sql(oldDb, [
-    `CREATE ROLE ${APP_ROLE} LOGIN PASSWORD '${password}'`,
-    `GRANT CREATE, USAGE ON SCHEMA public TO ${APP_ROLE}`,
-    `ALTER TABLE cur OWNER TO ${APP_ROLE}`,
-    `ALTER TABLE old OWNER TO ${APP_ROLE}`,
-  ]);
-  const u = new URL(oldDb);
-  u.username = APP_ROLE;
-  u.password = password;
-  const appDb = u.toString();
+  const appDb = await createWikiAppRole(oldDb);
   const v1 = await startWikiV1({ databaseUrl: appDb });
   const token = randomBytes(16).toString('hex');
   const ingress = await Promise.all(

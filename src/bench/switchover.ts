@@ -29,6 +29,7 @@ import {
   type SwitchResult,
 } from '../switchover/index.js';
 import { seedWiki } from '../../examples/wiki/seed.js';
+import { createWikiAppRole, WIKI_APP_ROLE } from '../../examples/wiki/app-role.js';
 import wikiConversion from '../../examples/wiki/conversion.js';
 import { missingWrites, VERSION_HEADER, wikiOperations } from '../../examples/wiki/workload.js';
 import { settle } from '../demo/settle.js';
@@ -36,7 +37,7 @@ import { startLoad, percentile, type Answer, type Load } from './load.js';
 import type { Scenario } from './scenarios.js';
 
 const wikiDir = fileURLToPath(new URL('../../examples/wiki/', import.meta.url));
-const ROLE = 'wiki_app';
+const ROLE = WIKI_APP_ROLE;
 const BUDGET = {
   maxPauseMs: 2_000,
   maxCatchUpLagMs: 300,
@@ -65,7 +66,7 @@ export const switchoverScenario: Scenario = {
       const newCluster = await startCluster({ name: 'new', ephemeral: true });
       const oldDb = await createDatabase(oldCluster, 'wiki');
       await seedWiki(oldDb, { pages, revisionsPerPage: 3 });
-      const appDb = await appRole(oldDb);
+      const appDb = await createWikiAppRole(oldDb);
       const v1 = await wiki(1, appDb, logs);
       const token = randomBytes(16).toString('hex');
       for (let i = 0; i < 2; i++)
@@ -220,21 +221,6 @@ function wiki(version: 1 | 2, databaseUrl: string, logs: string): Promise<AppPro
     env: { DATABASE_URL: databaseUrl },
     logFile: join(logs, `wiki-v${version}.log`),
   });
-}
-
-/** The wiki runs as its own non-superuser role, so that revoke fencing applies to it. */
-async function appRole(oldDb: string): Promise<string> {
-  const password = randomBytes(8).toString('hex');
-  await query(oldDb, [
-    `CREATE ROLE ${ROLE} LOGIN PASSWORD '${password}'`,
-    `GRANT CREATE, USAGE ON SCHEMA public TO ${ROLE}`,
-    `ALTER TABLE cur OWNER TO ${ROLE}`,
-    `ALTER TABLE old OWNER TO ${ROLE}`,
-  ]);
-  const u = new URL(oldDb);
-  u.username = ROLE;
-  u.password = password;
-  return u.toString();
 }
 
 /** After a committed trial the old database stays fenced; the reset gives the role its writes back. */

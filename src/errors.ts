@@ -27,3 +27,13 @@ export class DeadlineError extends ImagoError {
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+/**
+ * The hint for a user module (plan, conversion) that failed to import: a .ts file outside an ESM
+ * package is loaded as CommonJS, and requiring Imago's ES modules from it fails in a confusing way.
+ */
+export function moduleLoadHint(err: unknown, fallback: string): string {
+  return /require\(\) (of )?ES Module|ERR_REQUIRE_(ESM|CYCLE)/i.test(errorMessage(err))
+    ? 'the file is loaded as CommonJS: name it .mts, or put "type": "module" in the package.json next to it'
+    : fallback;
+}

@@ -5,19 +5,16 @@
 // database at the end, never an old answer after a new one.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { createDatabase } from '../src/universe/cluster.js';
 import { withDeadline } from '../src/deadline.js';
 import { loadPlan } from '../src/plan/index.js';
 import { Journal, sendCommand } from '../src/driver/index.js';
+import { root, startDriver, stopProvisionedApps, type DriverRun } from './fixtures/driver-run.js';
 import { APP_ROLE, checkInvariant, loadOn, oldWorld, type OldWorld } from './switchover-fixture.js';
 
-const root = fileURLToPath(new URL('..', import.meta.url));
 const PAGES = 100;
 let world: OldWorld;
 let dir: string;
@@ -62,60 +59,13 @@ before(async () => {
 });
 
 after(async () => {
-  const journal = await Journal.open(newDb, 'wiki_drv').catch(() => undefined);
-  for (const e of (await journal?.events()) ?? []) {
-    const pid = (e.detail as { pid?: number }).pid;
-    if (e.event === 'provisioned' && pid) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // already stopped
-      }
-    }
-  }
-  await journal?.close();
+  await stopProvisionedApps(newDb, 'wiki_drv');
   await world?.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
-interface Run {
-  lines: string[];
-  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  /** Resolves when a stdout line matches. */
-  line(re: RegExp, ms?: number): Promise<string>;
-}
-
-function start(crashAfter?: string): Run {
-  const child = spawn(process.execPath, [join(root, 'bin/imago.js'), 'start', planFile], {
-    env: { ...process.env, ...(crashAfter ? { IMAGO_CRASH_AFTER: crashAfter } : {}) },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const lines: string[] = [];
-  const waiters: { re: RegExp; resolve: (l: string) => void }[] = [];
-  const onLine = (l: string) => {
-    lines.push(l);
-    if (process.env.IMAGO_TEST_VERBOSE) process.stderr.write(`driver: ${l}\n`);
-    for (const w of waiters) if (w.re.test(l)) w.resolve(l);
-  };
-  createInterface({ input: child.stdout }).on('line', onLine);
-  createInterface({ input: child.stderr }).on('line', onLine);
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('exit', (code, signal) => resolve({ code, signal })),
-  );
-  return {
-    lines,
-    exit,
-    line: (re, ms = 60_000) => {
-      const found = lines.find((l) => re.test(l));
-      if (found) return Promise.resolve(found);
-      return withDeadline(
-        `driver output ${re}`,
-        new Promise((resolve) => waiters.push({ re, resolve })),
-        ms,
-        lines.join('\n'),
-      );
-    },
-  };
+function start(crashAfter?: string): DriverRun {
+  return startDriver(planFile, crashAfter ? { IMAGO_CRASH_AFTER: crashAfter } : {});
 }
 
 async function crashes(crashAfter: string): Promise<void> {

@@ -10,7 +10,8 @@ import { request } from 'undici';
 import { startEchoBackend, type EchoBackend } from '../src/bench/proxy-backend.js';
 import { startClientLoops } from './fixtures/ingress-load.js';
 import { waitUntil, withDeadline } from '../src/deadline.js';
-import { startIngressCluster, type IngressCluster } from '../src/ingress/index.js';
+import { startIngressCluster, type IngressCluster, type ShippedExchange } from '../src/ingress/index.js';
+import { startCollector } from '../src/runtime-test/collector.js';
 
 function gate() {
   let open!: () => void;
@@ -172,6 +173,84 @@ describe('ingress with 2 worker processes', () => {
     const text = await metrics.body.text();
     assert.match(text, /imago_ingress_route\{universe="old"\} 1/);
     assert.match(text, /imago_ingress_requests_total\{universe="new",class="read",status="2xx"\} \d+/);
+  });
+
+  test('with a runtime-test sink every worker ships the reads it mirrors, not the writes', async () => {
+    const shipped: ShippedExchange[] = [];
+    const collector = await startCollector({ onExchange: (x) => shipped.push(x) });
+    try {
+      const ctl = cluster.control;
+      assert.ok(ctl);
+      const mirror = (body: unknown) =>
+        request(`${ctl.url}/v1/mirror`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        });
+      const epoch = cluster.control?.epoch() ?? 0;
+      const on = await mirror({ epoch, enabled: true, sink: collector.sink });
+      assert.equal(on.statusCode, 200, await on.body.text());
+      // Many connections, so that both workers take some.
+      const reads = Array.from({ length: 40 }, (_, i) =>
+        request(`${cluster.url}/item/${i}?q=1`, { headers: { connection: 'close' } }).then((r) =>
+          r.body.text(),
+        ),
+      );
+      await Promise.all(reads);
+      const write = await request(`${cluster.url}/item/1`, { method: 'POST', body: 'x' });
+      await write.body.text();
+      await waitUntil('40 reads shipped', async () => (shipped.length >= 40 ? true : undefined), {
+        timeoutMs: 10_000,
+      });
+      assert.equal(shipped.length, 40, 'each read once, the write never');
+      const x = shipped.find((e) => e.request.url === '/item/7?q=1');
+      assert.ok(x);
+      assert.equal(x.request.method, 'GET');
+      assert.equal(x.primary.universe, 'old');
+      assert.equal(x.primary.status, 200);
+      assert.match(x.primary.body.toString(), /"universe":"old"/);
+      const off = await mirror({ epoch, enabled: false });
+      assert.equal(off.statusCode, 200);
+      assert.equal(
+        (
+          (await (
+            await request(`${ctl.url}/v1/state`, { headers: { authorization: `Bearer ${token}` } })
+          ).body.json()) as { mirror: boolean }
+        ).mirror,
+        false,
+      );
+      await (await request(`${cluster.url}/item/after-off`)).body.text();
+      assert.equal(shipped.length, 40, 'nothing shipped once mirroring is off');
+    } finally {
+      await collector.close();
+    }
+  });
+
+  test('the collector refuses a wrong token and a malformed exchange, naming the fault', async () => {
+    const collector = await startCollector({ onExchange: () => assert.fail('nothing valid was sent') });
+    try {
+      const post = (authorization: string, body: string) =>
+        request(`${collector.sink.url}/v1/exchanges`, {
+          method: 'POST',
+          headers: { authorization, 'content-type': 'application/json' },
+          body,
+        });
+      const bad = await post('Bearer wrong-token-wrong-token', '{}');
+      assert.equal(bad.statusCode, 401);
+      await bad.body.text();
+      const malformed = await post(
+        `Bearer ${collector.sink.token}`,
+        JSON.stringify({ request: { method: 'GET' } }),
+      );
+      assert.equal(malformed.statusCode, 400);
+      assert.match(await malformed.body.text(), /malformed exchange: request\.url/);
+      const notJson = await post(`Bearer ${collector.sink.token}`, '{');
+      assert.equal(notJson.statusCode, 400);
+      assert.match(await notJson.body.text(), /not JSON/);
+      assert.deepEqual(collector.counts, { accepted: 0, refused: 3 });
+    } finally {
+      await collector.close();
+    }
   });
 
   test('a worker that dies is replaced by one that starts from the current state (here: holding)', async () => {

@@ -5,6 +5,7 @@
  * switch fences by revoking its write privileges on the converted tables.
  */
 import { defineUpgrade, env } from '../../src/plan/index.js';
+import { wikiRuntimeTest } from './runtime-test.js';
 
 export default defineUpgrade({
   name: 'wiki_v2',
@@ -29,4 +30,6 @@ export default defineUpgrade({
     deadlines: { prepareMs: 200, drainMs: 300, fenceMs: 200, catchUpMs: 300, commitMs: 5_000 },
     fencing: { mode: 'revoke', role: 'wiki_app' },
   },
+  // Reads mirrored to v2 and compared before the switch; the switch waits for the gate.
+  runtimeTest: { ...wikiRuntimeTest, required: true },
 });

@@ -3,8 +3,8 @@
  * tests: answers GET with a small JSON naming its universe, reads POST bodies fully and answers with
  * their size. Tests can record what arrived and plug in their own handler for special behaviour.
  */
+import { listen } from '../universe/listen.js';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 
 export interface SeenRequest {
   method: string;
@@ -67,15 +67,11 @@ export async function startEchoBackend(opts: EchoBackendOptions): Promise<EchoBa
   server.keepAliveTimeout = 65_000;
   let connections = 0;
   server.on('connection', () => connections++);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? 0, '127.0.0.1', () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
+  const { port, url } = await listen(server, opts.port ?? 0, '127.0.0.1');
   return {
     name: opts.name,
     port,
-    url: `http://127.0.0.1:${port}`,
+    url,
     seen,
     connections: () => connections,
     close: () =>

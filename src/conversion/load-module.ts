@@ -5,7 +5,7 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { ImagoError, errorMessage } from '../errors.js';
+import { ImagoError, errorMessage, moduleLoadHint } from '../errors.js';
 import type { Conversion } from './api.js';
 
 export async function loadConversion(path: string): Promise<Conversion> {
@@ -18,7 +18,7 @@ export async function loadConversion(path: string): Promise<Conversion> {
     throw new ImagoError(
       `the conversion module failed to load: ${errorMessage(err)}`,
       file,
-      'fix the module',
+      moduleLoadHint(err, 'fix the module'),
     );
   }
   const conversion = mod.default as Conversion | undefined;

@@ -39,9 +39,13 @@ import {
   type FenceRecord,
 } from '../switchover/index.js';
 import { provideDatabases, type Databases } from './databases.js';
+import { DriverRuntimeTest } from './runtime-testing.js';
 import { Journal, type Command, type JournalEvent } from './journal.js';
 import { healthy, startDetachedApp, stopDetachedApp } from './new-app.js';
 import { SWITCH_EVENT_PHASE, before, isTerminal, phaseMoveAllowed, type Phase } from './phases.js';
+
+/** Least time between two "gate closed" progress lines. */
+const GATE_SAY_EVERY_MS = 3_000;
 
 export interface DriverOptions {
   plan: UpgradePlan;
@@ -70,6 +74,10 @@ export class Driver {
   private committed = false;
   /** Nodes that did not confirm the last decision, re-sent it by the command loop until they do. */
   private readonly redriver = new Redriver();
+  /** Mirroring and comparison before the switch, when the plan requires a runtime test. */
+  private runtimeTest: DriverRuntimeTest | undefined;
+  /** The gate's reasons last said, and when. */
+  private lastGate = { reasons: '', at: -Infinity };
 
   constructor(private readonly o: DriverOptions) {
     this.nodes = o.plan.ingress.nodes.map((n) => new IngressNode(n));
@@ -88,6 +96,7 @@ export class Driver {
       return await this.drive();
     } finally {
       clearInterval(this.heartbeat);
+      await this.stopRuntimeTest();
       await this.converter?.stop().catch(() => {});
       await this.journal.close();
     }
@@ -181,11 +190,12 @@ export class Driver {
     if (before(this.current, 'streaming')) await this.record('streaming', 'streaming');
     this.heartbeat = setInterval(() => void this.beat().catch(() => {}), 1_000);
     if (this.current === 'streaming') await this.record('testing', 'testing');
-    if (this.current === 'testing') {
-      // The runtime test (mirror, differ, verdicts) is its own role; until it lands, the gate is the plan's.
-      await this.record('ready', 'gate-passed', {
-        runtimeTest: plan.runtimeTest.required ? 'required' : 'not required',
-      });
+    if (plan.runtimeTest.required && before(this.current, 'switching')) {
+      this.runtimeTest = await DriverRuntimeTest.start(plan, converter, app.url, say);
+      // Forced: a node may still ship to the collector of a driver that ran before this one.
+      await this.runtimeTest.mirrorOn(this.nodes, true);
+    } else if (this.current === 'testing') {
+      await this.record('ready', 'gate-passed', { runtimeTest: 'not required' });
     }
     await this.ensureRoute(this.current === 'switched' ? 'new' : 'old');
     say(`upgrade ${plan.name} is ${this.current}; new universe at ${app.url}`);
@@ -281,6 +291,8 @@ export class Driver {
           return { ok: false, error: errorMessage(err) };
         });
         await this.journal.complete(command.id, { ...result, phase: this.current });
+      } else if (this.current === 'testing' && (await this.gateOpened())) {
+        continue;
       } else if (this.plan.switchover.auto && this.current === 'ready' && !autoTried) {
         autoTried = true;
         await this.switch();
@@ -302,10 +314,25 @@ export class Driver {
 
   private async execute(command: Command, app: NewApp): Promise<Record<string, unknown>> {
     switch (command.command) {
-      case 'switch':
+      case 'switch': {
         if (this.current === 'switched') return { ok: true, switched: true, already: true };
+        const force = command.args.force === true;
+        if (this.current === 'testing') {
+          const verdict = this.runtimeTest?.gate();
+          if (verdict && !verdict.pass) {
+            if (!force)
+              return {
+                ok: false,
+                error: `the runtime-test gate is closed: ${verdict.reasons.join('; ')}`,
+                gate: verdict,
+                hint: 'wait for more evidence (imago report), fix the new version, or imago switch --force',
+              };
+            await this.record('ready', 'gate-forced', { command: command.id, reasons: verdict.reasons });
+          } else await this.gateOpened();
+        }
         if (this.current !== 'ready') return { ok: false, error: `cannot switch in phase ${this.current}` };
-        return { ok: true, ...(await this.switch()) };
+        return { ok: true, ...(await this.switch(force)) };
+      }
       case 'abort':
         if (this.current === 'switched')
           return {
@@ -330,7 +357,39 @@ export class Driver {
     }
   }
 
-  private async switch(): Promise<Record<string, unknown>> {
+  /**
+   * In `testing`: moves to `ready` once the gate holds (journaled with the evidence), and keeps every
+   * node mirroring. True when the phase moved.
+   */
+  private async gateOpened(): Promise<boolean> {
+    const rt = this.runtimeTest;
+    if (!rt) return false;
+    const verdict = rt.gate();
+    if (!verdict.pass) {
+      // Progress, not a flood: said when the reasons change, at most every few seconds.
+      const reasons = verdict.reasons.join('; ');
+      if (reasons !== this.lastGate.reasons && performance.now() - this.lastGate.at > GATE_SAY_EVERY_MS) {
+        this.o.say(`runtime-test gate closed: ${reasons}`);
+        this.lastGate = { reasons, at: performance.now() };
+      }
+      await rt.mirrorOn(this.nodes);
+      return false;
+    }
+    const { endpoints, compared, gate } = rt.summary();
+    await this.record('ready', 'gate-passed', { runtimeTest: 'passed', compared, endpoints, gate });
+    this.o.say(`runtime-test gate passed: ${compared} reads compared`);
+    return true;
+  }
+
+  private async stopRuntimeTest(): Promise<void> {
+    const rt = this.runtimeTest;
+    this.runtimeTest = undefined;
+    if (!rt) return;
+    await rt.mirrorOff(this.nodes);
+    await rt.close().catch((err: unknown) => this.o.say(`runtime test: ${errorMessage(err)}`));
+  }
+
+  private async switch(force = false): Promise<Record<string, unknown>> {
     const converter = this.converter;
     if (!converter) throw new Error('no conversion running');
     const plan = this.plan;
@@ -340,12 +399,14 @@ export class Driver {
       fence: this.fence,
       budget: plan.switchover,
       lateWrites: this.lateWrites,
-      gate: () =>
-        Promise.resolve(
-          plan.runtimeTest.required
-            ? 'the plan requires a runtime test, which is not available yet'
-            : undefined,
-        ),
+      // Evaluated again at precheck: evidence gathered since `ready` counts (a regression seen late).
+      gate: async () => {
+        const verdict = this.runtimeTest?.gate();
+        if (!verdict || verdict.pass) return undefined;
+        if (!force) return verdict.reasons.join('; ');
+        await this.record(this.current, 'gate-forced', { reasons: verdict.reasons });
+        return undefined;
+      },
       // Fault injection between protocol steps (IMAGO_CRASH_AFTER=step:<step>), for the crash tests.
       beforeStep: (step) => {
         if (this.o.crashAfter === `step:${step}`) process.kill(process.pid, 'SIGKILL');
@@ -358,6 +419,8 @@ export class Driver {
       log: this.o.say,
     });
     if (result.held) this.redrive_(result.unconfirmed, result.switched ? 'new' : 'old', result.releaseEpoch);
+    // The new universe serves now: copies would go to the old one, which is not what is tested.
+    if (result.switched) await this.stopRuntimeTest();
     return { ...result };
   }
 
@@ -518,6 +581,7 @@ export class Driver {
 
   private async abort(reason: string, app?: NewApp): Promise<Phase> {
     await this.record('aborting', 'aborting', { reason });
+    await this.stopRuntimeTest();
     if (this.converter) await this.converter.stop({ dropCapture: true });
     // Resumed mid-abort: the capture on the old database may still be there.
     else await this.dropCapture(await loadConversion(this.plan.conversion));
@@ -535,6 +599,7 @@ export class Driver {
     await this.journal.heartbeat({
       phase: this.current,
       conversion: this.converter?.conversionStats(),
+      ...(this.runtimeTest ? { runtimeTest: this.runtimeTest.stats() } : {}),
       lateWrites: this.lateWrites.writes().length,
     });
   }

@@ -5,13 +5,27 @@
  * order the primary decided them.
  */
 import type { IngressOptions } from './index.js';
+import type { MirrorSink } from './mirror-sink.js';
 import type { UniverseName } from './universe.js';
 
 /** The part of IngressOptions a worker can receive: no callbacks, no control endpoint. */
 export type WorkerIngressOptions = Omit<IngressOptions, 'onDispatch' | 'mirror' | 'control' | 'workers'>;
 
+/** Mirroring as the primary decided it: workers ship their copies to the sink (a runtime test). */
+export interface WorkerMirror {
+  enabled: boolean;
+  sink: MirrorSink;
+}
+
+/** What a worker starts from: the options, and mirroring if it is on. */
+export interface WorkerInit {
+  options: WorkerIngressOptions;
+  mirror?: WorkerMirror;
+}
+
 export type PrimaryMessage =
-  | { t: 'init'; options: WorkerIngressOptions }
+  | ({ t: 'init' } & WorkerInit)
+  | ({ t: 'mirror'; id: number } & WorkerMirror)
   | { t: 'hold'; id: number }
   | { t: 'release'; id: number; route: UniverseName }
   | { t: 'upstreams'; id: number; universe: UniverseName; urls: string[] }

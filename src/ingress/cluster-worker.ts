@@ -38,7 +38,8 @@ process.on('message', (msg: PrimaryMessage) => {
   switch (msg.t) {
     case 'init':
       void startIngress({ ...msg.options, workers: 1 }).then(
-        (i) => {
+        async (i) => {
+          if (msg.mirror) await i.mirror(msg.mirror.enabled, msg.mirror.sink);
           ingress = i;
           markStarted();
           send({ t: 'ready', port: i.port });
@@ -54,6 +55,9 @@ process.on('message', (msg: PrimaryMessage) => {
       return;
     case 'release':
       void answer(msg.id, () => need().release(msg.route));
+      return;
+    case 'mirror':
+      void answer(msg.id, () => need().mirror(msg.enabled, msg.sink));
       return;
     case 'upstreams':
       void answer(msg.id, () => need().setUpstreams(msg.universe, msg.urls));

@@ -16,10 +16,18 @@ import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { AggregatorRegistry } from 'prom-client';
-import type { PrimaryMessage, WorkerIngressOptions, WorkerMessage, WorkerStats } from './cluster-protocol.js';
+import type {
+  PrimaryMessage,
+  WorkerInit,
+  WorkerIngressOptions,
+  WorkerMessage,
+  WorkerMirror,
+  WorkerStats,
+} from './cluster-protocol.js';
 import { startControlEndpoint, type ControlEndpoint } from './control-endpoint.js';
 import { FileControlStore, MemoryControlStore, type ControlStore } from './control-store.js';
 import type { IngressOptions } from './index.js';
+import type { MirrorSink } from './mirror-sink.js';
 import { UNIVERSES, type UniverseName } from './universe.js';
 
 export interface IngressClusterOptions extends Omit<IngressOptions, 'onDispatch' | 'mirror'> {
@@ -86,7 +94,7 @@ class WorkerLink {
 
   constructor(
     readonly worker: Worker,
-    initOptions: () => WorkerIngressOptions,
+    initOptions: () => WorkerInit,
     startTimeoutMs: number,
   ) {
     let readyResolve!: (port: number) => void;
@@ -110,7 +118,7 @@ class WorkerLink {
           // The state is read now, when the worker can receive it: any transition decided before this
           // point is in it, any later one follows on the same ordered channel.
           this.helloSeen = true;
-          this.post({ t: 'init', options: initOptions() });
+          this.post({ t: 'init', ...initOptions() });
           const backlog = this.backlog;
           this.backlog = [];
           for (const m of backlog) this.post(m);
@@ -207,7 +215,11 @@ export async function startIngressCluster(options: IngressClusterOptions): Promi
   // one listening handle per (host, port) key, so listen(0) in all of them yields one random port.
   const requestedPort = options.port ?? 0;
   const host = options.host ?? '127.0.0.1';
-  const initOptions = (): WorkerIngressOptions => ({
+  // Several workers mirror only by shipping to a runtime-test sink: a comparator callback cannot be
+  // handed to another process. Not persisted: the sink's token lives as long as its driver.
+  let mirror: WorkerMirror | undefined;
+  const initOptions = (): WorkerInit => ({ options: workerOptions(), ...(mirror ? { mirror } : {}) });
+  const workerOptions = (): WorkerIngressOptions => ({
     host,
     port: requestedPort,
     upstreams: { old: state.upstreams.old, new: state.upstreams.new },
@@ -310,6 +322,13 @@ export async function startIngressCluster(options: IngressClusterOptions): Promi
       state.upstreams[universe] = [...urls];
       await broadcast({ t: 'upstreams', universe, urls: [...urls] });
     });
+  const setMirror = (enabled: boolean, sink?: MirrorSink): Promise<void> =>
+    serial(async () => {
+      const to = sink ?? mirror?.sink;
+      if (!to) throw new Error('mirroring with several ingress workers needs a runtime-test sink');
+      mirror = { enabled, sink: to };
+      await broadcast({ t: 'mirror', ...mirror });
+    });
   const workerStats = async (): Promise<WorkerStats[]> =>
     (await broadcast<WorkerStats>({ t: 'stats' })).filter((s): s is WorkerStats => s !== undefined);
   const inFlight = async (universe: UniverseName): Promise<number> =>
@@ -379,10 +398,8 @@ export async function startIngressCluster(options: IngressClusterOptions): Promi
           hasUpstreams: (u) => state.upstreams[u].length > 0,
           upstreamUrls: (u) => [...state.upstreams[u]],
           setUpstreams,
-          mirroring: () => false,
-          setMirror: () => {
-            throw new Error('mirroring is not available with several ingress workers');
-          },
+          mirroring: () => mirror?.enabled ?? false,
+          setMirror,
           drained,
           snapshot: async () => {
             const s = await stats();

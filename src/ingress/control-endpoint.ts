@@ -8,11 +8,12 @@
  * before the transition is applied and acknowledged, so a restarted node resumes from it. Requests
  * need `Authorization: Bearer <token>`; transitions are applied one at a time.
  */
+import { listen } from '../universe/listen.js';
 import { timingSafeEqual } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import type { ControlState, ControlStore } from './control-store.js';
+import type { MirrorSink } from './mirror-sink.js';
 import type { UniverseName } from './universe.js';
 
 /**
@@ -29,8 +30,8 @@ export interface ControlTarget {
   upstreamUrls(universe: UniverseName): string[];
   setUpstreams(universe: UniverseName, urls: string[]): void | Promise<void>;
   mirroring(): boolean;
-  /** Throws when mirroring is not configured (no comparator). */
-  setMirror(enabled: boolean): void | Promise<void>;
+  /** With a sink, copies go to that runtime-test collector; throws when there is no mirror at all. */
+  setMirror(enabled: boolean, sink?: MirrorSink): void | Promise<void>;
   drained(universe: UniverseName, timeoutMs: number): Promise<void>;
   snapshot(): Record<string, unknown> | Promise<Record<string, unknown>>;
   metrics(): Promise<{ contentType: string; text: string }>;
@@ -58,7 +59,12 @@ const epochField = z.number().int().nonnegative();
 const bodies = {
   hold: z.object({ epoch: epochField }),
   release: z.object({ epoch: epochField, route: universe.optional() }),
-  mirror: z.object({ epoch: epochField, enabled: z.boolean() }),
+  mirror: z.object({
+    epoch: epochField,
+    enabled: z.boolean(),
+    /** A runtime-test collector; not persisted (its token lives as long as the driver that sent it). */
+    sink: z.object({ url: z.string().url(), token: z.string().min(16) }).optional(),
+  }),
   upstreams: z.object({ epoch: epochField, universe, urls: z.array(z.string().url()) }),
   drain: z.object({ universe, timeoutMs: z.number().int().positive().max(600_000) }),
 };
@@ -206,7 +212,7 @@ export async function startControlEndpoint(
           body: await transition(
             b.epoch,
             (s) => ({ ...s, mirror: b.enabled }),
-            async () => (await target.setMirror(b.enabled), {}),
+            async () => (await target.setMirror(b.enabled, b.sink), {}),
           ),
         };
       }
@@ -257,14 +263,10 @@ export async function startControlEndpoint(
   });
   server.headersTimeout = 5_000;
   server.requestTimeout = 10 * 60_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? 0, host, () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
+  const { port, url } = await listen(server, opts.port ?? 0, host);
   return {
     port,
-    url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    url,
     epoch: () => epoch,
     close: () =>
       new Promise<void>((resolve) => {

@@ -8,8 +8,8 @@
  * drain, backends, forward (hot path), headers, body-limit, upgrade, classify, mirror, metrics,
  * control-endpoint and control-store.
  */
+import { listen } from '../universe/listen.js';
 import http, { type IncomingMessage } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { BackendSet } from './backends.js';
 import { Classifier, type ClassRule, type RequestClass } from './classify.js';
 import { startControlEndpoint, type ControlEndpoint } from './control-endpoint.js';
@@ -17,13 +17,25 @@ import { FileControlStore, MemoryControlStore, type ControlStore } from './contr
 import { DrainTracker } from './drain.js';
 import { DEFAULT_HOLD_LIMITS } from './hold-queue.js';
 import { IngressMetrics } from './metrics.js';
-import { Mirror, type MirrorOptions, type MirrorStats } from './mirror.js';
+import { Mirror, type MirrorLimits, type MirrorOptions, type MirrorStats } from './mirror.js';
+import { shipTo, type MirrorSink, type SinkClient } from './mirror-sink.js';
 import { Router } from './router.js';
 import { UNIVERSES, type UniverseName } from './universe.js';
 
 export type { UniverseName } from './universe.js';
 export type { ClassRule, RequestClass } from './classify.js';
-export type { MirrorExchange, MirrorOptions, MirrorStats, CapturedResponse } from './mirror.js';
+export type {
+  MirrorExchange,
+  MirrorOptions,
+  MirrorLimits,
+  MirrorStats,
+  CapturedResponse,
+  ShippedExchange,
+} from './mirror.js';
+export type { MirrorSink } from './mirror-sink.js';
+export { decodeExchange, EXCHANGES_PATH } from './mirror-sink.js';
+export { Mirror } from './mirror.js';
+export { BackendSet } from './backends.js';
 export type { ControlState, ControlStore } from './control-store.js';
 export { FileControlStore, MemoryControlStore } from './control-store.js';
 export { startIngressCluster, type IngressCluster } from './cluster.js';
@@ -54,6 +66,8 @@ export interface IngressOptions {
   classify?: ClassRule[];
   /** Mirror configuration; mirroring itself is switched on with mirror(true) or the control endpoint. */
   mirror?: MirrorOptions;
+  /** Limits of a shipping mirror set up later through the control endpoint (a runtime-test sink). */
+  mirrorLimits?: MirrorLimits;
   /** Control endpoint on its own loopback port; absent = in-process control only. */
   control?: {
     token: string;
@@ -105,8 +119,11 @@ export interface Ingress {
   };
   /** Stops listening, closes upstream pools and open sockets. */
   close(): Promise<void>;
-  /** Switches mirroring on or off; throws when no mirror was configured. */
-  mirror(enabled: boolean): void;
+  /**
+   * Switches mirroring on or off. With a sink, copies are shipped to that runtime-test collector;
+   * without one, the configured mirror is used (rejects when there is none).
+   */
+  mirror(enabled: boolean, sink?: MirrorSink): Promise<void>;
   mirrorStats(): MirrorStats | undefined;
   /** The read/write class a request would get. */
   classify(method: string, url: string): RequestClass;
@@ -176,8 +193,20 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
     completed: (u, cls, outcome, status, ms) => metrics.completed(u, cls, outcome, status, ms),
     held: (ms) => metrics.holdDuration.observe(ms / 1000),
   };
-  const setMirror = (enabled: boolean): void => {
-    if (!router.mirror) throw new Error('mirroring is not configured: pass options.mirror with a comparator');
+  let sinkClient: SinkClient | undefined;
+  /** With a sink, copies are shipped there (replacing any earlier sink); else the configured mirror. */
+  const setMirror = async (enabled: boolean, sink?: MirrorSink): Promise<void> => {
+    if (sink) {
+      const previous = sinkClient;
+      sinkClient = shipTo(sink);
+      router.mirror = new Mirror({ ...options.mirrorLimits, ship: sinkClient.ship }, backends);
+      router.mirror.onChange = (_q, dropped) => dropped && metrics.mirrorDropped.inc();
+      await previous?.close().catch(() => {});
+    }
+    if (!router.mirror)
+      throw new Error(
+        'mirroring is not configured: give a runtime-test sink, or options.mirror with a comparator',
+      );
     router.mirror.enabled = enabled;
   };
 
@@ -202,14 +231,7 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
   // clientError handling: it answers 400/431/408 only when no response is under way, else closes.
 
   const host = options.host ?? '127.0.0.1';
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? 0, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const port = (server.address() as AddressInfo).port;
+  const { port, url } = await listen(server, options.port ?? 0, host);
   let closing: Promise<void> | undefined;
 
   let control: ControlEndpoint | undefined;
@@ -249,7 +271,7 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
 
   return {
     port,
-    url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    url,
     route: () => router.route(),
     setUpstreams: (universe, urls) => backends.set(universe, urls),
     hold: () => router.hold(),
@@ -263,7 +285,7 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
       held: router.heldCount(),
       maxHoldMs: router.maxHoldMs(),
     }),
-    mirror: setMirror,
+    mirror: (enabled, sink) => setMirror(enabled, sink),
     mirrorStats: () => router.mirror?.stats(),
     classify: (method, url) => classifier.classify(method.toUpperCase(), url),
     metrics: () => metrics.text(),
@@ -274,6 +296,7 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
       (closing ??= (async () => {
         await control?.close();
         router.shutdown();
+        await sinkClient?.close().catch(() => {});
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeAllConnections();
         await backends.close();

@@ -3,6 +3,11 @@
  * after the client has been answered, and both answers go to a comparator (runtime testing). The
  * client never waits for the mirror and never sees its failures: copies go through a bounded queue,
  * and when it is full the copy is dropped and counted, not delayed.
+ *
+ * A shipping mirror sends nothing to the other universe itself: it hands the request and the
+ * primary's answer to a remote runtime test (the driver's, mirror-sink.ts), which waits for its
+ * consistency barrier, sends the copy and compares. The barrier needs the conversion, which runs in
+ * the driver, not at the edge.
  */
 import type { BackendSet } from './backends.js';
 import type { ResponseTap } from './forward.js';
@@ -26,11 +31,24 @@ export interface MirrorExchange {
   primaryDoneAt: number;
 }
 
-export interface MirrorOptions {
+/** What a shipping mirror hands over: everything but the copy's answer. */
+export type ShippedExchange = Omit<MirrorExchange, 'mirror'>;
+
+export interface ComparingMirror {
   /** Receives each pair of answers; its errors are counted, never propagated. */
   compare: (exchange: MirrorExchange) => void | Promise<void>;
   /** Awaited before the copy is sent, e.g. until conversion has applied what old had committed. */
   barrier?: (exchange: Pick<MirrorExchange, 'request' | 'primaryDoneAt'>) => Promise<void>;
+}
+
+export interface ShippingMirror {
+  /** Hands the exchange to a remote runtime test; a rejection counts as a failed copy. */
+  ship: (exchange: ShippedExchange, signal: AbortSignal) => Promise<void>;
+}
+
+export type MirrorOptions = (ComparingMirror | ShippingMirror) & MirrorLimits;
+
+export interface MirrorLimits {
   /** Largest request body copied; larger requests are not mirrored. Default 1 MiB. */
   maxBodyBytes?: number;
   /** Largest response body kept for comparison (each side). Default 1 MiB. */
@@ -129,7 +147,7 @@ export class Mirror {
 
   /** Queues a copy; never blocks. Returns false when it was dropped. */
   enqueue(job: Job): boolean {
-    if (!this.backends.has(job.target)) {
+    if (!('ship' in this.opts) && !this.backends.has(job.target)) {
       this.counts.skipped++;
       return false;
     }
@@ -162,11 +180,21 @@ export class Mirror {
 
   private async send(job: Job): Promise<void> {
     const signal = AbortSignal.timeout(this.timeoutMs);
+    const { request, primary, primaryDoneAt } = job;
+    if ('ship' in this.opts) {
+      this.counts.sent++;
+      await this.opts.ship({ request, primary, primaryDoneAt }, signal).catch(() => this.counts.failed++);
+      return;
+    }
+    await this.compare(job, this.opts, signal);
+  }
+
+  private async compare(job: Job, opts: ComparingMirror, signal: AbortSignal): Promise<void> {
     let mirror: MirrorExchange['mirror'];
     try {
-      if (this.opts.barrier) {
+      if (opts.barrier) {
         await Promise.race([
-          this.opts.barrier({ request: job.request, primaryDoneAt: job.primaryDoneAt }),
+          opts.barrier({ request: job.request, primaryDoneAt: job.primaryDoneAt }),
           new Promise<never>((_, reject) =>
             signal.addEventListener('abort', () => reject(new Error('mirror barrier deadline passed')), {
               once: true,
@@ -203,7 +231,7 @@ export class Mirror {
       mirror = { universe: job.target, error: err instanceof Error ? err.message : String(err) };
     }
     try {
-      await this.opts.compare({
+      await opts.compare({
         request: job.request,
         primary: job.primary,
         mirror,

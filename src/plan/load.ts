@@ -8,7 +8,7 @@ import { dirname, extname, isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { LineCounter, parseDocument, isNode } from 'yaml';
 import type { z } from 'zod';
-import { ImagoError, errorMessage } from '../errors.js';
+import { ImagoError, errorMessage, moduleLoadHint } from '../errors.js';
 import { planSchema, type UpgradePlan } from './schema.js';
 
 export async function loadPlan(file: string): Promise<UpgradePlan> {
@@ -23,7 +23,7 @@ export async function loadPlan(file: string): Promise<UpgradePlan> {
       throw new ImagoError(
         `cannot load the plan: ${errorMessage(err)}`,
         file,
-        'check the file exists and compiles',
+        moduleLoadHint(err, 'check the file exists and compiles'),
       );
     }
     if (mod.default === undefined)

@@ -3,6 +3,7 @@
  * plan by hand: each names what was expected, and the loader prefixes it with the field's path.
  */
 import { z } from 'zod';
+import { runtimeTestSchema } from '../runtime-test/plan-schema.js';
 
 const positiveMs = (fallback: number) =>
   z
@@ -124,12 +125,23 @@ export const planSchema = z.strictObject({
     }),
   }),
   switchover,
-  runtimeTest: z
-    .strictObject({
-      /** Until the runtime test lands, a plan that requires it cannot pass the gate. */
+  /** Runtime testing before the switch (docs/runtime-test.md): mirrored reads compared, the gate. */
+  runtimeTest: runtimeTestSchema
+    .extend({
+      /** Mirror reads to the new universe and switch only when the gate holds (or with --force). */
       required: z.boolean({ error: 'expected true or false' }).default(false),
+      /** Where the driver receives the mirrored reads the ingress nodes ship. */
+      collector: z
+        .strictObject({
+          /** Loopback by default; nodes on other hosts need an address they can reach. */
+          host: z.string().min(1).default('127.0.0.1'),
+          port: z.number().int().min(0).max(65535).default(0),
+          /** The URL nodes are given, when they reach the driver by another name. */
+          advertise: httpUrl.optional(),
+        })
+        .prefault({}),
     })
-    .default({ required: false }),
+    .prefault({}),
   /** Where the journal lives: default the new database (schema imago_control). */
   control: z.strictObject({ database: connectionString.optional() }).default({}),
   /** Local folder for what must survive the driver but has no database yet (embedded clusters). */

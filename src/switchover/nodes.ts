@@ -17,6 +17,8 @@ export interface NodeState {
   releasedEpoch?: number;
   /** The upstream URLs per universe the node has. */
   upstreams?: { old?: string[]; new?: string[] };
+  /** Whether the node copies reads for runtime testing. */
+  mirror?: boolean;
 }
 
 export class IngressNode {
@@ -60,6 +62,16 @@ export class IngressNode {
     timeoutMs: number,
   ): Promise<NodeState> {
     return this.call('POST', '/v1/upstreams', { epoch, universe, urls }, timeoutMs);
+  }
+
+  /** Mirroring on or off; with a sink, the node ships its copies to that runtime-test collector. */
+  mirror(
+    epoch: number,
+    enabled: boolean,
+    sink: { url: string; token: string } | undefined,
+    timeoutMs: number,
+  ): Promise<NodeState> {
+    return this.call('POST', '/v1/mirror', { epoch, enabled, ...(sink ? { sink } : {}) }, timeoutMs);
   }
 
   private async call<T>(method: string, path: string, body: unknown, timeoutMs: number): Promise<T> {

@@ -2,7 +2,13 @@ import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import { ImagoError } from '../../errors.js';
 import { loadPlan } from '../../plan/index.js';
-import { loadReport, renderReport, reportPath, summarize } from '../../runtime-test/index.js';
+import {
+  loadReport,
+  renderReport,
+  reportPath,
+  summarize,
+  type GateCriteria,
+} from '../../runtime-test/index.js';
 import { output, reportError } from '../output.js';
 
 /** `imago report <plan>`: the runtime test's whole report (endpoints, noise, mismatches, samples, gate). */
@@ -19,6 +25,7 @@ export function registerReport(program: Command): void {
       const out = output(Boolean(opts.json));
       try {
         let file = opts.file;
+        let criteria: GateCriteria | undefined;
         if (file === undefined) {
           if (planFile === undefined)
             throw new ImagoError(
@@ -28,6 +35,7 @@ export function registerReport(program: Command): void {
             );
           const plan = await loadPlan(planFile);
           file = reportPath(plan.stateDir, plan.name);
+          criteria = plan.runtimeTest.gate;
         }
         if (!existsSync(file))
           throw new ImagoError(
@@ -36,8 +44,8 @@ export function registerReport(program: Command): void {
             'the driver writes it while mirroring runs (imago start); check the plan’s stateDir',
           );
         const report = loadReport(file);
-        for (const line of renderReport(report)) out.say(line);
-        out.result({ ...report, gate: summarize(report).gate });
+        for (const line of renderReport(report, criteria)) out.say(line);
+        out.result({ ...report, gate: summarize(report, criteria).gate });
       } catch (err) {
         process.exitCode = reportError(err, out.json);
       }

@@ -5,6 +5,8 @@ import { output, reportError } from '../output.js';
 import { connectClient } from '../../database.js';
 import { findCapture, type CaptureLeftover } from '../../capture/orphans.js';
 import { formatBytes } from '../../capture/wal-watch.js';
+import { existsSync } from 'node:fs';
+import { loadReport, reportPath, summarize } from '../../runtime-test/index.js';
 
 /** Imago's publications and slots on the old database (an embedded one exists only while its driver runs). */
 async function captureOnOldDatabase(url: string): Promise<CaptureLeftover[] | undefined> {
@@ -39,6 +41,14 @@ export function registerStatus(program: Command): void {
             `  conversion: ${String(conversion.copiedRows)} rows copied, ${String(conversion.appliedTransactions)} transactions applied up to ${String(conversion.appliedLsn)}, apply lag ${String(conversion.lastApplyLagMs)} ms`,
           );
         if (s.lateWrites) out.say(`  late writes after the fence: ${s.lateWrites}`);
+        const reportFile = reportPath(plan.stateDir, plan.name);
+        const runtimeTest = existsSync(reportFile)
+          ? summarize(loadReport(reportFile), plan.runtimeTest.gate)
+          : undefined;
+        if (runtimeTest) {
+          out.say(`  ${runtimeTest.line} (imago report for the whole)`);
+          for (const reason of runtimeTest.gate.reasons.slice(0, 5)) out.say(`    gate: ${reason}`);
+        }
         const capture = await captureOnOldDatabase(plan.old.database);
         for (const c of capture ?? []) {
           const wal =
@@ -50,7 +60,7 @@ export function registerStatus(program: Command): void {
         }
         for (const e of s.journal)
           out.say(`  ${e.at}  ${e.phase.padEnd(12)} ${e.event} ${JSON.stringify(e.detail)}`);
-        out.result({ ...s, ...(capture ? { capture } : {}) });
+        out.result({ ...s, ...(capture ? { capture } : {}), ...(runtimeTest ? { runtimeTest } : {}) });
       } catch (err) {
         process.exitCode = reportError(err, out.json);
       }

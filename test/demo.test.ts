@@ -1,5 +1,6 @@
 // End to end, nothing mocked: real clusters, real logical replication, real HTTP, real processes.
-// The demo at a small scale must switch with no failed request, no lost write and no mixed answers;
+// The demo at a small scale must pass its runtime test with no unexpected mismatch, then switch with
+// no failed request, no lost write and no mixed answers;
 // Ctrl-C in the middle of an upgrade must leave no process behind.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -27,6 +28,9 @@ test('the wiki upgrades online under load: switched, nothing failed, nothing los
   assert.ok(report.served_by_old > 0 && report.served_by_new > 0, 'both versions served part of the load');
   assert.ok(report.converted_rows > 300 * 3, `converted ${report.converted_rows} rows`);
   assert.ok(report.streamed_transactions > 0, 'changes arrived through the stream');
+  assert.equal(report.gate_passed, true, 'the runtime test let the switch happen');
+  assert.ok(report.compared_reads >= 3 * 30, `compared ${report.compared_reads} reads`);
+  assert.equal(report.unexpected_mismatches, 0, 'v2 answers as v1 does, edits running meanwhile');
 });
 
 function descendants(pid: number): number[] {

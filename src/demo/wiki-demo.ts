@@ -4,9 +4,10 @@
  *
  * Old universe (cluster + wiki v1, seeded) behind the ingress, with reads and edits flowing; then the
  * new universe (its own cluster + wiki v2) is started, the old database's changes are captured from a
- * slot with an exported snapshot, the snapshot is converted, the stream applied, and the ingress
- * switches atomically. The load runs across the switch. At the end every acknowledged write is
- * looked for in the new database, and everything started is stopped.
+ * slot with an exported snapshot, the snapshot is converted, the stream applied; reads are mirrored
+ * to v2 behind the consistency barrier and compared with v1's answers (runtime testing), and once
+ * the gate holds the ingress switches atomically. The load runs across the switch. At the end every
+ * acknowledged write is looked for in the new database, and everything started is stopped.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -24,6 +25,9 @@ import { seedWiki } from '../../examples/wiki/seed.js';
 import wikiConversion from '../../examples/wiki/conversion.js';
 import { missingWrites, VERSION_HEADER, wikiOperations } from '../../examples/wiki/workload.js';
 import { settle } from './settle.js';
+import { RuntimeTest } from '../runtime-test/index.js';
+import { wikiRuntimeTest } from '../../examples/wiki/runtime-test.js';
+import { waitUntil } from '../deadline.js';
 
 export interface DemoOptions {
   pages: number;
@@ -34,6 +38,9 @@ export interface DemoOptions {
   /** How long the load runs against the new universe's stream before and after the switch. */
   streamSeconds: number;
   afterSwitchSeconds: number;
+  /** Runtime test: reads each endpoint needs compared before the gate opens; how long to wait for it. */
+  minCompared?: number;
+  gateSeconds?: number;
   /** External servers instead of embedded clusters. */
   oldUrl?: string;
   newUrl?: string;
@@ -57,6 +64,10 @@ export interface DemoReport {
   catch_up_ms: number;
   drain_ms: number;
   held_requests: number;
+  compared_reads: number;
+  unexpected_mismatches: number;
+  noisy_reads: number;
+  gate_passed: boolean;
   latency_p50_ms: number;
   latency_p99_ms: number;
   latency_max_ms: number;
@@ -94,6 +105,8 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
   const keepLogs = onTeardown('demo logs', async () => rmSync(logs, { recursive: true, force: true }));
   let ingress: Ingress | undefined;
   let converter: Converter | undefined;
+  // Made once the stream runs (its barrier waits on the conversion); mirroring is off until then.
+  let runtimeTest: RuntimeTest | undefined;
   let succeeded = false;
   try {
     say(`old universe: PostgreSQL ${options.oldUrl ? '(external)' : '(embedded)'} + wiki v1`);
@@ -103,7 +116,15 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
     say(`  seeded ${seeded.cur} pages with ${seeded.cur + seeded.old} revisions`);
     const v1 = await wiki(1, oldDb, logs);
     const token = randomBytes(16).toString('hex');
-    ingress = await startIngress({ upstreams: { old: [v1.url] }, route: 'old', control: { token } });
+    ingress = await startIngress({
+      upstreams: { old: [v1.url] },
+      route: 'old',
+      control: { token },
+      mirror: {
+        barrier: async (x) => runtimeTest?.barrier(x),
+        compare: async (x) => runtimeTest?.compare(x),
+      },
+    });
     say(`  ingress on ${ingress.url} → wiki v1 at ${v1.url}`);
 
     const load = startLoad({
@@ -140,8 +161,16 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
     );
     let streamError: unknown;
     await converter.startStreaming((err) => (streamError = err));
+    runtimeTest = new RuntimeTest({
+      config: demoRuntimeTest(options.minCompared ?? 30),
+      conversion: converter,
+      oldUrls: [v1.url],
+    });
+    await ingress.mirror(true);
+    say('runtime test: reads mirrored to v2 behind the consistency barrier, compared with v1’s answers');
     say(`streaming changes for ${options.streamSeconds} s while the load goes on…`);
     await settle(options.streamSeconds * 1000, () => streamError);
+    const gate = await gateHolds(runtimeTest, (options.gateSeconds ?? 60) * 1000, () => streamError, say);
     const stats = converter.conversionStats();
     say(
       `  applied ${stats.appliedTransactions} source transactions (${stats.appliedChanges} changes), last apply lag ${stats.lastApplyLagMs} ms`,
@@ -156,8 +185,15 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
       fence: new Fence(oldDb, 'none', undefined, []),
       budget: DEMO_BUDGET,
       journal: memoryJournal(),
+      gate: async () => {
+        const verdict = runtimeTest?.gate();
+        return verdict && !verdict.pass ? verdict.reasons.join('; ') : undefined;
+      },
       log: (line) => say(`  ${line}`),
     });
+    await ingress.mirror(false);
+    const tested = runtimeTest.summary();
+    await runtimeTest.close();
 
     say(
       `load continues for ${options.afterSwitchSeconds} s on the ${result.switched ? 'new' : 'old'} universe…`,
@@ -174,16 +210,23 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
       `verify: ${ids.length} acknowledged writes looked up in the ${result.switched ? 'new' : 'old'} database`,
     );
     succeeded = true;
-    return report(
-      result,
-      observed,
-      finalStats.convertedRows,
-      finalStats.copiedRows,
-      finalStats.appliedTransactions,
-      lost,
-      started,
-    );
+    return {
+      ...report(
+        result,
+        observed,
+        finalStats.convertedRows,
+        finalStats.copiedRows,
+        finalStats.appliedTransactions,
+        lost,
+        started,
+      ),
+      compared_reads: tested.compared,
+      unexpected_mismatches: tested.mismatched,
+      noisy_reads: tested.noisy,
+      gate_passed: gate.pass,
+    };
   } finally {
+    await runtimeTest?.close().catch(() => {});
     await converter?.stop({ dropCapture: true }).catch(() => {});
     await ingress?.close().catch(() => {});
     // Logs of the apps are kept only when something went wrong.
@@ -226,6 +269,43 @@ async function missingV1(databaseUrl: string, ids: string[]): Promise<string[]> 
   }
 }
 
+/**
+ * The wiki's runtime-test configuration with the demo's evidence threshold. Latency is gated loosely:
+ * the demo runs both universes and the load on one machine, where v2's p99 swings with everything
+ * else running (docs/benchmarks.md, runtime test).
+ */
+function demoRuntimeTest(minCompared: number) {
+  return {
+    ...wikiRuntimeTest,
+    gate: { ...wikiRuntimeTest.gate, minComparedPerEndpoint: minCompared, maxLatencyRatio: 4 },
+  };
+}
+
+/** Waits, with progress, until the runtime-test gate holds or `ms` pass; returns the last verdict. */
+async function gateHolds(
+  test: RuntimeTest,
+  ms: number,
+  failure: () => unknown,
+  say: (line: string) => void,
+): Promise<{ pass: boolean; reasons: string[] }> {
+  let said = performance.now();
+  await waitUntil(
+    'the runtime-test gate',
+    async () => {
+      if (test.gate().pass || failure() !== undefined) return true;
+      if (performance.now() - said > 2_000) {
+        say(`  ${test.summary().line}`);
+        said = performance.now();
+      }
+      return undefined;
+    },
+    { timeoutMs: ms, intervalMs: 250 },
+  ).catch(() => undefined);
+  const verdict = test.gate();
+  say(`  ${test.summary().line}`);
+  return verdict;
+}
+
 function report(
   result: SwitchResult,
   observed: LoadResult,
@@ -234,7 +314,7 @@ function report(
   streamed: number,
   lost: string[],
   started: number,
-): DemoReport {
+): Omit<DemoReport, 'compared_reads' | 'unexpected_mismatches' | 'noisy_reads' | 'gate_passed'> {
   const byVersion = (v: string) => observed.answers.filter((a) => a.version === v).length;
   return {
     switched: result.switched,

@@ -28,6 +28,18 @@ export function registerDemo(program: Command): void {
     .option('--stream-seconds <s>', 'load on the change stream before the switch', seconds, 4)
     .option('--after-switch-seconds <s>', 'load after the switch', seconds, 3)
     .option(
+      '--min-compared <n>',
+      'runtime test: reads compared per endpoint before the gate opens',
+      positiveInt,
+      30,
+    )
+    .option(
+      '--gate-seconds <s>',
+      'runtime test: longest wait for the gate before giving up the switch',
+      seconds,
+      60,
+    )
+    .option(
       '--old-url <url>',
       'use this PostgreSQL server for the old universe instead of an embedded cluster',
     )
@@ -62,6 +74,9 @@ function printReport(r: Awaited<ReturnType<typeof runDemo>>, say: (line: string)
   );
   say(`  acknowledged writes ${r.acknowledged_writes}, lost ${r.lost_writes}`);
   say(`  mixed versions      ${r.mixed_version_answers} old answers after a client saw the new version`);
+  say(
+    `  runtime test        ${r.compared_reads} reads compared with v1's answers, ${r.unexpected_mismatches} unexpected mismatches, ${r.noisy_reads} noisy; gate ${r.gate_passed ? 'passed' : 'closed'}`,
+  );
   say(
     `  conversion          ${r.copied_rows} rows copied → ${r.converted_rows} rows, ${r.streamed_transactions} transactions streamed`,
   );

@@ -13,6 +13,7 @@ import { registerAbort } from './commands/abort.js';
 import { registerFinish } from './commands/finish.js';
 import { registerConvert } from './commands/convert.js';
 import { registerReport } from './commands/report.js';
+import { registerIngress } from './commands/ingress.js';
 
 const program = new Command()
   .name('imago')
@@ -31,5 +32,6 @@ registerAbort(program);
 registerFinish(program);
 registerConvert(program);
 registerReport(program);
+registerIngress(program);
 
 await program.parseAsync(process.argv);

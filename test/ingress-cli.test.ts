@@ -1,0 +1,131 @@
+// `imago ingress` as an operator runs it: a node in its own process, its control token from the
+// environment. It proxies, answers its control endpoint only with the token, stops on SIGTERM, and
+// restarted on the same state file resumes the route its driver last set (here: new).
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { request } from 'undici';
+import { startEchoBackend, type EchoBackend } from '../src/bench/proxy-backend.js';
+import { withDeadline } from '../src/deadline.js';
+import { freePort } from '../src/universe/ports.js';
+import { root } from './fixtures/driver-run.js';
+
+const token = 'cli-test-token-0123456789abcdef';
+let oldB: EchoBackend;
+let newB: EchoBackend;
+let dir: string;
+
+before(async () => {
+  oldB = await startEchoBackend({ name: 'old' });
+  newB = await startEchoBackend({ name: 'new' });
+  dir = mkdtempSync(join(tmpdir(), 'imago-ingress-cli-'));
+});
+
+after(async () => {
+  await oldB.close();
+  await newB.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+interface Node {
+  child: ChildProcess;
+  info: { url: string; control: string; route: string };
+  exit: Promise<number | null>;
+}
+
+async function startNode(
+  env: Record<string, string>,
+  ports: { listen: number; control: number },
+): Promise<Node> {
+  const child = spawn(
+    process.execPath,
+    [
+      join(root, 'bin/imago.js'),
+      'ingress',
+      '--old',
+      oldB.url,
+      '--listen',
+      `127.0.0.1:${ports.listen}`,
+      '--control-port',
+      String(ports.control),
+      '--state',
+      join(dir, 'edge.json'),
+      '--workers',
+      '1',
+      '--json',
+    ],
+    { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const line = new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).once('line', resolve);
+    void exit.then((code) => reject(new Error(`imago ingress exited ${code}`)));
+  });
+  const info = JSON.parse(await withDeadline('imago ingress listening', line, 30_000)) as Node['info'];
+  return { child, info, exit };
+}
+
+async function control(node: Node, path: string, body?: unknown, auth = token) {
+  const r = await request(`${node.info.control}${path}`, {
+    method: body === undefined ? 'GET' : 'POST',
+    headers: { authorization: `Bearer ${auth}`, 'content-type': 'application/json' },
+    body: body === undefined ? null : JSON.stringify(body),
+  });
+  return { status: r.statusCode, json: (await r.body.json()) as Record<string, unknown> };
+}
+
+async function universe(node: Node): Promise<string> {
+  const r = await request(`${node.info.url}/x`);
+  return ((await r.body.json()) as { universe: string }).universe;
+}
+
+test('imago ingress proxies, obeys its control endpoint, stops on SIGTERM and resumes its route', async () => {
+  const ports = { listen: await freePort(), control: await freePort() };
+  const node = await startNode({ IMAGO_INGRESS_TOKEN: token }, ports);
+  assert.equal(node.info.route, 'old');
+  assert.equal(await universe(node), 'old');
+  assert.equal((await control(node, '/v1/state', undefined, 'wrong-token-wrong-token')).status, 401);
+  assert.equal(
+    (await control(node, '/v1/upstreams', { epoch: 1, universe: 'new', urls: [newB.url] })).status,
+    200,
+  );
+  assert.equal((await control(node, '/v1/release', { epoch: 2, route: 'new' })).status, 200);
+  assert.equal(await universe(node), 'new');
+
+  node.child.kill('SIGTERM');
+  assert.equal(await withDeadline('ingress stopping', node.exit, 15_000), 143);
+  await assert.rejects(request(`${node.info.url}/x`), 'the port is closed');
+
+  const again = await startNode({ IMAGO_INGRESS_TOKEN: token }, ports);
+  assert.equal(again.info.route, 'new', 'the state file, not the command line, decides the route');
+  assert.equal(await universe(again), 'new');
+  assert.equal((await control(again, '/v1/state')).json.epoch, 2);
+  again.child.kill('SIGTERM');
+  await withDeadline('ingress stopping', again.exit, 15_000);
+});
+
+test('imago ingress without a control token says what to set, without a stack trace', async () => {
+  const env = { ...process.env };
+  delete env.IMAGO_INGRESS_TOKEN;
+  const child = spawn(process.execPath, [join(root, 'bin/imago.js'), 'ingress', '--old', oldB.url], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  const code = await withDeadline(
+    'imago ingress refusing',
+    new Promise<number | null>((resolve) => child.once('exit', resolve)),
+    15_000,
+  );
+  assert.equal(code, 2);
+  assert.match(
+    stderr,
+    /control token is not set\n {2}at fault: IMAGO_INGRESS_TOKEN\n {2}hint: export IMAGO_INGRESS_TOKEN=/,
+  );
+  assert.doesNotMatch(stderr, /\bat .*\.ts:\d+/);
+});

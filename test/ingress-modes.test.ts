@@ -29,7 +29,7 @@ describe('mirror', () => {
       mirror: { compare: (e) => void exchanges.push(e) },
     });
     try {
-      ingress.mirror(true);
+      await ingress.mirror(true);
       assert.equal((await get(`${ingress.url}/page/1`)).status, 200);
       assert.equal((await get(`${ingress.url}/search`, { method: 'POST', body: 'q=1' })).status, 200);
       await waitUntil('one comparison', async () => (exchanges.length === 1 ? true : undefined), {
@@ -44,6 +44,44 @@ describe('mirror', () => {
       assert.equal(newB.seen.filter((s) => s.method === 'POST').length, 0);
       assert.equal(ingress.mirrorStats()?.skipped, 1);
       assert.equal(ingress.stats().requests.new, 0, 'mirror copies are not client requests');
+    } finally {
+      await ingress.close();
+      await oldB.close();
+      await newB.close();
+    }
+  });
+
+  test('sampleRate copies every n-th eligible read and counts the others', async () => {
+    const oldB = await startEchoBackend({ name: 'old' });
+    const newB = await startEchoBackend({ name: 'new', record: true });
+    let compared = 0;
+    const ingress = await startIngress({
+      upstreams: { old: [oldB.url], new: [newB.url] },
+      route: 'old',
+      mirror: { compare: () => void compared++, sampleRate: 0.25 },
+    });
+    try {
+      await ingress.mirror(true);
+      for (let i = 0; i < 40; i++) assert.equal((await get(`${ingress.url}/page/${i}`)).status, 200);
+      await waitUntil('10 comparisons', async () => (compared === 10 ? true : undefined), {
+        timeoutMs: 5_000,
+      });
+      assert.equal(ingress.mirrorStats()?.unsampled, 30);
+      assert.deepEqual(
+        newB.seen.map((s) => s.url),
+        [
+          '/page/3',
+          '/page/7',
+          '/page/11',
+          '/page/15',
+          '/page/19',
+          '/page/23',
+          '/page/27',
+          '/page/31',
+          '/page/35',
+          '/page/39',
+        ],
+      );
     } finally {
       await ingress.close();
       await oldB.close();
@@ -83,7 +121,7 @@ describe('mirror', () => {
       };
       await time(20, 'warm');
       const base = await time(50, 'base');
-      ingress.mirror(true);
+      await ingress.mirror(true);
       const mirrored = await time(50, 'slow');
       assert.ok(
         mirrored < base * 3 + 2,

@@ -53,7 +53,7 @@ describe('runtime test over the ingress mirror', () => {
       mirror: rt.mirrorOptions({ concurrency: 1 }),
     });
     try {
-      ingress.mirror(true);
+      await ingress.mirror(true);
       for (let i = 0; i < 40; i++) {
         assert.equal(await get(`${ingress.url}/items/${i % 10}`), 200);
         await get(`${ingress.url}/items/${i % 10}`).then(() => rt.whenExchanges(2 * i + 1, 5_000));
@@ -140,7 +140,7 @@ describe('consistency barrier on the wiki with the converter streaming', () => {
       // Delegates to the current runtime test, so each test starts with fresh figures.
       mirror: { barrier: (x) => current.barrier(x), compare: (x) => current.compare(x) },
     });
-    ingress.mirror(true);
+    await ingress.mirror(true);
   });
 
   after(async () => {

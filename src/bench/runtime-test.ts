@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { waitUntil, withDeadline } from '../deadline.js';
 import { startIngress, type Ingress } from '../ingress/index.js';
-import { RuntimeTest, type RuntimeTestReport } from '../runtime-test/index.js';
+import { RuntimeTest, type RuntimeTestConfig, type RuntimeTestReport } from '../runtime-test/index.js';
+import { ImagoError } from '../errors.js';
 import { startApp, type AppProcess } from '../universe/app-process.js';
 import { createDatabase, startCluster } from '../universe/cluster.js';
 import { onTeardown, teardownAll } from '../universe/teardown.js';
@@ -24,6 +25,24 @@ import { startConverterProcess, type ConverterProcess } from './converter-proces
 import type { PhaseRequest, PhaseResult } from './load-child.js';
 import type { Output } from '../cli/output.js';
 import type { Scenario } from './scenarios.js';
+
+/** The wiki plan's runtime-test configuration, with the bench's overrides of what mirroring costs. */
+function benchConfig(options: Record<string, unknown>): RuntimeTestConfig {
+  const rate = (name: string): number | undefined => {
+    if (options[name] === undefined) return undefined;
+    const x = Number(options[name]);
+    if (!(x > 0 && x <= 1))
+      throw new ImagoError(`expected a share in (0, 1], not ${String(options[name])}`, name);
+    return x;
+  };
+  const sampleRate = rate('sampleRate') ?? wikiRuntimeTest.sampleRate;
+  const calibrationRate = rate('calibrationRate') ?? wikiRuntimeTest.noise?.calibrationRate;
+  return {
+    ...wikiRuntimeTest,
+    ...(sampleRate === undefined ? {} : { sampleRate }),
+    noise: { ...wikiRuntimeTest.noise, ...(calibrationRate === undefined ? {} : { calibrationRate }) },
+  };
+}
 
 const wikiDir = fileURLToPath(new URL('../../examples/wiki/', import.meta.url));
 const round = (n: number, digits = 2) => Math.round(n * 10 ** digits) / 10 ** digits;
@@ -45,6 +64,7 @@ export const runtimeTestScenario: Scenario = {
     const rate = Number(options.rate ?? 100);
     const pages = Number(options.pages ?? 1000);
     const logs = mkdtempSync(join(tmpdir(), 'imago-bench-rt-'));
+    const config = benchConfig(options);
     // Neighbours on a shared machine move p99 more than anything measured here: report their load.
     const loadStart = loadavg()[0] ?? 0;
     let ingress: Ingress | undefined;
@@ -70,7 +90,7 @@ export const runtimeTestScenario: Scenario = {
       await deprioritise([v2.pid], newDb);
       client = startClient();
       const conv = converter;
-      const fresh = () => new RuntimeTest({ conversion: conv, oldUrls: [v1.url], config: wikiRuntimeTest });
+      const fresh = () => new RuntimeTest({ conversion: conv, oldUrls: [v1.url], config });
       const rt = (current = fresh());
       ingress = await startIngress({
         upstreams: { old: [v1.url], new: [v2.url] },
@@ -79,6 +99,7 @@ export const runtimeTestScenario: Scenario = {
           barrier: (x) => (current as RuntimeTest).barrier(x),
           compare: (x) => (current as RuntimeTest).compare(x),
           concurrency: 8,
+          sampleRate: config.sampleRate,
         },
       });
 
@@ -149,6 +170,8 @@ export const runtimeTestScenario: Scenario = {
         rate,
         seconds,
         slice_ms: sliceMs,
+        sample_rate: config.sampleRate ?? 1,
+        calibration_rate: config.noise?.calibrationRate ?? 0.1,
       };
     } finally {
       client?.close();
@@ -208,7 +231,7 @@ async function phase(
   pages: number,
   runId: string,
 ): Promise<Phase> {
-  ingress.mirror(mirrored);
+  void ingress.mirror(mirrored);
   const r = await client.run({
     url: ingress.url,
     workers: 8,
@@ -217,7 +240,7 @@ async function phase(
     pages,
     runId: `rt${runId}${Date.now().toString(36)}`,
   });
-  ingress.mirror(false);
+  void ingress.mirror(false);
   return { mirrored, latencies: r.latencies, failed: r.failed, writes: r.writes };
 }
 
@@ -236,11 +259,11 @@ async function toggledRun(
   o: { seconds: number; rate: number; pages: number; sliceMs: number; guardMs: number },
 ): Promise<{ arms: Record<Arm, number[]>; failed: number; writes: number }> {
   const switches: { at: number; arm: Arm }[] = [{ at: Date.now(), arm: 'plain' }];
-  ingress.mirror(false);
+  void ingress.mirror(false);
   // A measurement schedule, not a synchronisation.
   const timer = setInterval(() => {
     const arm = ARMS[(ARMS.indexOf(switches.at(-1)?.arm ?? 'plain') + 1) % ARMS.length] as Arm;
-    ingress.mirror(arm === 'mirrored');
+    void ingress.mirror(arm === 'mirrored');
     switches.push({ at: Date.now(), arm });
   }, o.sliceMs);
   let r: PhaseResult;
@@ -255,7 +278,7 @@ async function toggledRun(
     });
   } finally {
     clearInterval(timer);
-    ingress.mirror(false);
+    void ingress.mirror(false);
   }
   const arms: Record<Arm, number[]> = { plain: [], control: [], mirrored: [] };
   let k = 0;

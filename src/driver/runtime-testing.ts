@@ -7,7 +7,7 @@
  *
  * Evidence lives as long as the driver: a driver restarted before the switch gathers it afresh.
  */
-import { BackendSet, Mirror } from '../ingress/index.js';
+import { BackendSet, Mirror, type MirrorSink } from '../ingress/index.js';
 import type { Converter } from '../conversion/converter.js';
 import { errorMessage } from '../errors.js';
 import type { UpgradePlan } from '../plan/index.js';
@@ -44,7 +44,8 @@ export class DriverRuntimeTest {
     });
     const backends = new BackendSet({ connectMs: 5_000, headersMs: 10_000, bodyMs: 10_000 });
     backends.set('new', [newAppUrl]);
-    const mirror = new Mirror(test.mirrorOptions(), backends);
+    // The nodes sample (before capturing anything); every read shipped here is compared.
+    const mirror = new Mirror(test.mirrorOptions({ sampleRate: 1 }), backends);
     mirror.enabled = true;
     const collector = await startCollector({
       host: where.host,
@@ -68,7 +69,7 @@ export class DriverRuntimeTest {
       nodes.map(async (node) => {
         try {
           const state = await node.state(NODE_CALL_MS);
-          if (force || !state.mirror) await node.mirror(state.epoch, true, this.collector.sink, NODE_CALL_MS);
+          if (force || !state.mirror) await node.mirror(state.epoch, true, this.sink, NODE_CALL_MS);
         } catch (err) {
           this.say(`runtime test: could not turn mirroring on at ${node.name}: ${errorMessage(err)}`);
         }
@@ -88,6 +89,10 @@ export class DriverRuntimeTest {
         }
       }),
     );
+  }
+
+  private get sink(): MirrorSink {
+    return { ...this.collector.sink, sampleRate: this.plan.runtimeTest.sampleRate };
   }
 
   gate(): GateVerdict {

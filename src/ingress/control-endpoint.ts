@@ -63,7 +63,13 @@ const bodies = {
     epoch: epochField,
     enabled: z.boolean(),
     /** A runtime-test collector; not persisted (its token lives as long as the driver that sent it). */
-    sink: z.object({ url: z.string().url(), token: z.string().min(16) }).optional(),
+    sink: z
+      .object({
+        url: z.string().url(),
+        token: z.string().min(16),
+        sampleRate: z.number().positive().max(1).optional(),
+      })
+      .optional(),
   }),
   upstreams: z.object({ epoch: epochField, universe, urls: z.array(z.string().url()) }),
   drain: z.object({ universe, timeoutMs: z.number().int().positive().max(600_000) }),

@@ -199,7 +199,8 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
     if (sink) {
       const previous = sinkClient;
       sinkClient = shipTo(sink);
-      router.mirror = new Mirror({ ...options.mirrorLimits, ship: sinkClient.ship }, backends);
+      const limits = { ...options.mirrorLimits, ...(sink.sampleRate ? { sampleRate: sink.sampleRate } : {}) };
+      router.mirror = new Mirror({ ...limits, ship: sinkClient.ship }, backends);
       router.mirror.onChange = (_q, dropped) => dropped && metrics.mirrorDropped.inc();
       await previous?.close().catch(() => {});
     }

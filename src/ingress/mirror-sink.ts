@@ -12,6 +12,8 @@ export interface MirrorSink {
   url: string;
   /** Bearer token the collector requires. */
   token: string;
+  /** Share of eligible reads shipped (MirrorLimits.sampleRate). Default 1. */
+  sampleRate?: number;
 }
 
 export const EXCHANGES_PATH = '/v1/exchanges';

@@ -49,6 +49,11 @@ export interface ShippingMirror {
 export type MirrorOptions = (ComparingMirror | ShippingMirror) & MirrorLimits;
 
 export interface MirrorLimits {
+  /**
+   * Share of eligible reads copied (every n-th, n = 1/rate), decided before anything is captured so
+   * that the others cost nothing. Default 1.
+   */
+  sampleRate?: number;
   /** Largest request body copied; larger requests are not mirrored. Default 1 MiB. */
   maxBodyBytes?: number;
   /** Largest response body kept for comparison (each side). Default 1 MiB. */
@@ -63,6 +68,8 @@ export interface MirrorLimits {
 
 export interface MirrorStats {
   enabled: boolean;
+  /** Eligible reads left out by sampleRate. */
+  unsampled: number;
   queued: number;
   inFlight: number;
   sent: number;
@@ -121,7 +128,17 @@ export class Mirror {
   enabled = false;
   private readonly queue: Job[] = [];
   private active = 0;
-  private readonly counts = { sent: 0, dropped: 0, skipped: 0, failed: 0, compared: 0, compareErrors: 0 };
+  private readonly counts = {
+    sent: 0,
+    dropped: 0,
+    skipped: 0,
+    unsampled: 0,
+    failed: 0,
+    compared: 0,
+    compareErrors: 0,
+  };
+  private readonly sampleEvery: number;
+  private eligible = 0;
   readonly maxBodyBytes: number;
   readonly maxResponseBytes: number;
   private readonly maxQueue: number;
@@ -139,6 +156,15 @@ export class Mirror {
     this.maxQueue = opts.maxQueue ?? 1000;
     this.concurrency = opts.concurrency ?? 16;
     this.timeoutMs = opts.timeoutMs ?? 10_000;
+    const rate = Math.min(1, Math.max(1e-6, opts.sampleRate ?? 1));
+    this.sampleEvery = Math.max(1, Math.round(1 / rate));
+  }
+
+  /** Whether this eligible read is copied (sampleRate); counted when it is not. */
+  sampled(): boolean {
+    if (this.sampleEvery === 1 || ++this.eligible % this.sampleEvery === 0) return true;
+    this.counts.unsampled++;
+    return false;
   }
 
   skip(): void {

@@ -206,7 +206,11 @@ export class Router {
     let requestBody: BodyCapture | undefined;
     const mirror = this.mirror;
     if (mirror?.enabled && tried === undefined) {
-      if (cls === 'read' && (body === null || (declared !== undefined && declared <= mirror.maxBodyBytes))) {
+      if (
+        cls === 'read' &&
+        (body === null || (declared !== undefined && declared <= mirror.maxBodyBytes)) &&
+        mirror.sampled()
+      ) {
         tap = new ResponseCapture(mirror.maxResponseBytes);
         if (body !== null) {
           const reqCapture = new BodyCapture(mirror.maxBodyBytes);

@@ -14,7 +14,7 @@
  * expected, paths), noise, report, redact, gate and render.
  */
 import { join } from 'node:path';
-import type { MirrorExchange, MirrorOptions } from '../ingress/index.js';
+import type { MirrorExchange, MirrorLimits, MirrorOptions } from '../ingress/index.js';
 import { withDeadline } from '../deadline.js';
 import { parseAnswer, headerRecord, type Answer } from './answer.js';
 import { ConsistencyBarrier, type BarrierOptions, type CatchUpSource } from './barrier.js';
@@ -65,12 +65,10 @@ export interface RuntimeTestOptions {
 
 interface PendingExchange {
   barrierError?: string;
-  unsampled?: boolean;
   passedAt: number;
 }
 
 const SAMPLE_BODY_BYTES = 2048;
-const NOT_SAMPLED = 'not sampled for runtime testing';
 
 export class RuntimeTest {
   private readonly config: RuntimeTestConfig;
@@ -84,8 +82,6 @@ export class RuntimeTest {
   private readonly saver: NodeJS.Timeout | undefined;
   private recorded = 0;
   private judged = 0;
-  private offered = 0;
-  private readonly sampleEvery: number;
   private readonly calibrateEvery: number;
   private noiseSampleFailures = 0;
   private noiseSamplesTaken = 0;
@@ -95,7 +91,6 @@ export class RuntimeTest {
     this.config = options.config ?? {};
     this.barrierGate = options.conversion && new ConsistencyBarrier(options.conversion, options.barrier);
     this.sampler = options.oldUrls?.length ? new NoiseSampler(options.oldUrls) : undefined;
-    this.sampleEvery = Math.max(1, Math.round(1 / Math.min(1, Math.max(1e-6, this.config.sampleRate ?? 1))));
     const rate = this.config.noise?.calibrationRate ?? 0.1;
     this.calibrateEvery = rate > 0 ? Math.max(1, Math.round(1 / rate)) : 0;
     this.endpoints = new Endpoints(this.config.routes, this.config.learnAfter);
@@ -112,20 +107,14 @@ export class RuntimeTest {
   }
 
   /** Mirror options for startIngress: this runtime test as barrier and comparator. */
-  mirrorOptions(rest: Omit<MirrorOptions, 'compare' | 'barrier'> = {}): MirrorOptions {
-    return { ...rest, barrier: this.barrier, compare: this.compare };
+  mirrorOptions(rest: MirrorLimits = {}): MirrorOptions {
+    return { sampleRate: this.config.sampleRate, ...rest, barrier: this.barrier, compare: this.compare };
   }
 
   /** The ingress awaits this before sending the copy to the new universe. */
   readonly barrier = async (x: Pick<MirrorExchange, 'request' | 'primaryDoneAt'>): Promise<void> => {
     const state: PendingExchange = { passedAt: 0 };
     this.pending.set(x.request, state);
-    if (this.sampleEvery > 1 && ++this.offered % this.sampleEvery !== 0) {
-      // Interim, until the ingress can sample before capturing (.scratch/notes-for-ingress.md):
-      // refusing here spares the new universe's copy; the mirror counts it as failed.
-      state.unsampled = true;
-      throw new Error(NOT_SAMPLED);
-    }
     try {
       await this.barrierGate?.wait(x.primaryDoneAt);
     } catch (err) {
@@ -197,7 +186,6 @@ export class RuntimeTest {
     // After a switch the new universe is primary and old the copy: that is not a test of the new one.
     if (x.primary.universe !== 'old') return this.collector.skip('new universe was primary');
     const state = this.pending.get(x.request);
-    if (state?.unsampled) return;
     if (state?.barrierError !== undefined) return this.collector.skip('consistency barrier not reached');
     if (this.barrierGate && !state) return this.collector.skip('consistency barrier not reached');
     const latencyNewMs = state ? performance.now() - state.passedAt : undefined;

@@ -5,6 +5,7 @@
  */
 import { DeadlineError, ImagoError, errorMessage } from '../errors.js';
 import type { IngressNodeSpec } from '../plan/index.js';
+import type { MirrorSink } from '../ingress/index.js';
 
 export interface NodeState {
   node?: string;
@@ -68,7 +69,7 @@ export class IngressNode {
   mirror(
     epoch: number,
     enabled: boolean,
-    sink: { url: string; token: string } | undefined,
+    sink: MirrorSink | undefined,
     timeoutMs: number,
   ): Promise<NodeState> {
     return this.call('POST', '/v1/mirror', { epoch, enabled, ...(sink ? { sink } : {}) }, timeoutMs);

@@ -22,6 +22,11 @@ export function registerBench(program: Command): void {
       '--small-transactions <n>',
       'convert: single-row transactions in the small backlog (default 200000)',
     )
+    .option('--sample-rate <x>', 'runtime-test: share of reads mirrored (default: the wiki plan’s)')
+    .option(
+      '--calibration-rate <x>',
+      'runtime-test: share of matching reads noise-sampled (default: the wiki plan’s)',
+    )
     .allowUnknownOption(false)
     .action(async (name: string, opts: Record<string, string | boolean | undefined>) => {
       const out = output(Boolean(opts.json));

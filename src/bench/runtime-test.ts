@@ -20,7 +20,7 @@ import { createDatabase, startCluster } from '../universe/cluster.js';
 import { onTeardown, teardownAll } from '../universe/teardown.js';
 import { seedWiki } from '../../examples/wiki/seed.js';
 import { wikiRuntimeTest } from '../../examples/wiki/runtime-test.js';
-import { percentile } from './load.js';
+import { median, percentile } from './load.js';
 import { startConverterProcess, type ConverterProcess } from './converter-process.js';
 import type { PhaseRequest, PhaseResult } from './load-child.js';
 import type { Output } from '../cli/output.js';
@@ -58,6 +58,7 @@ export const runtimeTestScenario: Scenario = {
   describe: 'runtime test: faithful v2 vs a planted regression, and what mirroring costs client p99',
   async run({ out, options }) {
     const seconds = Number(options.duration ?? 45);
+    const repetitions = Math.max(1, Number(options.repetitions ?? 3));
     const regressionSeconds = Math.max(3, Math.round(seconds / 6));
     const sliceMs = 1000;
     const guardMs = 250;
@@ -104,14 +105,20 @@ export const runtimeTestScenario: Scenario = {
       });
 
       out.say(
-        `faithful v2: ${seconds} s of load, ${rate} req/s, 1 write in 4; arms plain / control / mirrored rotating every ${sliceMs} ms`,
+        `faithful v2: ${repetitions} × ${seconds} s of load, ${rate} req/s, 1 write in 4; arms plain / control / mirrored rotating every ${sliceMs} ms`,
       );
-      const split = await toggledRun(client, ingress, { seconds, rate, pages, sliceMs, guardMs });
-      const unmirrored = [...split.arms.plain, ...split.arms.control];
-      for (const arm of ARMS)
-        out.say(
-          `  ${arm.padEnd(8)}: client p50 ${round(percentile(split.arms[arm], 50))} ms, p99 ${round(percentile(split.arms[arm], 99))} ms (${split.arms[arm].length} requests)`,
-        );
+      // Repetitions, and the median of their ratios: one neighbour's burst moves one repetition's p99.
+      const runs: ArmRun[] = [];
+      for (let i = 0; i < repetitions; i++) {
+        const split = await toggledRun(client, ingress, { seconds, rate, pages, sliceMs, guardMs });
+        runs.push(split);
+        out.say(`  repetition ${i + 1}:`);
+        for (const arm of ARMS)
+          out.say(
+            `    ${arm.padEnd(8)}: client p50 ${round(percentile(split.arms[arm], 50))} ms, p99 ${round(percentile(split.arms[arm], 99))} ms (${split.arms[arm].length} requests)`,
+          );
+      }
+      const ratios = runs.map(armRatios);
       await settleMirror(ingress, 10_000);
       const faithful = rt.report();
       const faithfulGate = rt.gate();
@@ -133,9 +140,7 @@ export const runtimeTestScenario: Scenario = {
       await bugged.close();
       sayReport(out, 'regression', regression);
 
-      const p99Plain = percentile(unmirrored, 99);
-      const p99Mirrored = percentile(split.arms.mirrored, 99);
-      const ratio = (arm: Arm, p: number) => percentile(split.arms[arm], p) / percentile(split.arms.plain, p);
+      const med = (pick: (r: ReturnType<typeof armRatios>) => number) => round(median(ratios.map(pick)));
       const noisePaths = faithful.endpoints.flatMap((e) =>
         e.noisePaths.map((n) => `${e.endpoint} ${n.path}`),
       );
@@ -147,15 +152,20 @@ export const runtimeTestScenario: Scenario = {
         unexpected_mismatches_faithful: faithful.totals.mismatched,
         regression_detected: regression.totals.mismatched > 0 && !regressionGate.pass,
         noise_paths: noisePaths.length,
-        primary_p99_ratio: round(p99Mirrored / p99Plain),
-        primary_p99_plain_ms: round(p99Plain),
-        primary_p99_mirrored_ms: round(p99Mirrored),
-        primary_p50_ratio: round(percentile(split.arms.mirrored, 50) / percentile(unmirrored, 50)),
+        primary_p99_ratio: med((r) => r.p99),
+        primary_p99_plain_ms: med((r) => r.p99PlainMs),
+        primary_p99_mirrored_ms: med((r) => r.p99MirroredMs),
+        primary_p50_ratio: med((r) => r.p50),
         // Two unmirrored arms compared: what the machine's noise alone does to the same ratios.
-        noise_floor_p99_ratio: round(ratio('control', 99)),
-        noise_floor_p50_ratio: round(ratio('control', 50)),
-        failed_requests: split.failed + reg.failed,
-        writes_during_faithful: split.writes,
+        noise_floor_p99_ratio: med((r) => r.noiseP99),
+        noise_floor_p50_ratio: med((r) => r.noiseP50),
+        repetitions: ratios.map((r) => ({
+          p99: round(r.p99),
+          p50: round(r.p50),
+          noise_p99: round(r.noiseP99),
+        })),
+        failed_requests: runs.reduce((n, r) => n + r.failed, 0) + reg.failed,
+        writes_during_faithful: runs.reduce((n, r) => n + r.writes, 0),
         faithful_noisy: faithful.totals.noisy,
         faithful_errors: faithful.totals.errors,
         faithful_skipped: faithful.totals.skipped,
@@ -246,6 +256,21 @@ async function phase(
 
 type Arm = 'plain' | 'control' | 'mirrored';
 const ARMS: Arm[] = ['plain', 'control', 'mirrored'];
+type ArmRun = { arms: Record<Arm, number[]>; failed: number; writes: number };
+
+/** Mirrored against both unmirrored arms pooled; control against plain (the noise floor). */
+function armRatios({ arms }: ArmRun) {
+  const unmirrored = [...arms.plain, ...arms.control];
+  const at = (xs: number[], p: number) => percentile(xs, p);
+  return {
+    p99: at(arms.mirrored, 99) / at(unmirrored, 99),
+    p50: at(arms.mirrored, 50) / at(unmirrored, 50),
+    p99PlainMs: at(unmirrored, 99),
+    p99MirroredMs: at(arms.mirrored, 99),
+    noiseP99: at(arms.control, 99) / at(arms.plain, 99),
+    noiseP50: at(arms.control, 50) / at(arms.plain, 50),
+  };
+}
 
 /**
  * One continuous load; every `sliceMs` the next arm of plain → control → mirrored takes over, and
@@ -257,7 +282,7 @@ async function toggledRun(
   client: Client,
   ingress: Ingress,
   o: { seconds: number; rate: number; pages: number; sliceMs: number; guardMs: number },
-): Promise<{ arms: Record<Arm, number[]>; failed: number; writes: number }> {
+): Promise<ArmRun> {
   const switches: { at: number; arm: Arm }[] = [{ at: Date.now(), arm: 'plain' }];
   void ingress.mirror(false);
   // A measurement schedule, not a synchronisation.

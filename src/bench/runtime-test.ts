@@ -12,8 +12,11 @@ import pg from 'pg';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { waitUntil, withDeadline } from '../deadline.js';
-import { startIngress, type Ingress } from '../ingress/index.js';
-import { RuntimeTest, type RuntimeTestConfig, type RuntimeTestReport } from '../runtime-test/index.js';
+import type { MirrorStats } from '../ingress/index.js';
+import type { IngressNode } from '../switchover/index.js';
+import { RemoteRuntimeTest } from '../runtime-test/remote.js';
+import { startIngressProcess, type IngressProcess } from './ingress-process.js';
+import type { RuntimeTestConfig, RuntimeTestReport } from '../runtime-test/index.js';
 import { ImagoError } from '../errors.js';
 import { startApp, type AppProcess } from '../universe/app-process.js';
 import { createDatabase, startCluster } from '../universe/cluster.js';
@@ -60,7 +63,7 @@ export const runtimeTestScenario: Scenario = {
   describe: 'runtime test: faithful v2 vs a planted regression, and what mirroring costs client p99',
   async run({ out, options }) {
     const seconds = Number(options.duration ?? 45);
-    const repetitions = Math.max(1, Number(options.repetitions ?? 3));
+    const repetitions = Math.max(1, Number(options.repetitions ?? 5));
     const regressionSeconds = Math.max(3, Math.round(seconds / 6));
     const sliceMs = 1000;
     const guardMs = 250;
@@ -70,9 +73,9 @@ export const runtimeTestScenario: Scenario = {
     const config = benchConfig(options);
     // Neighbours on a shared machine move p99 more than anything measured here: report their load.
     const loadStart = loadavg()[0] ?? 0;
-    let ingress: Ingress | undefined;
+    let ingress: IngressProcess | undefined;
     let converter: ConverterProcess | undefined;
-    let current: RuntimeTest | undefined;
+    let current: RemoteRuntimeTest | undefined;
     let ok = false;
     let client: Client | undefined;
     try {
@@ -93,18 +96,18 @@ export const runtimeTestScenario: Scenario = {
       await deprioritise([v2.pid], newDb);
       client = startClient();
       const conv = converter;
-      const fresh = () => new RuntimeTest({ conversion: conv, oldUrls: [v1.url], config });
-      const rt = (current = fresh());
-      ingress = await startIngress({
-        upstreams: { old: [v1.url], new: [v2.url] },
-        route: 'old',
-        mirror: {
-          barrier: (x) => (current as RuntimeTest).barrier(x),
-          compare: (x) => (current as RuntimeTest).compare(x),
-          concurrency: 8,
-          sampleRate: config.sampleRate,
-        },
-      });
+      // As in production: the node in its own process ships what it mirrors; the comparison runs
+      // next to the conversion (here the bench's process stands for the driver).
+      ingress = await startIngressProcess({ old: [v1.url], workers: 1 });
+      const node = ingress.node;
+      const remote = (newAppUrl: string) =>
+        RemoteRuntimeTest.start({ config, conversion: conv, newAppUrl, oldUrls: [v1.url] });
+      const rt = (current = await remote(v2.url));
+      const lane: MirrorLane = {
+        url: ingress.url,
+        set: (on) => (on ? current?.mirrorOn([node], true) : current?.mirrorOff([node], true)),
+        settled: (ms) => settleMirror(node, current, ms),
+      };
 
       out.say(
         `faithful v2: ${repetitions} × ${seconds} s of load, ${rate} req/s, 1 write in 4; arms plain / control / mirrored rotating every ${sliceMs} ms`,
@@ -112,7 +115,7 @@ export const runtimeTestScenario: Scenario = {
       // Repetitions, and the median of their ratios: one neighbour's burst moves one repetition's p99.
       const runs: ArmRun[] = [];
       for (let i = 0; i < repetitions; i++) {
-        const split = await toggledRun(client, ingress, { seconds, rate, pages, sliceMs, guardMs });
+        const split = await toggledRun(client, lane, { seconds, rate, pages, sliceMs, guardMs });
         runs.push(split);
         out.say(`  repetition ${i + 1}:`);
         for (const arm of ARMS)
@@ -121,7 +124,7 @@ export const runtimeTestScenario: Scenario = {
           );
       }
       const ratios = runs.map(armRatios);
-      await settleMirror(ingress, 10_000);
+      await lane.settled(10_000);
       const faithful = rt.report();
       const faithfulGate = rt.gate();
       await rt.close();
@@ -133,10 +136,9 @@ export const runtimeTestScenario: Scenario = {
       await v2.stop();
       v2 = await wiki(2, newDb, logs, { WIKI_V2_PLANTED_REGRESSION: '1' });
       await deprioritise([v2.pid], newDb);
-      ingress.setUpstreams('new', [v2.url]);
-      const bugged = (current = fresh());
-      const reg = await phase(client, ingress, true, regressionSeconds, rate, pages, 'reg');
-      await settleMirror(ingress, 10_000);
+      const bugged = (current = await remote(v2.url));
+      const reg = await phase(client, lane, true, regressionSeconds, rate, pages, 'reg');
+      await lane.settled(10_000);
       const regression = bugged.report();
       const regressionGate = bugged.gate();
       await bugged.close();
@@ -189,7 +191,7 @@ export const runtimeTestScenario: Scenario = {
       client?.close();
       await current?.close().catch(() => {});
       await converter?.stop().catch(() => {});
-      await ingress?.close().catch(() => {});
+      await ingress?.stop().catch(() => {});
       await teardownAll((line) => out.say(`cleanup: ${line}`));
       if (ok) rmSync(logs, { recursive: true, force: true });
       else out.say(`logs of the wiki processes: ${logs}`);
@@ -234,16 +236,23 @@ export function startClient(): Client {
   };
 }
 
+/** The ingress's mirroring as the bench drives it, through the node's control endpoint. */
+interface MirrorLane {
+  url: string;
+  set(on: boolean): Promise<void> | undefined;
+  settled(timeoutMs: number): Promise<void>;
+}
+
 async function phase(
   client: Client,
-  ingress: Ingress,
+  ingress: MirrorLane,
   mirrored: boolean,
   seconds: number,
   rate: number,
   pages: number,
   runId: string,
 ): Promise<Phase> {
-  void ingress.mirror(mirrored);
+  await ingress.set(mirrored);
   const r = await client.run({
     url: ingress.url,
     workers: 8,
@@ -252,7 +261,7 @@ async function phase(
     pages,
     runId: `rt${runId}${Date.now().toString(36)}`,
   });
-  void ingress.mirror(false);
+  await ingress.set(false);
   return { mirrored, latencies: r.latencies, failed: r.failed, writes: r.writes };
 }
 
@@ -282,15 +291,15 @@ function armRatios({ arms }: ArmRun) {
  */
 async function toggledRun(
   client: Client,
-  ingress: Ingress,
+  ingress: MirrorLane,
   o: { seconds: number; rate: number; pages: number; sliceMs: number; guardMs: number },
 ): Promise<ArmRun> {
   const switches: { at: number; arm: Arm }[] = [{ at: Date.now(), arm: 'plain' }];
-  void ingress.mirror(false);
+  await ingress.set(false);
   // A measurement schedule, not a synchronisation.
   const timer = setInterval(() => {
     const arm = ARMS[(ARMS.indexOf(switches.at(-1)?.arm ?? 'plain') + 1) % ARMS.length] as Arm;
-    void ingress.mirror(arm === 'mirrored');
+    void ingress.set(arm === 'mirrored');
     switches.push({ at: Date.now(), arm });
   }, o.sliceMs);
   let r: PhaseResult;
@@ -305,7 +314,7 @@ async function toggledRun(
     });
   } finally {
     clearInterval(timer);
-    void ingress.mirror(false);
+    await ingress.set(false);
   }
   const arms: Record<Arm, number[]> = { plain: [], control: [], mirrored: [] };
   let k = 0;
@@ -366,16 +375,24 @@ export async function deprioritise(pids: number[], databaseUrl: string): Promise
   }
 }
 
-/** Waits (bounded) until the mirror has compared what it queued, so reports are complete. */
-async function settleMirror(ingress: Ingress, timeoutMs: number): Promise<void> {
+/** Waits (bounded) until the node has shipped what it queued and all of it is compared. */
+async function settleMirror(
+  node: IngressNode,
+  test: RemoteRuntimeTest | undefined,
+  timeoutMs: number,
+): Promise<void> {
+  const started = performance.now();
   await waitUntil(
-    'the mirror to finish its comparisons',
+    'the ingress node to ship its mirror queue',
     async () => {
-      const s = ingress.mirrorStats();
-      return !s || (s.queued === 0 && s.inFlight === 0) ? true : undefined;
+      const s = (await node.state(2_000)) as { mirrorStats?: MirrorStats };
+      return !s.mirrorStats || (s.mirrorStats.queued === 0 && s.mirrorStats.inFlight === 0)
+        ? true
+        : undefined;
     },
-    { timeoutMs },
+    { timeoutMs, intervalMs: 100 },
   );
+  await test?.settled(Math.max(1, timeoutMs - (performance.now() - started)));
 }
 
 function sayReport(out: Output, name: string, r: RuntimeTestReport): void {

@@ -39,7 +39,8 @@ import {
   type FenceRecord,
 } from '../switchover/index.js';
 import { provideDatabases, type Databases } from './databases.js';
-import { DriverRuntimeTest } from './runtime-testing.js';
+import { RemoteRuntimeTest } from '../runtime-test/remote.js';
+import { reportPath } from '../runtime-test/index.js';
 import { Journal, type Command, type JournalEvent } from './journal.js';
 import { healthy, startDetachedApp, stopDetachedApp } from './new-app.js';
 import { SWITCH_EVENT_PHASE, before, isTerminal, phaseMoveAllowed, type Phase } from './phases.js';
@@ -75,7 +76,7 @@ export class Driver {
   /** Nodes that did not confirm the last decision, re-sent it by the command loop until they do. */
   private readonly redriver = new Redriver();
   /** Mirroring and comparison before the switch, when the plan requires a runtime test. */
-  private runtimeTest: DriverRuntimeTest | undefined;
+  private runtimeTest: RemoteRuntimeTest | undefined;
   /** The gate's reasons last said, and when. */
   private lastGate = { reasons: '', at: -Infinity };
 
@@ -191,7 +192,16 @@ export class Driver {
     this.heartbeat = setInterval(() => void this.beat().catch(() => {}), 1_000);
     if (this.current === 'streaming') await this.record('testing', 'testing');
     if (plan.runtimeTest.required && before(this.current, 'switching')) {
-      this.runtimeTest = await DriverRuntimeTest.start(plan, converter, app.url, say);
+      const { required: _required, collector, ...config } = plan.runtimeTest;
+      this.runtimeTest = await RemoteRuntimeTest.start({
+        config,
+        conversion: converter,
+        newAppUrl: app.url,
+        oldUrls: 'url' in plan.old.app ? [plan.old.app.url] : [],
+        reportFile: reportPath(plan.stateDir, plan.name),
+        collector,
+        say,
+      });
       // Forced: a node may still ship to the collector of a driver that ran before this one.
       await this.runtimeTest.mirrorOn(this.nodes, true);
     } else if (this.current === 'testing') {

@@ -19,10 +19,14 @@ declare module '_http_common' {
     finish(): undefined | Error;
     /** Reads straight from a libuv stream handle (no 'data' events); kOnExecute reports each read. */
     consume(handle: object): void;
+    /** The buffer of the read being parsed (what follows an upgrade request's head). */
+    getCurrentBuffer(): Buffer;
     unconsume(): void;
     close(): void;
     free(): void;
     remove(): void;
     [index: number]: unknown;
   }
+  /** Method names by llhttp's method number, as kOnHeadersComplete reports them. */
+  export const methods: readonly string[];
 }

@@ -5,9 +5,10 @@
  * universe does not have) and it is not counted by drain tracking, which is about HTTP requests.
  * Uses node:http rather than undici here because it hands over non-101 answers as ordinary responses.
  */
-import http, { type IncomingMessage } from 'node:http';
+import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Backend } from './backends.js';
+import type { ClientRequest } from './client-request.js';
 import { upstreamRequestHeaders } from './headers.js';
 
 export interface UpgradeTimeouts {
@@ -24,7 +25,7 @@ export function refuseUpgrade(socket: Duplex, status: number, text: string, extr
 }
 
 export function forwardUpgrade(
-  req: IncomingMessage,
+  req: ClientRequest,
   socket: Duplex,
   head: Buffer,
   backend: Backend,
@@ -33,16 +34,13 @@ export function forwardUpgrade(
 ): void {
   const target = new URL(backend.url);
   // Upgrade and Connection are hop-by-hop in general but are the handshake itself here.
-  const headers = upstreamRequestHeaders(req.rawHeaders, {
-    clientIp: req.socket.remoteAddress ?? '',
-    proto: 'http',
-  });
-  headers.push('host', target.host, 'connection', 'upgrade', 'upgrade', req.headers.upgrade ?? 'websocket');
+  const headers = upstreamRequestHeaders(req.rawHeaders, { clientIp: req.remoteAddress, proto: 'http' });
+  headers.push('host', target.host, 'connection', 'upgrade', 'upgrade', req.upgrade ?? 'websocket');
   const upstream = http.request({
     host: target.hostname,
     port: target.port,
     method: req.method,
-    path: backend.prefix + (req.url ?? '/'),
+    path: backend.prefix + req.url,
     headers,
     timeout: timeouts.connectMs,
   });

@@ -2,11 +2,12 @@
  * The answer to one client request, written straight to the client socket: status line and headers
  * serialised once, framing chosen as node:http would (the backend's Content-Length kept, else chunked
  * for HTTP/1.1, else close-delimited; none for HEAD, 1xx, 204 and 304), and the head, a small body and
- * the end sent in one corked write. Backpressure and the client going away are reported to one
+ * the end sent in one write. Backpressure and the client going away are reported to one
  * watcher object (the forward in progress) rather than through events, since this is the hot path.
  */
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
+import { writeHeadAndBody } from './socket-write.js';
 
 /** Who hears about the client connection: the forward in progress, or the hold queue. */
 export interface ResponseWatcher {
@@ -83,6 +84,13 @@ export class ClientResponse {
   write(chunk: Buffer): boolean {
     if (this.destroyed || this.finished || this.noBody || chunk.length === 0) return true;
     const socket = this.conn.socket;
+    const head = this.head;
+    if (head !== undefined && !this.chunked) {
+      this.head = undefined;
+      const ok = writeHeadAndBody(socket, head, chunk);
+      if (!ok) this.conn.awaitDrain(this);
+      return ok;
+    }
     socket.cork();
     this.flushHead(socket);
     let ok: boolean;
@@ -103,9 +111,13 @@ export class ClientResponse {
     this.finished = true;
     const socket = this.conn.socket;
     const body = this.noBody || tail === undefined || tail.length === 0 ? undefined : tail;
-    if (body === undefined && !this.chunked) {
-      if (this.head !== undefined) socket.write(this.head, 'latin1');
+    const head = this.head;
+    if (!this.chunked) {
       this.head = undefined;
+      if (body === undefined) {
+        if (head !== undefined) socket.write(head, 'latin1');
+      } else if (head === undefined) socket.write(body);
+      else writeHeadAndBody(socket, head, body);
     } else {
       socket.cork();
       this.flushHead(socket);

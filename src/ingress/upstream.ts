@@ -16,6 +16,7 @@
  */
 import net from 'node:net';
 import type { BodySink, RequestBody } from './client-request.js';
+import { writeHeadAndBody } from './socket-write.js';
 import { consumeSocket, HTTPParser, Slot, type StreamHandle } from './parser-stream.js';
 
 export interface UpstreamHandler {
@@ -183,16 +184,25 @@ class Exchange implements BodySink {
     const socket = this.conn?.socket;
     if (socket === undefined || this.phase === 'done') return;
     if (chunk.length === 0) return;
+    const head = this.pendingHead;
+    if (head !== undefined && !this.chunked) {
+      this.pendingHead = undefined;
+      if (!writeHeadAndBody(socket, head, chunk)) this.waitForSocket(socket);
+      return;
+    }
     socket.cork();
     this.flushHead(socket);
     if (this.chunked) socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
     let ok = socket.write(chunk);
     if (this.chunked) ok = socket.write('\r\n', 'latin1');
     socket.uncork();
-    if (!ok) {
-      this.req.body?.pause();
-      socket.once('drain', this.onSocketDrain);
-    }
+    if (!ok) this.waitForSocket(socket);
+  }
+
+  /** The backend socket is full: the client body waits until it drains. */
+  private waitForSocket(socket: net.Socket): void {
+    this.req.body?.pause();
+    socket.once('drain', this.onSocketDrain);
   }
 
   private readonly onSocketDrain = (): void => {

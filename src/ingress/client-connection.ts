@@ -17,7 +17,7 @@ import { methods } from '_http_common';
 import { ClientRequestError } from './body-limit.js';
 import { ClientRequest, RequestBody, type BodyFlow } from './client-request.js';
 import { ClientResponse, type ResponseConnection } from './client-response.js';
-import { consumeSocket, HTTPParser, Slot, type StreamHandle } from './parser-stream.js';
+import { consumeSocket, HTTPParser, releaseParser, Slot, type StreamHandle } from './parser-stream.js';
 
 export interface FrontEndLimits {
   headersMs: number;
@@ -331,6 +331,7 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
     if (want === this.reading) return;
     this.reading = want;
     const handle = this.handle;
+    if (this.socket.destroyed) return;
     if (handle !== undefined) {
       if (want) handle.readStart();
       else handle.readStop();
@@ -392,9 +393,8 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
     socket.off('close', this.onClose);
     if (this.handle !== undefined) {
       if (!this.reading) this.handle.readStart();
-      this.parser.unconsume();
     } else if (!this.reading) socket.resume();
-    this.freeParser();
+    releaseParser(this.parser, this.handle !== undefined);
     // Our 'data' listener is gone: what arrives is buffered until the handler pipes the socket.
     socket.pause();
     this.owner.handlers.upgrade(req, socket, head);
@@ -409,8 +409,7 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
       active.response.watcher?.clientClosed();
     }
     this.dropQueue();
-    if (this.handle !== undefined) this.parser.unconsume();
-    this.freeParser();
+    releaseParser(this.parser, this.handle !== undefined);
   };
 
   /** Requests that will not be answered (the connection is closing or closed). */
@@ -421,11 +420,6 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
     }
     this.queue.length = 0;
     this.active = undefined;
-  }
-
-  private freeParser(): void {
-    this.parser.remove();
-    this.parser.close();
   }
 
   /** Closes once what was written has gone out. */

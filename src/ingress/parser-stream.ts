@@ -43,3 +43,18 @@ export function consumeSocket(socket: Socket, parser: HTTPParser): StreamHandle 
   parser.consume(handle);
   return handle;
 }
+
+/**
+ * Lets go of a parser whose socket closed or was handed over. The C++ object is deleted only once the
+ * stack has unwound (as node:http does): this may run inside one of the parser's own callbacks, and
+ * deleting it there is a use-after-free (a crash, not an exception).
+ */
+export function releaseParser(parser: HTTPParser, consumed: boolean): void {
+  if (consumed) parser.unconsume();
+  parser.remove();
+  setImmediate(closeParser, parser);
+}
+
+function closeParser(parser: HTTPParser): void {
+  parser.close();
+}

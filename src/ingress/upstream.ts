@@ -17,7 +17,7 @@
 import net from 'node:net';
 import type { BodySink, RequestBody } from './client-request.js';
 import { writeHeadAndBody } from './socket-write.js';
-import { consumeSocket, HTTPParser, Slot, type StreamHandle } from './parser-stream.js';
+import { consumeSocket, HTTPParser, releaseParser, Slot, type StreamHandle } from './parser-stream.js';
 
 export interface UpstreamHandler {
   /** Called at dispatch; `abort(err)` cancels the exchange (its onError then receives `err`). */
@@ -399,6 +399,7 @@ class Connection {
 
   /** Stops reading from the backend (the client socket is full). */
   pause(): void {
+    if (this.destroyed) return;
     if (this.handle !== undefined) this.handle.readStop();
     else this.socket.pause();
   }
@@ -436,9 +437,7 @@ class Connection {
     const ex = this.exchange;
     if (ex !== undefined) ex.fail(new UpstreamError('the backend connection closed', 'UND_ERR_SOCKET'));
     this.pool.forget(this);
-    if (this.handle !== undefined) this.parser.unconsume();
-    this.parser.remove();
-    this.parser.close();
+    releaseParser(this.parser, this.handle !== undefined);
   }
 
   destroy(): void {

@@ -21,7 +21,15 @@ export function refuseUpgrade(socket: Duplex, status: number, text: string, extr
     socket.destroy();
     return;
   }
-  socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n${extra}\r\n`);
+  endAndClose(socket, `HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n${extra}\r\n`);
+}
+
+/**
+ * Ends the client socket with a last answer and closes it once that is written: the socket is paused
+ * (nothing reads it until a tunnel is spliced), so the client's own close would never be seen.
+ */
+function endAndClose(socket: Duplex, last: string | Buffer): void {
+  socket.end(last, () => socket.destroy());
 }
 
 export function forwardUpgrade(
@@ -73,7 +81,8 @@ export function forwardUpgrade(
     res.on('end', () => {
       const body = Buffer.concat(chunks);
       if (res.headers['content-length'] === undefined) lines.push(`content-length: ${body.length}`);
-      socket.end(
+      endAndClose(
+        socket,
         Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\nconnection: close\r\n\r\n`, 'latin1'), body]),
       );
       settle(false);

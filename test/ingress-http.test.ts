@@ -67,6 +67,13 @@ describe('HTTP/1.1 proxying', () => {
           });
           return true;
         }
+        if (req.url === '/trailers') {
+          res.writeHead(200, { 'content-type': 'text/plain', trailer: 'x-checksum' });
+          res.write('body');
+          res.addTrailers({ 'x-checksum': 'abc' });
+          res.end();
+          return true;
+        }
         if (req.url === '/head-info') {
           res.writeHead(200, { 'content-type': 'application/json', 'content-length': '1234' });
           res.end(req.method === 'HEAD' ? undefined : 'x'.repeat(1234));
@@ -301,6 +308,42 @@ describe('HTTP/1.1 proxying', () => {
     assert.doesNotMatch(text, /transfer-encoding/i);
     assert.match(text, /connection: close/i);
     assert.ok(text.endsWith('chunk0;chunk1;chunk2;chunk3;chunk4;'));
+  });
+
+  test('trailers are dropped and never leak into the next message on either connection', async () => {
+    const socket = net.connect(ingress.port, '127.0.0.1');
+    let got = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (d: string) => (got += d));
+    const answers = () => got.split('HTTP/1.1 200').length - 1;
+    const answered = (n: number) =>
+      waitUntil(`answer ${n}`, async () => (answers() >= n ? true : undefined), {
+        timeoutMs: 2_000,
+        intervalMs: 1,
+      });
+    try {
+      socket.write(
+        'POST /t/1 HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n0\r\nx-trail: 1\r\n\r\n',
+      );
+      await answered(1);
+      socket.write('GET /trailers HTTP/1.1\r\nhost: x\r\n\r\n');
+      await answered(2);
+      socket.write('GET /t/3 HTTP/1.1\r\nhost: x\r\n\r\n');
+      await answered(3);
+    } finally {
+      socket.destroy();
+    }
+    const third = got.slice(got.lastIndexOf('HTTP/1.1 200'));
+    assert.doesNotMatch(third, /x-checksum/i, 'a backend trailer leaked into the next answer');
+    const second = got.slice(got.indexOf('HTTP/1.1 200', 1), got.lastIndexOf('HTTP/1.1 200'));
+    assert.match(
+      second,
+      /\r\n\r\n4\r\nbody\r\n0\r\n\r\n$/,
+      'the second request reached /trailers, unchanged',
+    );
+    const seen = backend.seen.find((s) => s.url === '/t/3');
+    assert.ok(seen, 'the third request reached the backend');
+    assert.equal(seen.headers['x-trail'], undefined, 'a client trailer leaked into the next request');
   });
 
   test('idle keep-alive client connections are closed after the idle timeout', async () => {

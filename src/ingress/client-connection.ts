@@ -192,6 +192,10 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
 
   private onMessageComplete(): void {
     this.inMessage = false;
+    // Trailers arrive through kOnHeaders just before this; they are not forwarded, and must not
+    // become part of the next request's head (or its URL).
+    if (this.headerPairs.length > 0) this.headerPairs = [];
+    this.urlParts = '';
     const req = this.parsing;
     this.parsing = undefined;
     req?.body?.end();

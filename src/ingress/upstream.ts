@@ -356,6 +356,8 @@ class Connection {
   }
 
   private onMessageComplete(): void {
+    // Trailers arrive through kOnHeaders just before this: not relayed, and not the next answer's.
+    if (this.headerPairs.length > 0) this.headerPairs = [];
     const ex = this.exchange;
     if (ex === undefined || ex.phase !== 'body') return;
     ex.phase = 'done';

@@ -1,6 +1,7 @@
 /**
  * HTTP/1.1 correctness of the ingress over real sockets: chunked bodies, keep-alive on both sides,
- * Expect: 100-continue, HEAD, body-size limit, timeouts, client aborts, request smuggling attempts,
+ * pipelining, Expect: 100-continue, HEAD, HTTP/1.0, body-size limit, timeouts, client aborts, malformed
+ * requests and request smuggling attempts,
  * slow clients, WebSocket passthrough, and several backends per universe.
  */
 import assert from 'node:assert/strict';
@@ -66,6 +67,13 @@ describe('HTTP/1.1 proxying', () => {
           });
           return true;
         }
+        if (req.url === '/trailers') {
+          res.writeHead(200, { 'content-type': 'text/plain', trailer: 'x-checksum' });
+          res.write('body');
+          res.addTrailers({ 'x-checksum': 'abc' });
+          res.end();
+          return true;
+        }
         if (req.url === '/head-info') {
           res.writeHead(200, { 'content-type': 'application/json', 'content-length': '1234' });
           res.end(req.method === 'HEAD' ? undefined : 'x'.repeat(1234));
@@ -82,6 +90,7 @@ describe('HTTP/1.1 proxying', () => {
         upstreamHeadersTimeoutMs: 300,
         headersTimeoutMs: 300,
         idleTimeoutMs: 300,
+        requestTimeoutMs: 600,
       },
     });
   });
@@ -250,6 +259,91 @@ describe('HTTP/1.1 proxying', () => {
     }
     assert.ok(performance.now() - t0 < 1_000, 'normal requests are served while slow clients wait');
     await withDeadline('slow clients cut', Promise.all(closed), 3_000);
+  });
+
+  test('pipelined requests are forwarded one by one and answered in order', async () => {
+    const text = await raw(
+      ingress.port,
+      'GET /p/1 HTTP/1.1\r\nhost: x\r\n\r\n' +
+        'POST /p/2 HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc' +
+        'GET /p/3 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n',
+    );
+    const answers = text.split('HTTP/1.1 ').slice(1);
+    assert.deepEqual(
+      answers.map((a) => a.slice(0, 3)),
+      ['200', '200', '200'],
+    );
+    assert.match(answers[1] as string, /"bodyBytes":3/);
+    assert.match(answers[2] as string, /connection: close/i);
+    const urls = backend.seen.map((s) => s.url).filter((u) => u.startsWith('/p/'));
+    assert.deepEqual(urls, ['/p/1', '/p/2', '/p/3']);
+  });
+
+  test('a body that stops arriving gets 408 at the request deadline', async () => {
+    const text = await raw(
+      ingress.port,
+      'POST /stalled HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabcde',
+    );
+    assert.equal(statusOf(text), 408);
+    await ingress.drained('old', 2_000);
+  });
+
+  test('malformed requests get precise errors: 400, 431 for oversized headers', async () => {
+    assert.equal(statusOf(await raw(ingress.port, 'HELLO\r\n\r\n')), 400);
+    assert.equal(statusOf(await raw(ingress.port, 'GET / HTTP/1.1\r\nhost: x\r\nx-a: b\nc\r\n\r\n')), 400);
+    const big = `GET / HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`;
+    assert.equal(statusOf(await raw(ingress.port, big)), 431);
+    // A good request followed by a malformed one: the first is answered, then the connection closes.
+    const mixed = await raw(
+      ingress.port,
+      'GET /ok HTTP/1.1\r\nhost: x\r\n\r\nGET /bad HTTP/1.1\r\nhost x\r\n\r\n',
+    );
+    assert.equal(statusOf(mixed), 200);
+    assert.ok(!backend.seen.some((s) => s.url === '/bad'));
+  });
+
+  test('HTTP/1.0 clients get close-delimited bodies instead of chunked ones', async () => {
+    const text = await raw(ingress.port, 'GET /chunked-response HTTP/1.0\r\nhost: x\r\n\r\n');
+    assert.equal(statusOf(text), 200);
+    assert.doesNotMatch(text, /transfer-encoding/i);
+    assert.match(text, /connection: close/i);
+    assert.ok(text.endsWith('chunk0;chunk1;chunk2;chunk3;chunk4;'));
+  });
+
+  test('trailers are dropped and never leak into the next message on either connection', async () => {
+    const socket = net.connect(ingress.port, '127.0.0.1');
+    let got = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (d: string) => (got += d));
+    const answers = () => got.split('HTTP/1.1 200').length - 1;
+    const answered = (n: number) =>
+      waitUntil(`answer ${n}`, async () => (answers() >= n ? true : undefined), {
+        timeoutMs: 2_000,
+        intervalMs: 1,
+      });
+    try {
+      socket.write(
+        'POST /t/1 HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n0\r\nx-trail: 1\r\n\r\n',
+      );
+      await answered(1);
+      socket.write('GET /trailers HTTP/1.1\r\nhost: x\r\n\r\n');
+      await answered(2);
+      socket.write('GET /t/3 HTTP/1.1\r\nhost: x\r\n\r\n');
+      await answered(3);
+    } finally {
+      socket.destroy();
+    }
+    const third = got.slice(got.lastIndexOf('HTTP/1.1 200'));
+    assert.doesNotMatch(third, /x-checksum/i, 'a backend trailer leaked into the next answer');
+    const second = got.slice(got.indexOf('HTTP/1.1 200', 1), got.lastIndexOf('HTTP/1.1 200'));
+    assert.match(
+      second,
+      /\r\n\r\n4\r\nbody\r\n0\r\n\r\n$/,
+      'the second request reached /trailers, unchanged',
+    );
+    const seen = backend.seen.find((s) => s.url === '/t/3');
+    assert.ok(seen, 'the third request reached the backend');
+    assert.equal(seen.headers['x-trail'], undefined, 'a client trailer leaked into the next request');
   });
 
   test('idle keep-alive client connections are closed after the idle timeout', async () => {

@@ -8,22 +8,21 @@
  * Owns the mapping of backend failures to answers: connection failure → 502, timeout → 504, never a
  * crash; once the response has started, a failure can only cut the client connection.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
 import type { Backend } from './backends.js';
-import { BodyTooLarge } from './body-limit.js';
+import { BodyTooLarge, ClientRequestError } from './body-limit.js';
+import type { ClientRequest, RequestBody } from './client-request.js';
+import { answerError, type ClientResponse, type ResponseWatcher } from './client-response.js';
 import { clientResponseHeaders } from './headers.js';
 import type { UpstreamHandler } from './upstream.js';
 
 export type ForwardOutcome = 'ok' | 'upstream-error' | 'client-gone' | 'retried' | 'rejected';
 
 export interface ForwardRequest {
-  req: IncomingMessage;
-  res: ServerResponse;
+  req: ClientRequest;
   backend: Backend;
   headers: string[];
-  /** The request body to stream upstream (the request itself, or a size-limiting wrapper), or null. */
-  body: Readable | null;
+  /** The request body to stream upstream, or null. */
+  body: RequestBody | null;
   /**
    * Called exactly once, when the upstream response has been completely received or has failed.
    * `connectFailed` means the connection to the backend failed (it is marked failed); whether the
@@ -77,37 +76,24 @@ class ClientGone extends Error {
   }
 }
 
-/** The forward in progress on a response, for the one shared 'close' listener (no closure per request). */
-const kForward = Symbol('imago.forward');
-type TrackedResponse = ServerResponse & { [kForward]?: ForwardHandler };
-
-function onResponseClose(this: TrackedResponse): void {
-  this[kForward]?.clientClosed();
-}
-
-function onResponseDrain(this: TrackedResponse): void {
-  this[kForward]?.resumeUpstream();
-}
-
 /**
- * UpstreamPool handler for one attempt: a class rather than per-request closures, since this runs
- * for every request. Propagates a client abort upstream, streams the response with backpressure.
+ * UpstreamPool handler for one attempt, and the watcher of the client connection: a class rather than
+ * per-request closures, since this runs for every request. Propagates a client abort upstream, streams
+ * the response with backpressure.
  */
-class ForwardHandler implements UpstreamHandler {
+class ForwardHandler implements UpstreamHandler, ResponseWatcher {
   private abortFn: ((err?: Error) => void) | undefined = undefined;
   private finished = false;
   private status = 0;
   private responseStarted = false;
   private clientGone = false;
   private resume: (() => void) | undefined = undefined;
-  private readonly res: TrackedResponse;
+  private readonly res: ClientResponse;
 
   constructor(private readonly f: ForwardRequest) {
-    const res = f.res as TrackedResponse;
-    this.res = res;
+    this.res = f.req.response;
     // A retry replaces the previous (finished) attempt on the same response.
-    if (res[kForward] === undefined) res.on('close', onResponseClose);
-    res[kForward] = this;
+    this.res.watcher = this;
   }
 
   private finish(outcome: ForwardOutcome, connectFailed: boolean, error?: Error): void {
@@ -118,12 +104,12 @@ class ForwardHandler implements UpstreamHandler {
 
   /** The client connection closed: abort upstream, so the backend stops working on an answer nobody reads. */
   clientClosed(): void {
-    if (this.finished || this.res.writableFinished) return;
+    if (this.finished || this.res.finished) return;
     this.clientGone = true;
     this.abortFn?.(new ClientGone());
   }
 
-  resumeUpstream(): void {
+  clientDrained(): void {
     this.resume?.();
   }
 
@@ -144,9 +130,7 @@ class ForwardHandler implements UpstreamHandler {
 
   onData(chunk: Buffer): boolean {
     this.f.tap?.onData(chunk);
-    if (this.res.write(chunk)) return true;
-    this.res.once('drain', onResponseDrain);
-    return false;
+    return this.res.write(chunk);
   }
 
   onComplete(tail?: Buffer): void {
@@ -169,7 +153,7 @@ class ForwardHandler implements UpstreamHandler {
     const connectFailed = !this.responseStarted && CONNECT_CODES.has(code);
     if (this.responseStarted) {
       // Headers are out: the only honest signal left is cutting the connection.
-      res.destroy(err);
+      res.destroy();
       this.finish('upstream-error', false, err);
       return;
     }
@@ -180,9 +164,16 @@ class ForwardHandler implements UpstreamHandler {
       this.finish('retried', true, err);
       return;
     }
-    if (err instanceof BodyTooLarge || err.cause instanceof BodyTooLarge) {
+    if (err instanceof BodyTooLarge) {
       this.status = 413;
-      answerError(res, 413, 'Payload Too Large', { connection: 'close' });
+      answerError(res, 413, 'Payload Too Large', { close: true });
+      this.finish('rejected', false, err);
+      return;
+    }
+    if (err instanceof ClientRequestError) {
+      // The client's request failed on our side (malformed body, request deadline): its answer.
+      this.status = err.status;
+      answerError(res, err.status, err.message, { close: true });
       this.finish('rejected', false, err);
       return;
     }
@@ -194,34 +185,14 @@ class ForwardHandler implements UpstreamHandler {
 
 export function forward(f: ForwardRequest): void {
   const { req, backend } = f;
-  const url = req.url ?? '/';
+  const url = req.url;
   backend.upstream.dispatch(
     {
       path: backend.prefix === '' ? url : backend.prefix + url,
-      method: req.method ?? 'GET',
+      method: req.method,
       headers: f.headers,
       body: f.body,
     },
     new ForwardHandler(f),
   );
-}
-
-/** A short plain-text error answer; safe to call for any request that has no response headers yet. */
-export function answerError(
-  res: ServerResponse,
-  status: number,
-  text: string,
-  extra?: Record<string, string>,
-): void {
-  if (res.headersSent || res.destroyed) {
-    if (!res.destroyed) res.destroy();
-    return;
-  }
-  const body = `${text}\n`;
-  res.writeHead(status, {
-    'content-type': 'text/plain; charset=utf-8',
-    'content-length': Buffer.byteLength(body),
-    ...extra,
-  });
-  res.end(body);
 }

@@ -1,7 +1,8 @@
 /**
- * Types for node's built-in llhttp binding as node:http's own client uses it (`_http_common`). Not a
- * documented API; upstream.ts relies on it for response parsing because it is the same strict C parser
- * node uses, at a fraction of the cost of a JavaScript or WebAssembly one. Checked at load time.
+ * Types for node's built-in llhttp binding (`_http_common`), the parser node:http itself uses. Not a
+ * documented API; the ingress parses client requests (client-connection.ts) and backend responses
+ * (upstream.ts) with it because it is the same strict C parser node uses, at a fraction of the cost of
+ * node:http's server machinery or a JavaScript/WebAssembly parser. Checked at load time (parser-stream.ts).
  */
 declare module '_http_common' {
   export class HTTPParser {
@@ -19,10 +20,14 @@ declare module '_http_common' {
     finish(): undefined | Error;
     /** Reads straight from a libuv stream handle (no 'data' events); kOnExecute reports each read. */
     consume(handle: object): void;
+    /** The buffer of the read being parsed (what follows an upgrade request's head). */
+    getCurrentBuffer(): Buffer;
     unconsume(): void;
     close(): void;
     free(): void;
     remove(): void;
     [index: number]: unknown;
   }
+  /** Method names by llhttp's method number, as kOnHeadersComplete reports them. */
+  export const methods: readonly string[];
 }

@@ -6,15 +6,15 @@
  *
  * This file is the in-process API and wires the parts: router (route + hold decision), hold-queue,
  * drain, backends, forward (hot path), headers, body-limit, upgrade, classify, mirror, metrics,
- * control-endpoint and control-store.
+ * control-endpoint and control-store; front-end and client-connection are its HTTP/1.1 server.
  */
-import { listen } from '../universe/listen.js';
-import http, { type IncomingMessage } from 'node:http';
 import { BackendSet } from './backends.js';
 import { Classifier, type ClassRule, type RequestClass } from './classify.js';
+import type { ClientRequest } from './client-request.js';
 import { startControlEndpoint, type ControlEndpoint } from './control-endpoint.js';
 import { FileControlStore, MemoryControlStore, type ControlStore } from './control-store.js';
 import { DrainTracker } from './drain.js';
+import { FrontEnd } from './front-end.js';
 import { DEFAULT_HOLD_LIMITS } from './hold-queue.js';
 import { IngressMetrics } from './metrics.js';
 import { Mirror, type MirrorLimits, type MirrorOptions, type MirrorStats } from './mirror.js';
@@ -24,6 +24,7 @@ import { UNIVERSES, type UniverseName } from './universe.js';
 
 export type { UniverseName } from './universe.js';
 export type { ClassRule, RequestClass } from './classify.js';
+export type { ClientRequest } from './client-request.js';
 export type {
   MirrorExchange,
   MirrorOptions,
@@ -61,7 +62,7 @@ export interface IngressOptions {
   hold?: { maxRequests?: number; maxBytes?: number; maxWaitMs?: number };
   limits?: IngressLimits;
   /** Called as each request is handed to a backend, in dispatch order (tests, tracing). */
-  onDispatch?: (universe: UniverseName, req: IncomingMessage) => void;
+  onDispatch?: (universe: UniverseName, req: ClientRequest) => void;
   /** Read/write classification rules (first match wins); default by method. */
   classify?: ClassRule[];
   /** Mirror configuration; mirroring itself is switched on with mirror(true) or the control endpoint. */
@@ -211,28 +212,22 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
     router.mirror.enabled = enabled;
   };
 
-  const server = http.createServer({
-    headersTimeout: limits.headersTimeoutMs ?? 10_000,
-    requestTimeout: limits.requestTimeoutMs ?? 60_000,
-    keepAliveTimeout: limits.idleTimeoutMs ?? 5_000,
-    // Reject obs-fold, bare LF and other lenient parsing: they are request-smuggling vectors.
-    insecureHTTPParser: false,
-    // Header/request timeouts are only checked this often; node's default (30 s) would let a
-    // slowloris client hold a socket far past headersTimeout.
-    connectionsCheckingInterval: Math.max(
-      10,
-      Math.min(1_000, Math.floor((limits.headersTimeoutMs ?? 10_000) / 4)),
-    ),
-  });
-  server.on('upgrade', (req, socket, head) => router.handleUpgrade(req, socket, head));
-  server.on('request', (req, res) => router.handle(req, res, false));
-  // Answering 100 Continue ourselves, at dispatch time, keeps held requests' bodies unread.
-  server.on('checkContinue', (req, res) => router.handle(req, res, true));
-  // Parse errors (smuggling attempts, oversized headers, header timeouts) are left to node's default
-  // clientError handling: it answers 400/431/408 only when no response is under way, else closes.
-
+  // Our own HTTP/1.1 server on llhttp rather than node:http: see client-connection.ts. 100 Continue is
+  // answered by the router at dispatch time, which keeps held requests' bodies unread.
+  const front = new FrontEnd(
+    {
+      headersMs: limits.headersTimeoutMs ?? 10_000,
+      requestMs: limits.requestTimeoutMs ?? 60_000,
+      idleMs: limits.idleTimeoutMs ?? 5_000,
+      maxBodyBytes: limits.maxBodyBytes ?? 10 * 1024 * 1024,
+    },
+    {
+      request: (req, expectContinue) => router.handle(req, expectContinue),
+      upgrade: (req, socket, head) => router.handleUpgrade(req, socket, head),
+    },
+  );
   const host = options.host ?? '127.0.0.1';
-  const { port, url } = await listen(server, options.port ?? 0, host);
+  const { port, url } = await front.listen(options.port ?? 0, host);
   let closing: Promise<void> | undefined;
 
   let control: ControlEndpoint | undefined;
@@ -264,7 +259,7 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
         { epoch: restored?.epoch ?? 0, releasedEpoch: restored?.releasedEpoch },
       );
     } catch (err) {
-      server.close();
+      await front.close();
       await backends.close();
       throw err;
     }
@@ -298,8 +293,7 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
         await control?.close();
         router.shutdown();
         await sinkClient?.close().catch(() => {});
-        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-        server.closeAllConnections();
+        const closed = front.close();
         await backends.close();
         await closed;
       })()),

@@ -4,14 +4,13 @@
  * a backend pool, and changes only inside release(): so once release('new') returns, no request can
  * reach 'old' again, and held requests go to the route in force at release, in arrival order.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Duplex, Readable } from 'node:stream';
-import { Transform } from 'node:stream';
+import type { Socket } from 'node:net';
 import type { Backend, BackendSet } from './backends.js';
-import { declaredLength, hasBody, limitedBody } from './body-limit.js';
 import type { Classifier, RequestClass } from './classify.js';
+import type { ClientRequest } from './client-request.js';
+import { answerError } from './client-response.js';
 import type { DrainTracker } from './drain.js';
-import { answerError, forward, type ForwardOutcome } from './forward.js';
+import { forward, type ForwardOutcome } from './forward.js';
 import { upstreamRequestHeaders } from './headers.js';
 import { HoldQueue, type HoldLimits } from './hold-queue.js';
 import { BodyCapture, ResponseCapture, type Mirror } from './mirror.js';
@@ -29,7 +28,7 @@ export interface RouterOptions {
 
 /** What the router reports after each request; metrics and tests subscribe to it. */
 export interface RequestObserver {
-  dispatched?(universe: UniverseName, req: IncomingMessage): void;
+  dispatched?(universe: UniverseName, req: ClientRequest): void;
   completed?(
     universe: UniverseName,
     cls: RequestClass,
@@ -41,11 +40,8 @@ export interface RequestObserver {
 }
 
 interface Pending {
-  req: IncomingMessage;
-  res: ServerResponse;
+  req: ClientRequest;
   expectContinue: boolean;
-  /** Declared Content-Length, undefined for chunked or none. */
-  declared: number | undefined;
 }
 
 export class Router {
@@ -57,7 +53,7 @@ export class Router {
   readonly upgraded: Record<UniverseName, number> = { old: 0, new: 0 };
   observer: RequestObserver = {};
   /** Client sockets of open upgraded connections, closed at shutdown (the HTTP server no longer tracks them). */
-  private readonly upgradedSockets = new Set<Duplex>();
+  private readonly upgradedSockets = new Set<Socket>();
   mirror: Mirror | undefined;
 
   constructor(
@@ -67,7 +63,7 @@ export class Router {
     private readonly classifier: Classifier,
   ) {
     this.current = opts.route;
-    this.queue = new HoldQueue<Pending>(opts.hold, (p) => this.refuse(p.res));
+    this.queue = new HoldQueue<Pending>(opts.hold, (p) => this.refuse(p.req));
     this.queue.onLeave = (ms) => this.observer.held?.(ms);
   }
 
@@ -106,7 +102,7 @@ export class Router {
     this.isHolding = false;
     const held = this.queue.drainAll();
     for (const p of held) {
-      if (p.res.destroyed) continue;
+      if (p.req.response.destroyed) continue;
       this.dispatch(p);
     }
     return { released: held.length };
@@ -114,18 +110,18 @@ export class Router {
 
   /** At shutdown: whoever waits in the queue gets the refusal rather than a reset; tunnels are cut. */
   shutdown(): void {
-    for (const p of this.queue.drainAll()) this.refuse(p.res);
+    for (const p of this.queue.drainAll()) this.refuse(p.req);
     for (const s of this.upgradedSockets) s.destroy();
   }
 
-  handle(req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
-    const declared = declaredLength(req);
+  handle(req: ClientRequest, expectContinue: boolean): void {
+    const declared = req.declaredLength;
     if (declared !== undefined && declared > this.opts.maxBodyBytes) {
       // Refused before reading: the connection closes, since the unread body would follow.
-      answerError(res, 413, 'Payload Too Large', { connection: 'close' });
+      answerError(req.response, 413, 'Payload Too Large', { close: true });
       return;
     }
-    const p: Pending = { req, res, expectContinue, declared };
+    const p: Pending = { req, expectContinue };
     if (!this.isHolding) {
       this.dispatch(p);
       return;
@@ -134,10 +130,11 @@ export class Router {
     const bytes = (declared ?? 0) + approxHeaderBytes(req);
     const entry = this.queue.push(p, bytes);
     if (typeof entry === 'string') {
-      this.refuse(res);
+      this.refuse(req);
       return;
     }
-    res.once('close', () => this.queue.cancel(entry));
+    const queue = this.queue;
+    req.response.watcher = { clientClosed: () => queue.cancel(entry), clientDrained: () => undefined };
   }
 
   /**
@@ -145,7 +142,7 @@ export class Router {
    * hold they are refused with the hold answer: a client reconnecting a second later lands on the
    * universe chosen by then, which is simpler and safer than parking raw sockets.
    */
-  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  handleUpgrade(req: ClientRequest, socket: Socket, head: Buffer): void {
     if (this.isHolding) {
       refuseUpgrade(
         socket,
@@ -174,10 +171,10 @@ export class Router {
     });
   }
 
-  private refuse(res: ServerResponse): void {
+  private refuse(req: ClientRequest): void {
     const { status, retryAfterS } = this.opts.holdRefusal;
-    answerError(res, status, 'Service Unavailable: upgrade in progress, retry shortly', {
-      'retry-after': String(retryAfterS),
+    answerError(req.response, status, 'Service Unavailable: upgrade in progress, retry shortly', {
+      headers: ['retry-after', String(retryAfterS)],
     });
   }
 
@@ -186,20 +183,16 @@ export class Router {
     const backend = this.backends.pick(universe);
     if (backend === undefined) {
       this.errors[universe]++;
-      answerError(p.res, 502, `Bad Gateway: no upstream for universe '${universe}'`);
+      answerError(p.req.response, 502, `Bad Gateway: no upstream for universe '${universe}'`);
       return;
     }
-    const { req, res } = p;
-    const method = req.method ?? 'GET';
-    const cls = this.classifier.classify(method, req.url ?? '/');
-    if (p.expectContinue && tried === undefined) res.writeContinue();
-    const headers = upstreamRequestHeaders(req.rawHeaders, {
-      clientIp: req.socket.remoteAddress ?? '',
-      proto: 'http',
-    });
-    const declared = p.declared;
-    let body: Readable | null = null;
-    if (hasBody(req)) body = declared === undefined ? limitedBody(req, this.opts.maxBodyBytes) : req;
+    const { req } = p;
+    const method = req.method;
+    const cls = this.classifier.classify(method, req.url);
+    if (p.expectContinue && tried === undefined) req.response.writeContinue();
+    const headers = upstreamRequestHeaders(req.rawHeaders, { clientIp: req.remoteAddress, proto: 'http' });
+    const declared = req.declaredLength;
+    const body = req.body;
 
     // Mirror capture, only when mirroring: the fast path stays free of it.
     let tap: ResponseCapture | undefined;
@@ -215,7 +208,7 @@ export class Router {
         if (body !== null) {
           const reqCapture = new BodyCapture(mirror.maxBodyBytes);
           requestBody = reqCapture;
-          body = teeInto(body, reqCapture);
+          body.tap = (chunk) => reqCapture.add(chunk);
         }
       } else {
         mirror.skip();
@@ -228,7 +221,6 @@ export class Router {
     this.observer.dispatched?.(universe, req);
     forward({
       req,
-      res,
       backend,
       body,
       headers,
@@ -263,7 +255,7 @@ export class Router {
         if (tap !== undefined && mirror !== undefined && outcome === 'ok') {
           mirror.enqueue({
             target: otherUniverse(universe),
-            request: { method, url: req.url ?? '/', headers, body: requestBody?.buffer() ?? Buffer.alloc(0) },
+            request: { method, url: req.url, headers, body: requestBody?.buffer() ?? Buffer.alloc(0) },
             primary: {
               universe,
               status: tap.status,
@@ -279,21 +271,8 @@ export class Router {
   }
 }
 
-/** Passes a body through unchanged while keeping a copy for the mirror. */
-function teeInto(body: Readable, capture: BodyCapture): Readable {
-  const tee = new Transform({
-    transform(chunk: Buffer, _enc, callback) {
-      capture.add(chunk);
-      callback(null, chunk);
-    },
-  });
-  body.on('error', (err) => tee.destroy(err));
-  body.pipe(tee);
-  return tee;
-}
-
-function approxHeaderBytes(req: IncomingMessage): number {
-  let n = (req.url?.length ?? 0) + 16;
+function approxHeaderBytes(req: ClientRequest): number {
+  let n = req.url.length + 16;
   for (const h of req.rawHeaders) n += h.length + 2;
   return n;
 }

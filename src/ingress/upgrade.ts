@@ -5,9 +5,10 @@
  * universe does not have) and it is not counted by drain tracking, which is about HTTP requests.
  * Uses node:http rather than undici here because it hands over non-101 answers as ordinary responses.
  */
-import http, { type IncomingMessage } from 'node:http';
+import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Backend } from './backends.js';
+import type { ClientRequest } from './client-request.js';
 import { upstreamRequestHeaders } from './headers.js';
 
 export interface UpgradeTimeouts {
@@ -20,11 +21,19 @@ export function refuseUpgrade(socket: Duplex, status: number, text: string, extr
     socket.destroy();
     return;
   }
-  socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n${extra}\r\n`);
+  endAndClose(socket, `HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n${extra}\r\n`);
+}
+
+/**
+ * Ends the client socket with a last answer and closes it once that is written: the socket is paused
+ * (nothing reads it until a tunnel is spliced), so the client's own close would never be seen.
+ */
+function endAndClose(socket: Duplex, last: string | Buffer): void {
+  socket.end(last, () => socket.destroy());
 }
 
 export function forwardUpgrade(
-  req: IncomingMessage,
+  req: ClientRequest,
   socket: Duplex,
   head: Buffer,
   backend: Backend,
@@ -33,16 +42,13 @@ export function forwardUpgrade(
 ): void {
   const target = new URL(backend.url);
   // Upgrade and Connection are hop-by-hop in general but are the handshake itself here.
-  const headers = upstreamRequestHeaders(req.rawHeaders, {
-    clientIp: req.socket.remoteAddress ?? '',
-    proto: 'http',
-  });
-  headers.push('host', target.host, 'connection', 'upgrade', 'upgrade', req.headers.upgrade ?? 'websocket');
+  const headers = upstreamRequestHeaders(req.rawHeaders, { clientIp: req.remoteAddress, proto: 'http' });
+  headers.push('host', target.host, 'connection', 'upgrade', 'upgrade', req.upgrade ?? 'websocket');
   const upstream = http.request({
     host: target.hostname,
     port: target.port,
     method: req.method,
-    path: backend.prefix + (req.url ?? '/'),
+    path: backend.prefix + req.url,
     headers,
     timeout: timeouts.connectMs,
   });
@@ -75,7 +81,8 @@ export function forwardUpgrade(
     res.on('end', () => {
       const body = Buffer.concat(chunks);
       if (res.headers['content-length'] === undefined) lines.push(`content-length: ${body.length}`);
-      socket.end(
+      endAndClose(
+        socket,
         Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\nconnection: close\r\n\r\n`, 'latin1'), body]),
       );
       settle(false);

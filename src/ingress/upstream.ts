@@ -15,19 +15,9 @@
  * received the request before the reset. Errors carry the codes forward.ts maps to 502/504.
  */
 import net from 'node:net';
-import type { Readable } from 'node:stream';
-import { HTTPParser } from '_http_common';
-
-if (typeof HTTPParser !== 'function' || typeof HTTPParser.kOnHeadersComplete !== 'number') {
-  throw new Error('this Node.js has no usable built-in HTTP parser (_http_common.HTTPParser)');
-}
-
-const kOnMessageBegin = HTTPParser.kOnMessageBegin;
-const kOnHeaders = HTTPParser.kOnHeaders;
-const kOnHeadersComplete = HTTPParser.kOnHeadersComplete;
-const kOnBody = HTTPParser.kOnBody;
-const kOnMessageComplete = HTTPParser.kOnMessageComplete;
-const kOnExecute = HTTPParser.kOnExecute;
+import type { BodySink, RequestBody } from './client-request.js';
+import { writeHeadAndBody } from './socket-write.js';
+import { consumeSocket, HTTPParser, releaseParser, Slot, type StreamHandle } from './parser-stream.js';
 
 export interface UpstreamHandler {
   /** Called at dispatch; `abort(err)` cancels the exchange (its onError then receives `err`). */
@@ -51,7 +41,7 @@ export interface UpstreamRequest {
   path: string;
   /** Flat [name, value, …] request headers (hop-by-hop already removed; no Host). */
   headers: readonly string[];
-  body: Readable | null;
+  body: RequestBody | null;
 }
 
 export interface UpstreamTimeouts {
@@ -76,7 +66,7 @@ const IDLE_MS = 4_000;
 
 type Phase = 'connecting' | 'waiting' | 'body' | 'done';
 
-class Exchange {
+class Exchange implements BodySink {
   conn: Connection | undefined = undefined;
   phase: Phase = 'connecting';
   /** performance.now() past which the current phase has timed out. */
@@ -95,12 +85,6 @@ class Exchange {
     readonly handler: UpstreamHandler,
   ) {
     this.isHead = req.method === 'HEAD';
-    // Listened to from dispatch on, so a body failing while the connection is still being set up
-    // (client reset, bad chunk) ends the exchange instead of becoming an uncaught 'error' event.
-    if (req.body !== null) {
-      req.body.on('error', this.onBodyError);
-      req.body.on('close', this.onBodyClose);
-    }
   }
 
   readonly abort = (err?: Error): void => {
@@ -151,8 +135,6 @@ class Exchange {
     this.handler.onError(err);
   }
 
-  private bodyListening = false;
-
   /** Writes the request on `conn` (head, then the body as it comes). */
   send(conn: Connection): void {
     this.conn = conn;
@@ -179,10 +161,8 @@ class Exchange {
     const chunked = !hasLength;
     this.chunked = chunked;
     this.pendingHead = chunked ? `${head}transfer-encoding: chunked\r\n\r\n` : `${head}\r\n`;
-    this.bodyListening = true;
-    body.on('data', this.onBodyData);
-    body.on('end', this.onBodyEnd);
-    if (body.readableEnded) this.onBodyEnd();
+    // What arrived before (held, connecting) comes first; a failure seen meanwhile is reported now.
+    body.attach(this);
   }
 
   private markSent(): void {
@@ -200,27 +180,36 @@ class Exchange {
     this.pendingHead = undefined;
   }
 
-  private readonly onBodyData = (chunk: Buffer): void => {
+  onBodyData(chunk: Buffer): void {
     const socket = this.conn?.socket;
     if (socket === undefined || this.phase === 'done') return;
     if (chunk.length === 0) return;
+    const head = this.pendingHead;
+    if (head !== undefined && !this.chunked) {
+      this.pendingHead = undefined;
+      if (!writeHeadAndBody(socket, head, chunk)) this.waitForSocket(socket);
+      return;
+    }
     socket.cork();
     this.flushHead(socket);
     if (this.chunked) socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
     let ok = socket.write(chunk);
     if (this.chunked) ok = socket.write('\r\n', 'latin1');
     socket.uncork();
-    if (!ok) {
-      this.req.body?.pause();
-      socket.once('drain', this.onSocketDrain);
-    }
-  };
+    if (!ok) this.waitForSocket(socket);
+  }
+
+  /** The backend socket is full: the client body waits until it drains. */
+  private waitForSocket(socket: net.Socket): void {
+    this.req.body?.pause();
+    socket.once('drain', this.onSocketDrain);
+  }
 
   private readonly onSocketDrain = (): void => {
     if (this.phase !== 'done') this.req.body?.resume();
   };
 
-  private readonly onBodyEnd = (): void => {
+  onBodyEnd(): void {
     const socket = this.conn?.socket;
     if (socket === undefined || this.phase === 'done') return;
     socket.cork();
@@ -229,28 +218,15 @@ class Exchange {
     socket.uncork();
     this.detachBody();
     this.markSent();
-  };
+  }
 
-  readonly onBodyError = (err: Error): void => {
+  /** The client side of the body failed (size limit, malformed chunk, deadline, client gone). */
+  onBodyError(err: Error): void {
     this.fail(err);
-  };
-
-  /** The body stream closed without ending: the client went away mid-body. */
-  readonly onBodyClose = (): void => {
-    if (!this.sent && this.phase !== 'done') {
-      this.fail(new UpstreamError('client request body ended early', 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH'));
-    }
-  };
+  }
 
   detachBody(): void {
-    const body = this.req.body;
-    if (body === null || !this.bodyListening) return;
-    this.bodyListening = false;
-    body.off('data', this.onBodyData);
-    body.off('end', this.onBodyEnd);
-    // The 'error' listener stays: a body that fails later (client reset) must not become an uncaught
-    // 'error' event; fail() ignores it once the exchange is over.
-    body.off('close', this.onBodyClose);
+    this.req.body?.detach();
   }
 }
 
@@ -258,13 +234,6 @@ class Exchange {
 const RETRYABLE_ON_REUSE = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET']);
 /** Methods retried after such a failure (a write could be applied twice). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS']);
-
-interface StreamHandle {
-  isStreamBase?: boolean;
-  _consumed?: boolean;
-  readStart(): number;
-  readStop(): number;
-}
 
 /** One TCP connection with its parser; serves one exchange at a time. */
 class Connection {
@@ -288,12 +257,7 @@ class Connection {
       this.connected = true;
       // The parser reads straight from the libuv stream (as node:http's server does), so response
       // bytes skip the Readable machinery; 'data' below only runs where consume() is unavailable.
-      const handle = (this.socket as unknown as { _handle?: StreamHandle })._handle;
-      if (handle?.isStreamBase === true && handle._consumed !== true) {
-        handle._consumed = true;
-        this.parser.consume(handle);
-        this.handle = handle;
-      }
+      this.handle = consumeSocket(this.socket, this.parser);
       const ex = this.exchange;
       if (ex !== undefined && ex.phase === 'connecting') ex.send(this);
     });
@@ -303,10 +267,10 @@ class Connection {
     this.socket.on('close', () => this.onClose());
     const parser = this.parser;
     parser.initialize(HTTPParser.RESPONSE, {}, 0, HTTPParser.kLenientNone);
-    parser[kOnHeaders] = (headers: string[]) => {
+    parser[Slot.headers] = (headers: string[]) => {
       for (const h of headers) this.headerPairs.push(h);
     };
-    parser[kOnHeadersComplete] = (
+    parser[Slot.headersComplete] = (
       _major: number,
       _minor: number,
       headers: string[] | undefined,
@@ -317,16 +281,16 @@ class Connection {
       _upgrade: boolean,
       shouldKeepAlive: boolean,
     ): number => this.onHeadersComplete(headers, statusCode, statusMessage, shouldKeepAlive);
-    parser[kOnBody] = (chunk: Buffer) => this.onBody(chunk);
-    parser[kOnMessageComplete] = () => this.onMessageComplete();
-    parser[kOnMessageBegin] = () => {
+    parser[Slot.body] = (chunk: Buffer) => this.onBody(chunk);
+    parser[Slot.messageComplete] = () => this.onMessageComplete();
+    parser[Slot.messageBegin] = () => {
       // A response nobody asked for (on an idle connection): the backend is not speaking HTTP/1.1 as
       // expected, so the connection is dropped.
       if (this.exchange === undefined) this.destroy();
       else this.exchange.answered = true;
     };
     // Called after each consumed read with the bytes parsed or the parse error.
-    parser[kOnExecute] = (ret: number | Error) => {
+    parser[Slot.execute] = (ret: number | Error) => {
       if (ret instanceof Error) this.parseFailed(ret);
       else this.flushHeld();
     };
@@ -392,6 +356,8 @@ class Connection {
   }
 
   private onMessageComplete(): void {
+    // Trailers arrive through kOnHeaders just before this: not relayed, and not the next answer's.
+    if (this.headerPairs.length > 0) this.headerPairs = [];
     const ex = this.exchange;
     if (ex === undefined || ex.phase !== 'body') return;
     ex.phase = 'done';
@@ -435,6 +401,7 @@ class Connection {
 
   /** Stops reading from the backend (the client socket is full). */
   pause(): void {
+    if (this.destroyed) return;
     if (this.handle !== undefined) this.handle.readStop();
     else this.socket.pause();
   }
@@ -472,9 +439,7 @@ class Connection {
     const ex = this.exchange;
     if (ex !== undefined) ex.fail(new UpstreamError('the backend connection closed', 'UND_ERR_SOCKET'));
     this.pool.forget(this);
-    if (this.handle !== undefined) this.parser.unconsume();
-    this.parser.remove();
-    this.parser.close();
+    releaseParser(this.parser, this.handle !== undefined);
   }
 
   destroy(): void {

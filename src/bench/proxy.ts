@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { withDeadline } from '../deadline.js';
 import { ImagoError } from '../errors.js';
 import type { BenchOptions, Scenario } from './scenarios.js';
+import { median } from './load.js';
 import { runWrk, writePostScript, type WrkResult } from './proxy-wrk.js';
 
 type Target = 'direct' | 'imago' | 'nginx';
@@ -172,12 +173,6 @@ function stop(child: ChildProcess): Promise<void> {
   ).catch(() => {
     child.kill('SIGKILL');
   });
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
 }
 
 const round = (x: number, digits = 2): number => Math.round(x * 10 ** digits) / 10 ** digits;

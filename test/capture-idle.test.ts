@@ -1,5 +1,7 @@
 // A quiet stream must survive the server's wal_sender_timeout (keepalives answered from the start),
 // and its slot must advance while only unpublished tables are written (so it does not pin WAL).
+// A read fence covers what was committed before it, idle or under writes, and under writes it needs
+// no marker of its own.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
@@ -60,6 +62,48 @@ test('an idle stream outlives wal_sender_timeout and its slot follows WAL writte
     assert.deepEqual((await newDb.query('SELECT id FROM published')).rows, [{ id: 1 }]);
     assert.deepEqual(errors, [], 'the stream was never dropped');
   } finally {
+    await converter.stop({ dropCapture: true });
+  }
+});
+
+test('a read fence covers every earlier commit; under writes it passes without writing a marker', async () => {
+  const converter = new Converter({
+    sourceUrl: oldCluster.url,
+    targetUrl: newCluster.url,
+    conversion: defineConversion({ tables: { published: identity() } }),
+    name: 'fence',
+  });
+  await oldDb.query('TRUNCATE published');
+  const writer = new pg.Client({ connectionString: oldCluster.url });
+  await writer.connect();
+  let writing = true;
+  let next = 1_000;
+  const writes = (async () => {
+    while (writing) await writer.query('INSERT INTO published VALUES ($1)', [next++]);
+  })();
+  try {
+    await converter.prepare();
+    await converter.copy();
+    await converter.startStreaming(() => {});
+    const kinds: string[] = [];
+    for (let i = 1; i <= 10; i++) {
+      await oldDb.query('INSERT INTO published VALUES ($1)', [i]);
+      // A generous marker delay: under writes another transaction passes the position long before.
+      kinds.push(await converter.readFence(10_000, 5_000));
+      const { rows } = await newDb.query('SELECT 1 FROM published WHERE id = $1', [i]);
+      assert.equal(rows.length, 1, `row ${i}, committed before fence ${i}, is applied when it passes`);
+    }
+    assert.deepEqual(kinds, Array(10).fill('passed'));
+    writing = false;
+    await writes;
+    // Idle: whichever way it passes (a marker, or the last write already past the position), it covers.
+    await oldDb.query('INSERT INTO published VALUES (11)');
+    await converter.readFence(10_000, 50);
+    assert.equal((await newDb.query('SELECT 1 FROM published WHERE id = 11')).rows.length, 1);
+  } finally {
+    writing = false;
+    await writes.catch(() => {});
+    await writer.end();
     await converter.stop({ dropCapture: true });
   }
 });

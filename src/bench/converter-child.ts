@@ -9,7 +9,7 @@ import wikiConversion from '../../examples/wiki/conversion.js';
 
 export type ConverterRequest =
   | { cmd: 'start'; sourceUrl: string; targetUrl: string; name: string }
-  | { cmd: 'catchUp'; id: number; timeoutMs: number }
+  | { cmd: 'catchUp' | 'readFence'; id: number; timeoutMs: number }
   | { cmd: 'stop' };
 
 export type ConverterReply = { id: number; ok: true } | { id: number; ok: false; error: string };
@@ -35,10 +35,10 @@ process.on('message', (m: ConverterRequest) => {
       } catch (err) {
         reply({ id: 0, ok: false, error: message(err) });
       }
-    } else if (m.cmd === 'catchUp') {
+    } else if (m.cmd === 'catchUp' || m.cmd === 'readFence') {
       try {
         if (!converter) throw new Error('conversion not started');
-        await converter.catchUp(m.timeoutMs);
+        await (m.cmd === 'catchUp' ? converter.catchUp(m.timeoutMs) : converter.readFence(m.timeoutMs));
         reply({ id: m.id, ok: true });
       } catch (err) {
         reply({ id: m.id, ok: false, error: message(err) });

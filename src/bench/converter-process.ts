@@ -59,6 +59,10 @@ export async function startConverterProcess(opts: {
       const id = next++;
       return ask({ cmd: 'catchUp', id, timeoutMs }, id, timeoutMs + 1_000);
     },
+    readFence: (timeoutMs) => {
+      const id = next++;
+      return ask({ cmd: 'readFence', id, timeoutMs }, id, timeoutMs + 1_000);
+    },
     failure: () => failure,
     stop: async () => {
       unregister();

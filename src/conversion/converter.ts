@@ -35,6 +35,7 @@ import { Applier } from './applier.js';
 import { ApplyQueue } from './apply-queue.js';
 import { copySnapshot, type CopyProgress, type CopyResult } from './copier.js';
 import { RowConverter } from './row-converter.js';
+import { readFence } from './read-fence.js';
 import { bringSequencesPast } from './sequences.js';
 import { ensureStateSchema, readCheckpoint, resetTargets, writeCheckpoint } from './state.js';
 import { TargetCatalog } from './target.js';
@@ -260,15 +261,11 @@ export class Converter {
     applied.catch(() => {}); // observed below; never an unhandled rejection if the emit fails first
     const started = Date.now();
     // Callers may overlap (barriers, the switchover): their markers go one at a time on the connection.
-    const emitted = this.sourceQueries.then(() =>
+    const emitted = this.onSource(() =>
       this.source.query<{ lsn: string }>('SELECT pg_logical_emit_message(true, $1, $2)::text AS lsn', [
         MARKER_PREFIX,
         content,
       ]),
-    );
-    this.sourceQueries = emitted.then(
-      () => undefined,
-      () => undefined,
     );
     try {
       // The deadline covers writing the marker too: a stuck old database must not hang the switch.
@@ -282,6 +279,39 @@ export class Converter {
     } finally {
       this.markerWaiters.delete(content);
     }
+  }
+
+  /**
+   * Resolves once everything the old database committed before the call has been applied, writing a
+   * marker only when no transaction passes the old WAL's current position soon (read-fence.ts).
+   */
+  async readFence(timeoutMs: number, markerAfterMs?: number): Promise<'passed' | 'marker'> {
+    if (this.failure) throw this.failure;
+    return readFence(
+      {
+        insertLsn: async () => {
+          const { rows } = await this.onSource(() =>
+            this.source.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn'),
+          );
+          return parseLsn(rows[0]?.lsn ?? '0/0');
+        },
+        appliedLsn: () => this.applied,
+        onApplied: (listener) => this.onApplied(listener),
+        catchUp: (ms) => this.catchUp(ms),
+      },
+      timeoutMs,
+      markerAfterMs,
+    );
+  }
+
+  /** Runs a query on the source connection after those already queued (callers overlap). */
+  private onSource<T>(run: () => Promise<T>): Promise<T> {
+    const result = this.sourceQueries.then(run);
+    this.sourceQueries = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    return result;
   }
 
   async bringSequencesPast(): Promise<number> {

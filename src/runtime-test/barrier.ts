@@ -1,17 +1,20 @@
 /**
  * The consistency barrier: a read mirrored to the new universe waits until conversion has applied
  * everything the old database had committed when the old universe answered it. The proof is a fence
- * marker (Converter.catchUp) whose WAL message was written after that answer: once the change stream
- * has applied the marker, it has applied every transaction committed before it.
+ * taken after that answer: the stream has applied a transaction ending past the old WAL position read
+ * then (Converter.readFence), or a marker written then (Converter.catchUp, when the old database is
+ * idle): either way it has applied every transaction committed before.
  *
- * Markers are coalesced: one catch-up serves every read waiting when it starts, one runs at a time,
- * and they start at most every `intervalMs` while reads wait, so the old database sees a few WAL
- * messages per second, not one per read.
+ * Fences are coalesced: one serves every read waiting when it starts, one runs at a time, and they
+ * start at most every `intervalMs` while reads wait, so the old database sees a few cheap queries per
+ * second (a marker only when nothing else moves the stream), not one per read.
  */
 
 /** What the barrier needs from conversion (Converter satisfies it). */
 export interface CatchUpSource {
   catchUp(timeoutMs: number): Promise<unknown>;
+  /** The same guarantee for reads, cheaper when the old database is being written (Converter.readFence). */
+  readFence?(timeoutMs: number): Promise<unknown>;
 }
 
 export interface BarrierOptions {
@@ -126,7 +129,10 @@ export class ConsistencyBarrier {
     const startedAt = this.now();
     this.lastStart = startedAt;
     this.counts.markers++;
-    const done = this.source.catchUp(this.timeoutMs).then(() => undefined);
+    const fence = this.source.readFence
+      ? this.source.readFence(this.timeoutMs)
+      : this.source.catchUp(this.timeoutMs);
+    const done = fence.then(() => undefined);
     const round: Round = { startedAt, done };
     this.running.push(round);
     const forget = () => {

@@ -23,8 +23,9 @@ export interface SourceTransaction {
   xid: number;
   /** End of the commit record: the position to checkpoint and acknowledge. */
   commitEndLsn: Lsn;
-  commitTime: Date;
+  /** Unix milliseconds (with microsecond fraction); a number, not a Date: one object less per transaction. */
+  commitTimeMs: number;
   changes: Change[];
   /** Logical messages in this transaction (Imago's fence markers among them). */
-  messages: { prefix: string; content: string; lsn: Lsn }[];
+  messages: readonly { prefix: string; content: string; lsn: Lsn }[];
 }

@@ -1,22 +1,25 @@
 /**
- * The streaming replication protocol for one logical slot, on node-postgres's connection: XLogData
- * messages decoded (pgoutput.ts) and handed over synchronously, keepalives answered, and standby
- * status updates carrying only the position the caller confirms. Backpressure is the socket itself:
+ * The streaming replication protocol for one logical slot, on node-postgres's connection (which
+ * connects, authenticates and reports the query's outcome): once START_REPLICATION is sent, the
+ * CopyData messages are cut out of the socket's chunks by Imago's framer, XLogData decoded
+ * (pgoutput.ts) into the caller's sink synchronously, keepalives answered, and standby status
+ * updates carry only the position the caller confirms. Backpressure is the socket itself:
  * `pause()` stops reading, so the server's send buffer fills and the walsender waits.
  *
  * (pg-logical-replication's service queues every message behind a promise and an event emitter; at
  * hundreds of thousands of messages per second that overhead dominated the pipeline.)
  */
 import pg from 'pg';
-import { PgoutputDecoder, PG_EPOCH_US, type Decoded } from './pgoutput.js';
+import { PgoutputDecoder, PG_EPOCH_US, type PgoutputSink } from './pgoutput.js';
+import { CopyDataFramer } from './copy-data-framer.js';
 import type { Lsn } from './lsn.js';
 
 const STATUS_INTERVAL_MS = 10_000;
 
 interface Connection {
-  on(event: 'copyData', listener: (msg: { chunk: Buffer }) => void): void;
   sendCopyFromChunk(chunk: Buffer): void;
-  stream: { pause(): void; resume(): void };
+  once(event: 'replicationStart', listener: () => void): void;
+  stream: NodeJS.EventEmitter & { pause(): void; resume(): void };
 }
 
 export interface ReplicationOptions {
@@ -25,7 +28,8 @@ export interface ReplicationOptions {
   publication: string;
   /** Where streaming resumes (the checkpoint or the slot's consistent point): confirmed until more is applied. */
   startLsn: Lsn;
-  onMessage(message: Decoded): void;
+  /** Receives the decoded changes, synchronously, in the order of the stream. */
+  sink: PgoutputSink;
   /**
    * The server's position in a keepalive: every message before it has been handed over. Returns true
    * when all of them are applied, so the position can be confirmed (the slot then advances even while
@@ -37,7 +41,7 @@ export interface ReplicationOptions {
 
 export class ReplicationConnection {
   private readonly client: pg.Client;
-  private readonly decoder = new PgoutputDecoder();
+  private readonly decoder: PgoutputDecoder;
   private confirmed: Lsn;
   /** The position last sent in a status update. */
   private sent: Lsn = 0n;
@@ -47,6 +51,7 @@ export class ReplicationConnection {
   constructor(private readonly options: ReplicationOptions) {
     // Answer keepalives from the start: an idle stream must not be dropped after wal_sender_timeout.
     this.confirmed = options.startLsn;
+    this.decoder = new PgoutputDecoder(options.sink);
     this.client = new pg.Client({
       connectionString: options.url,
       replication: 'database',
@@ -58,10 +63,8 @@ export class ReplicationConnection {
   async start(): Promise<void> {
     await this.client.connect();
     const connection = (this.client as unknown as { connection: Connection }).connection;
-    connection.on('copyData', ({ chunk }) => this.onCopyData(chunk));
-    const started = new Promise<void>((resolve) =>
-      (connection as unknown as { once(e: string, l: () => void): void }).once('replicationStart', resolve),
-    );
+    this.takeOverCopyData(connection);
+    const started = new Promise<void>((resolve) => connection.once('replicationStart', resolve));
     const options = [
       `proto_version '1'`,
       // The replication grammar knows plain '…' literals only (no E'…').
@@ -107,16 +110,33 @@ export class ReplicationConnection {
     return (this.client as unknown as { connection?: Connection }).connection;
   }
 
-  private onCopyData(chunk: Buffer): void {
+  /**
+   * The socket's data goes through the framer first: CopyData to us, the rest to node-postgres's
+   * parser (registered when it connected, idle between queries, so no message is cut in two).
+   */
+  private takeOverCopyData(connection: Connection): void {
+    const socket = connection.stream;
+    const parsers = socket.listeners('data') as ((chunk: Buffer) => void)[];
+    socket.removeAllListeners('data');
+    const framer = new CopyDataFramer(
+      (chunk, start, end) => this.onCopyData(chunk, start, end),
+      (bytes) => {
+        for (const parse of parsers) parse(bytes);
+      },
+    );
+    socket.on('data', (chunk: Buffer) => framer.push(chunk));
+  }
+
+  private onCopyData(chunk: Buffer, start: number, end: number): void {
     if (this.closed) return;
     try {
-      if (chunk[0] === 0x77 /* w: XLogData */) {
-        this.options.onMessage(this.decoder.decode(chunk.subarray(25)));
-      } else if (chunk[0] === 0x6b /* k: keepalive */) {
-        const walEnd = chunk.readBigUInt64BE(1);
+      if (chunk[start] === 0x77 /* w: XLogData, after its 24-byte header */) {
+        this.decoder.decode(chunk, start + 25, end);
+      } else if (chunk[start] === 0x6b /* k: keepalive */) {
+        const walEnd = chunk.readBigUInt64BE(start + 1);
         if (this.options.isIdle()) this.confirm(walEnd);
         // A reply is due when the server asks, and whenever the confirmed position moved.
-        if (chunk[17] === 1 || this.confirmed > this.sent) this.sendStatus();
+        if (chunk[start + 17] === 1 || this.confirmed > this.sent) this.sendStatus();
       }
     } catch (err) {
       this.fail(err);

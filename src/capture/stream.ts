@@ -6,8 +6,8 @@
  */
 import { ReplicationConnection } from './replication-connection.js';
 import type { Lsn } from './lsn.js';
-import type { Decoded } from './pgoutput.js';
-import type { SourceTransaction } from './change.js';
+import type { PgoutputSink } from './pgoutput.js';
+import type { Change, SourceTransaction } from './change.js';
 
 export interface ChangeStreamOptions {
   url: string;
@@ -34,7 +34,7 @@ export class ChangeStream {
       slotName: options.slotName,
       publication: options.publication,
       startLsn: options.startLsn,
-      onMessage: (message) => this.onMessage(message),
+      sink: this.assembler(),
       // Idle: no transaction half-received, and everything received applied.
       isIdle: () => this.current === undefined && options.applied(),
       onError: (err) => {
@@ -67,50 +67,36 @@ export class ChangeStream {
     await this.connection.stop();
   }
 
-  private onMessage(message: Decoded): void {
-    switch (message.tag) {
-      case 'begin':
-        this.current = {
-          xid: message.xid,
-          commitEndLsn: 0n,
-          commitTime: new Date(0),
-          changes: [],
-          messages: [],
-        };
-        return;
-      case 'insert':
-        this.current?.changes.push({ op: 'insert', table: message.relation.table, new: message.new });
-        return;
-      case 'update':
-        this.current?.changes.push({
-          op: 'update',
-          table: message.relation.table,
-          new: message.new,
-          old: message.old,
-        });
-        return;
-      case 'delete':
-        this.current?.changes.push({ op: 'delete', table: message.relation.table, old: message.old });
-        return;
-      case 'truncate':
-        this.current?.changes.push({ op: 'truncate', tables: message.relations.map((r) => r.table) });
-        return;
-      case 'message':
-        if (message.transactional && this.current) {
-          this.current.messages.push({ prefix: message.prefix, content: message.content, lsn: message.lsn });
-        }
-        return;
-      case 'commit': {
+  /** Whole transactions out of the decoded messages: a transaction is handed over at its commit. */
+  private assembler(): PgoutputSink {
+    return {
+      begin: (xid) => {
+        this.current = { xid, commitEndLsn: 0n, commitTimeMs: 0, changes: NO_CHANGES, messages: NO_MESSAGES };
+      },
+      change: (change: Change) => {
+        const txn = this.current;
+        if (!txn) return;
+        // Sized for one change at first (most transactions): an empty array's first push reserves 17 slots.
+        if (txn.changes === NO_CHANGES) txn.changes = [change];
+        else txn.changes.push(change);
+      },
+      message: (transactional, lsn, prefix, content) => {
+        const txn = this.current;
+        if (transactional && txn) txn.messages = [...txn.messages, { prefix, content, lsn }];
+      },
+      commit: (commitEndLsn, commitTimeMs) => {
         const txn = this.current;
         this.current = undefined;
         if (!txn) return;
-        txn.commitEndLsn = message.commitEndLsn;
-        txn.commitTime = new Date(message.commitTimeMs);
+        txn.commitEndLsn = commitEndLsn;
+        txn.commitTimeMs = commitTimeMs;
         this.options.onTransaction(txn);
-        return;
-      }
-      default:
-        return;
-    }
+      },
+    };
   }
 }
+
+/** Shared by the transactions without logical messages (nearly all): one array less per transaction. */
+const NO_MESSAGES: SourceTransaction['messages'] = Object.freeze([]);
+/** Replaced at a transaction's first change; frozen, so a stray push fails loudly. */
+const NO_CHANGES = Object.freeze([]) as unknown as Change[];

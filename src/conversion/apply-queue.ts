@@ -4,6 +4,10 @@
  * small source transactions share one target commit, and when the stream is quiet each transaction is
  * applied as soon as it arrives. A group is applied, checkpointed and acknowledged as one, so the new
  * database still only ever holds a prefix of the old one's commit order.
+ *
+ * Catching up (the newest queued transaction committed well before now), a small group waits a few
+ * milliseconds to fill: the applier is then often faster than the old server sends, and applying
+ * whatever little has arrived cost a target commit and its round trips per handful of transactions.
  */
 import type { SourceTransaction } from '../capture/change.js';
 
@@ -16,6 +20,11 @@ export interface ApplyQueueOptions {
   maxGroupChanges?: number;
   /** Changes waiting before the stream is paused (bounded memory). */
   maxQueuedChanges?: number;
+  /** Catching up, a group smaller than this waits (up to `fillWaitMs`) for more transactions. */
+  backlogGroupTransactions?: number;
+  fillWaitMs?: number;
+  /** Behind by more than this (commit time of the newest queued transaction → now): catching up. */
+  behindMs?: number;
   /** The queue is full: stop feeding it. */
   pause(): void;
   /** The queue has room again. */
@@ -32,11 +41,19 @@ export class ApplyQueue {
   private readonly maxTxns: number;
   private readonly maxChanges: number;
   private readonly maxQueued: number;
+  private readonly backlogGroup: number;
+  private readonly fillWaitMs: number;
+  private readonly behindMs: number;
+  /** Ends the wait for a group to fill, while one is under way. */
+  private filled: (() => void) | undefined;
 
   constructor(private readonly options: ApplyQueueOptions) {
     this.maxTxns = options.maxGroupTransactions ?? 2000;
     this.maxChanges = options.maxGroupChanges ?? 20_000;
-    this.maxQueued = options.maxQueuedChanges ?? 100_000;
+    this.maxQueued = options.maxQueuedChanges ?? 20_000;
+    this.backlogGroup = Math.min(options.backlogGroupTransactions ?? 1000, this.maxTxns);
+    this.fillWaitMs = options.fillWaitMs ?? 10;
+    this.behindMs = options.behindMs ?? 100;
   }
 
   private paused = false;
@@ -50,6 +67,7 @@ export class ApplyQueue {
       this.paused = true;
       this.options.pause();
     }
+    if (this.filled && this.full()) this.filled();
     this.running ??= this.run();
   }
 
@@ -61,6 +79,7 @@ export class ApplyQueue {
   private async run(): Promise<void> {
     try {
       while (this.head < this.queue.length && !this.failed) {
+        if (this.catchingUp()) await this.fill();
         const group = this.take();
         await this.options.applyGroup(group);
         if (this.paused && this.queuedChanges <= this.maxQueued / 2) {
@@ -76,6 +95,34 @@ export class ApplyQueue {
     } finally {
       this.running = undefined;
     }
+  }
+
+  /** Enough waits for a group not to be worth waiting for more. */
+  private full(): boolean {
+    return (
+      this.queue.length - this.head >= this.backlogGroup ||
+      this.queuedChanges >= this.maxChanges ||
+      this.paused
+    );
+  }
+
+  private catchingUp(): boolean {
+    if (this.full()) return false;
+    const newest = this.queue[this.queue.length - 1];
+    return newest !== undefined && Date.now() - newest.commitTimeMs > this.behindMs;
+  }
+
+  /** Resolves when the group is full (see `push`) or after `fillWaitMs`, whichever comes first. */
+  private fill(): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.filled = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, this.fillWaitMs);
+      this.filled = done;
+    });
   }
 
   private take(): SourceTransaction[] {

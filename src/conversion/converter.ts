@@ -398,7 +398,7 @@ export class Converter {
     this.stream?.acknowledge(last.commitEndLsn);
     this.stats.appliedTransactions += txns.length;
     this.stats.appliedLsn = formatLsn(last.commitEndLsn);
-    this.stats.lastApplyLagMs = Date.now() - last.commitTime.getTime();
+    this.stats.lastApplyLagMs = Date.now() - last.commitTimeMs;
     for (const txn of txns) {
       this.stats.appliedChanges += txn.changes.length;
       this.notify(txn);
@@ -413,8 +413,9 @@ export class Converter {
           tables[table] = (tables[table] ?? 0) + 1;
       }
       const markerOnly = txn.changes.length === 0 && txn.messages.some((m) => m.prefix === MARKER_PREFIX);
+      const commitTime = new Date(txn.commitTimeMs);
       for (const listener of this.appliedListeners) {
-        listener({ commitEndLsn: txn.commitEndLsn, commitTime: txn.commitTime, tables, markerOnly });
+        listener({ commitEndLsn: txn.commitEndLsn, commitTime, tables, markerOnly });
       }
     }
     for (const message of txn.messages) {

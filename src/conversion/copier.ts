@@ -9,22 +9,13 @@ import pg from 'pg';
 import { quoteLiteral } from '../sql.js';
 import { connectClient } from '../database.js';
 import { to as copyTo } from 'pg-copy-streams';
-import type { TargetRow, TargetValue } from './api.js';
-import { copyRowsIn, isUniqueViolation } from './copy-in.js';
+import { setImmediate } from 'node:timers/promises';
+import { copyTextIn, isUniqueViolation } from './copy-in.js';
+import { CopyTextBatch, segmentRows } from './copy-batch.js';
 import { CopyTextParser } from './copy-text.js';
-import type { LineageEntry } from './lineage.js';
 import { cachedLookup } from './lookup.js';
 import type { RowConverter } from './row-converter.js';
-import {
-  keyOf,
-  quote,
-  quoteQualified,
-  toRows,
-  bySignature,
-  upsert,
-  TargetCatalog,
-  type TargetTable,
-} from './target.js';
+import { quote, quoteQualified, upsert, TargetCatalog } from './target.js';
 
 export interface CopyProgress {
   table: string;
@@ -57,6 +48,7 @@ export interface CopyOptions {
 }
 
 const BATCH_ROWS = 5000;
+const YIELD_ROWS = 500;
 
 export async function copySnapshot(options: CopyOptions): Promise<CopyResult> {
   const { converter } = options;
@@ -133,31 +125,46 @@ async function copyTable(
     await source.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(options.snapshotName)}`);
     const { columns } = converter.source(table);
     const parser = new CopyTextParser(columns);
+    // Asked before each batch: here before the first, before COPY starts (nothing left unread on a throw).
+    await options.throttle?.wait();
     const stream = source.query(
       copyTo(`COPY (SELECT ${columns.map(quote).join(', ')} FROM ${quoteQualified(table)}) TO STDOUT`),
     );
-    let batch: Record<string, string | null>[] = [];
     const mode: WriteMode = { copyIn: true };
+    const withLineage = converter.identityTarget(table) === undefined;
+    // Rows are converted as they are parsed, into the batch's COPY text (see copy-batch.ts).
+    let batch = new CopyTextBatch();
+    let batchRows = 0;
     // Converting a batch overlaps with writing the previous one (the new database works meanwhile).
     let writing: Promise<number> | undefined;
     const flush = async () => {
-      const rows = batch;
-      batch = [];
-      await options.throttle?.wait();
-      const converted = await convertBatch(converter, catalog, table, rows, ctx);
+      const full = batch;
+      const rows = batchRows;
+      batch = new CopyTextBatch();
+      batchRows = 0;
       if (writing) result.targetRows += await writing;
-      writing = writeBatch(target, catalog, converted, mode);
+      writing = writeBatch(target, catalog, full, mode);
       writing.catch(() => {}); // awaited (and thrown) at the next flush or the end of the table
-      result.rows += rows.length;
+      result.rows += rows;
       report({ table, rows: result.rows, bytes: result.bytes });
+      await options.throttle?.wait();
     };
     // COPY sends a message per row: parse them in larger slices.
     let pending: Buffer[] = [];
     let pendingBytes = 0;
     const parse = async () => {
       for (const row of parser.push(pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending))) {
-        batch.push(row);
-        if (batch.length >= BATCH_ROWS) await flush();
+        const result = converter.convert(table, row, ctx);
+        for (const o of result instanceof Promise ? await result : result) {
+          // Known after the table's first rows: no await per output.
+          const t = catalog.known(o.table) ?? (await catalog.table(o.table));
+          batch.add(o.table, o.row, withLineage ? t : undefined);
+        }
+        if (withLineage) batch.endSource(table, converter.keyOf(table, row));
+        if (++batchRows >= BATCH_ROWS) await flush();
+        // Let the previous batch's write take its next step (BEGIN, each COPY, COMMIT) meanwhile:
+        // converting a whole slice without yielding left the new database idle between steps.
+        else if (batchRows % YIELD_ROWS === 0) await setImmediate();
       }
       pending = [];
       pendingBytes = 0;
@@ -170,7 +177,7 @@ async function copyTable(
     }
     if (pending.length > 0) await parse();
     parser.end();
-    await flush();
+    if (batchRows > 0) await flush();
     if (writing) result.targetRows += await writing;
     await source.query('COMMIT');
     return result;
@@ -223,58 +230,19 @@ interface WriteMode {
   copyIn: boolean;
 }
 
-interface ConvertedBatch {
-  outputs: number;
-  byTable: Map<string, Record<string, TargetValue>[]>;
-  tables: Map<string, TargetTable>;
-  lineage: LineageEntry[];
-}
-
-async function convertBatch(
-  converter: RowConverter,
-  catalog: TargetCatalog,
-  table: string,
-  rows: Record<string, string | null>[],
-  ctx: { lookup: ReturnType<typeof cachedLookup> },
-): Promise<ConvertedBatch> {
-  const outputs: TargetRow[] = [];
-  const lineage: LineageEntry[] = [];
-  const withLineage = converter.identityTarget(table) === undefined;
-  const tables = new Map<string, TargetTable>();
-  for (const row of rows) {
-    const result = converter.convert(table, row, ctx);
-    const converted = result instanceof Promise ? await result : result;
-    for (const o of converted) outputs.push(o);
-    if (!withLineage) continue;
-    const targets: LineageEntry['targets'] = [];
-    for (const o of converted) {
-      let t = tables.get(o.table);
-      if (!t) tables.set(o.table, (t = await catalog.table(o.table)));
-      targets.push([o.table, keyOf(t, o.row)]);
-    }
-    lineage.push({ sourceTable: table, sourceKey: converter.keyOf(table, row), targets });
-  }
-  const byTable = toRows(outputs);
-  for (const name of byTable.keys()) if (!tables.has(name)) tables.set(name, await catalog.table(name));
-  return { outputs: outputs.length, byTable, tables, lineage };
-}
-
+/** Writes a converted batch with its lineage in one transaction; returns the target rows written. */
 async function writeBatch(
   target: pg.Client,
   catalog: TargetCatalog,
-  batch: ConvertedBatch,
+  batch: CopyTextBatch,
   mode: WriteMode,
 ): Promise<number> {
-  const { byTable, tables, lineage } = batch;
-  if (batch.outputs === 0 && lineage.length === 0) return 0;
+  const segments = batch.segments();
   if (mode.copyIn) {
     try {
       await inTransaction(target, catalog, async () => {
-        for (const [name, targetRows] of byTable) {
-          for (const [columns, group] of bySignature(targetRows))
-            await copyRowsIn(target, name, columns, group);
-        }
-        await copyLineage(target, lineage);
+        for (const s of segments) await copyTextIn(target, s.table, s.columns, s.text.bytes());
+        await copyTextIn(target, 'imago.lineage', LINEAGE_COLUMNS, batch.lineage.bytes());
       });
       return batch.outputs;
     } catch (err) {
@@ -284,26 +252,14 @@ async function writeBatch(
     }
   }
   await inTransaction(target, catalog, async () => {
-    for (const [name, targetRows] of byTable)
-      await upsert(target, tables.get(name) as TargetTable, targetRows);
+    for (const s of segments) await upsert(target, await catalog.table(s.table), segmentRows(s));
     // Each source row is copied once, so its lineage is new even when its outputs were not.
-    await copyLineage(target, lineage);
+    await copyTextIn(target, 'imago.lineage', LINEAGE_COLUMNS, batch.lineage.bytes());
   });
   return batch.outputs;
 }
 
-function copyLineage(target: pg.Client, lineage: LineageEntry[]): Promise<void> {
-  return copyRowsIn(
-    target,
-    'imago.lineage',
-    ['source_table', 'source_key', 'targets'],
-    lineage.map((e) => ({
-      source_table: e.sourceTable,
-      source_key: e.sourceKey,
-      targets: JSON.stringify(e.targets),
-    })),
-  );
-}
+const LINEAGE_COLUMNS = ['source_table', 'source_key', 'targets'];
 
 async function inTransaction(
   target: pg.Client,

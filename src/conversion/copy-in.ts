@@ -10,16 +10,7 @@ import { Readable } from 'node:stream';
 import { from as copyFrom } from 'pg-copy-streams';
 import type { TargetValue } from './api.js';
 import { quote, quoteQualified } from './target.js';
-
-const SPECIAL = /[\\\n\r\t]/;
-
-function field(value: TargetValue | undefined): string {
-  if (value === null || value === undefined) return '\\N';
-  const text = typeof value === 'string' ? value : String(value);
-  return SPECIAL.test(text)
-    ? text.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/\r/g, '\\r').replace(/\t/g, '\\t')
-    : text;
-}
+import { copyField } from './copy-text.js';
 
 /** Copies rows that all have the same columns into `table`. */
 export async function copyRowsIn(
@@ -31,10 +22,20 @@ export async function copyRowsIn(
   if (rows.length === 0) return;
   let text = '';
   for (const row of rows) {
-    for (let i = 0; i < columns.length; i++) text += (i ? '\t' : '') + field(row[columns[i] as string]);
+    for (let i = 0; i < columns.length; i++) text += (i ? '\t' : '') + copyField(row[columns[i] as string]);
     text += '\n';
   }
-  const body = Buffer.from(text, 'utf8');
+  await copyTextIn(client, table, columns, Buffer.from(text, 'utf8'));
+}
+
+/** Copies rows already in COPY's text form (one line each) into `table`. */
+export async function copyTextIn(
+  client: pg.Client,
+  table: string,
+  columns: string[],
+  body: Buffer,
+): Promise<void> {
+  if (body.length === 0) return;
   await pipeline(
     Readable.from([body]),
     client.query(copyFrom(`COPY ${quoteQualified(table)} (${columns.map(quote).join(', ')}) FROM STDIN`)),

@@ -1,8 +1,47 @@
 /**
- * Parses PostgreSQL's COPY text format (tab-separated, `\N` for NULL, backslash escapes) into rows of
- * text values. A raw newline always ends a row (newlines in data are escaped), so rows can be cut
- * out of chunks without knowing the columns' types.
+ * PostgreSQL's COPY text format (tab-separated, `\N` for NULL, backslash escapes): parsed into rows of
+ * text values, and written from values. A raw newline always ends a row (newlines in data are
+ * escaped), so rows can be cut out of chunks without knowing the columns' types.
  */
+import type { TargetValue } from './api.js';
+
+const SPECIAL = /[\\\n\r\t]/;
+
+/** One value in COPY's text form. */
+export function copyField(value: TargetValue | undefined): string {
+  if (value === null || value === undefined) return '\\N';
+  if (typeof value === 'number') return String(value); // digits, '.', '-', 'e', 'NaN', 'Infinity': nothing to escape
+  const text = typeof value === 'string' ? value : String(value);
+  return SPECIAL.test(text)
+    ? text.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/\r/g, '\\r').replace(/\t/g, '\\t')
+    : text;
+}
+
+/**
+ * COPY text lines written straight into a growing Buffer: off V8's heap, so a batch of thousands of
+ * lines is not thousands of strings the garbage collector must keep alive until the batch is sent.
+ */
+export class CopyTextWriter {
+  private buf = Buffer.allocUnsafe(64 * 1024);
+  private length = 0;
+
+  /** Appends one line (its fields already COPY-escaped and tab-separated), adding the newline. */
+  line(text: string): void {
+    // UTF-8 takes at most 3 bytes per UTF-16 unit; grow by doubling.
+    const most = text.length * 3 + 1;
+    if (this.length + most > this.buf.length) {
+      const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.length + most));
+      this.buf.copy(grown, 0, 0, this.length);
+      this.buf = grown;
+    }
+    this.length += this.buf.write(text, this.length, 'utf8');
+    this.buf[this.length++] = 0x0a;
+  }
+
+  bytes(): Buffer {
+    return this.buf.subarray(0, this.length);
+  }
+}
 const ESCAPES: Record<string, string> = { b: '\b', f: '\f', n: '\n', r: '\r', t: '\t', v: '\v', '\\': '\\' };
 
 export class CopyTextParser {

@@ -7,14 +7,7 @@ import { startCluster } from '../universe/cluster.js';
 import type { Scenario } from './scenarios.js';
 import { imagoCopySeconds, rawCopySeconds, seedBulk } from './convert-bulk.js';
 import { applyLag, catchUpRates } from './convert-stream.js';
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2
-    ? (sorted[mid] as number)
-    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
-}
+import { median } from './load.js';
 
 const round = (n: number, digits = 2) => Math.round(n * 10 ** digits) / 10 ** digits;
 

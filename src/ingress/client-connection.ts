@@ -23,6 +23,8 @@ export interface FrontEndLimits {
   headersMs: number;
   requestMs: number;
   idleMs: number;
+  /** Time the client socket has to drain once full (a client not reading its answers is cut). */
+  sendMs: number;
   maxBodyBytes: number;
 }
 
@@ -76,6 +78,10 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
   /** performance.now() past which `waiting` has expired. */
   deadline: number;
   private waiting: Waiting = 'headers';
+  /** performance.now() by which the full client socket must have drained (or, closing, finished). */
+  sendDeadline = Infinity;
+  /** Ending after a last answer: the send deadline stays until the socket is closed. */
+  private ending = false;
   private readonly remoteAddress: string;
 
   constructor(
@@ -253,6 +259,12 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
         }
         break;
       }
+      // A client not reading its answers is not given more of them (as node:http): the next pipelined
+      // request waits for the socket to drain, so what the proxy buffers stays one answer deep.
+      if (this.socket.writableNeedDrain) {
+        this.waitForDrain();
+        break;
+      }
       this.active = next;
       this.start(next);
     }
@@ -304,14 +316,25 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
   }
 
   awaitDrain(res: ClientResponse): void {
-    if (this.drainWaiting || this.active?.response !== res) return;
+    if (this.active?.response === res) this.waitForDrain();
+  }
+
+  /** The client socket is full: wait for 'drain', and cut the client if it does not come in time. */
+  private waitForDrain(): void {
+    if (this.sendDeadline === Infinity) this.sendDeadline = performance.now() + this.owner.limits.sendMs;
+    if (this.drainWaiting) return;
     this.drainWaiting = true;
     this.socket.once('drain', this.onDrain);
   }
 
   private readonly onDrain = (): void => {
     this.drainWaiting = false;
+    // Handed over to an upgrade: the socket's reading is no longer ours to control.
+    if (this.closed) return;
+    if (!this.ending) this.sendDeadline = Infinity;
     this.active?.response.watcher?.clientDrained();
+    this.advance();
+    this.updateReading();
   };
 
   destroy(): void {
@@ -326,12 +349,17 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
 
   /**
    * Reads only when it is useful: not while a pipelined request waits its turn, nor while the body
-   * being read has nowhere to go (held, or the backend socket is full).
+   * being read has nowhere to go (held, or the backend socket is full), nor while the client is not
+   * reading what it is sent (its socket needs drain).
    */
   private updateReading(): void {
     let want = !this.closed && !this.closing && this.queue.length <= 1;
     const body = this.parsing?.body;
     if (want && body !== undefined && body !== null && !body.wantsData) want = false;
+    if (want && this.socket.writableNeedDrain) {
+      want = false;
+      this.waitForDrain();
+    }
     if (want === this.reading) return;
     this.reading = want;
     const handle = this.handle;
@@ -352,9 +380,15 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
     this.setWaiting('idle', performance.now() + this.owner.limits.idleMs);
   }
 
-  /** Called by the front end's ticker: enforces the headers, request and idle deadlines. */
+  /** Called by the front end's ticker: enforces the headers, request, idle and send deadlines. */
   checkDeadline(now: number): void {
-    if (now < this.deadline || this.closed) return;
+    if (this.closed) return;
+    if (now >= this.sendDeadline) {
+      // The client has not taken what it was sent: the answer (and its backend connection) is let go.
+      this.destroy();
+      return;
+    }
+    if (now < this.deadline) return;
     const waiting = this.waiting;
     this.setWaiting('none', Infinity);
     if (waiting === 'idle') this.destroy();
@@ -426,11 +460,13 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
     this.active = undefined;
   }
 
-  /** Closes once what was written has gone out. */
+  /** Closes once what was written has gone out, or when the send deadline says it never will. */
   private destroySoon(): void {
     this.closing = true;
+    this.ending = true;
     this.updateReading();
     const socket = this.socket;
+    this.sendDeadline = Math.min(this.sendDeadline, performance.now() + this.owner.limits.sendMs);
     if (socket.writableFinished) socket.destroy();
     else socket.once('finish', () => socket.destroy());
   }

@@ -125,7 +125,8 @@ class ForwardHandler implements UpstreamHandler, ResponseWatcher {
     this.f.tap?.onHeaders(statusCode, headers);
     this.res.writeHead(statusCode, statusText, headers);
     this.resume = resume;
-    return true;
+    // The client still has an earlier write to take: the backend waits rather than the proxy buffering.
+    return this.res.ready();
   }
 
   onData(chunk: Buffer): boolean {

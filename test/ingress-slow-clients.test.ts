@@ -155,4 +155,44 @@ describe('clients that do not read', () => {
       socket.destroy();
     }
   });
+
+  test('a request queued behind a full pool gets 504 after the connect timeout', async () => {
+    // 256 connections (the pool's maximum) pinned by answers that never come.
+    const clients: net.Socket[] = [];
+    try {
+      for (let i = 0; i < 256; i++) {
+        const c = net.connect(ingress.port, '127.0.0.1');
+        c.on('error', () => undefined);
+        c.write('GET /hang HTTP/1.1\r\nhost: x\r\n\r\n');
+        clients.push(c);
+      }
+      await waitUntil('256 hanging requests at the backend', async () => (hung >= 256 ? true : undefined), {
+        timeoutMs: 10_000,
+      });
+      const started = performance.now();
+      const answer = await withDeadline(
+        'the queued request',
+        new Promise<string>((resolve, reject) => {
+          const c = net.connect(ingress.port, '127.0.0.1');
+          let text = '';
+          c.setEncoding('latin1');
+          c.on('data', (d: string) => {
+            text += d;
+            if (text.includes('\r\n\r\n') && text.endsWith('\n')) {
+              c.destroy();
+              resolve(text);
+            }
+          });
+          c.on('error', reject);
+          c.write('GET /small HTTP/1.1\r\nhost: x\r\n\r\n');
+        }),
+        5_000,
+      );
+      assert.match(answer, /^HTTP\/1\.1 504 /);
+      assert.match(answer, /upstreamConnectTimeoutMs/);
+      assert.ok(performance.now() - started >= 300, 'answered before the connect timeout');
+    } finally {
+      for (const c of clients) c.destroy();
+    }
+  });
 });

@@ -498,6 +498,9 @@ export class UpstreamPool {
       }
     }
     if (this.all.size >= this.maxConnections && !fresh) {
+      // Waiting for a free connection counts against the connect timeout: connections pinned by slow
+      // answers must not hold the requests queued behind them forever.
+      ex.deadline = performance.now() + this.timeouts.connectMs;
       this.waiting.push(ex);
       return;
     }
@@ -550,7 +553,9 @@ export class UpstreamPool {
       if (ex.deadline > now) continue;
       const code =
         ex.phase === 'connecting'
-          ? 'UND_ERR_CONNECT_TIMEOUT'
+          ? ex.conn === undefined
+            ? 'UND_ERR_QUEUE_TIMEOUT'
+            : 'UND_ERR_CONNECT_TIMEOUT'
           : ex.phase === 'waiting'
             ? 'UND_ERR_HEADERS_TIMEOUT'
             : 'UND_ERR_BODY_TIMEOUT';

@@ -77,6 +77,11 @@ describe('protocol errors', () => {
   before(async () => {
     backend = await startRawBackend((path) => {
       if (path === '/inject') return `${ok('ok')}${ok('INJECTED')}`;
+      if (path === '/gzip-te')
+        return 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n';
+      if (path === '/switch')
+        return 'HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n';
+      if (path === '/status-99') return 'HTTP/1.1 099 Odd\r\ncontent-length: 0\r\n\r\n';
       return ok(`answer to ${path}`);
     });
     ingress = await startIngress({
@@ -104,5 +109,38 @@ describe('protocol errors', () => {
       await exchange(ingress.port, 'GET /later HTTP/1.1\r\nhost: x\r\n\r\n'),
       /answer to \/later$/,
     );
+  });
+
+  const seenPath = (path: string): boolean => backend.seen.some((h) => h.split(' ')[1] === path);
+  const statusOf = (text: string): number => Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0);
+
+  test('an HTTP/1.1 request without Host, or with two, gets 400 and reaches no backend', async () => {
+    assert.equal(statusOf(await exchange(ingress.port, 'GET /no-host HTTP/1.1\r\n\r\n')), 400);
+    const two = 'GET /two-hosts HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n';
+    assert.equal(statusOf(await exchange(ingress.port, two)), 400);
+    assert.ok(!seenPath('/no-host') && !seenPath('/two-hosts'));
+    // HTTP/1.0 has no Host requirement.
+    assert.equal(statusOf(await exchange(ingress.port, 'GET /http10 HTTP/1.0\r\n\r\n')), 200);
+  });
+
+  test('an absolute-form target is forwarded in origin form', async () => {
+    const send = 'GET http://example.com/abs?q=1 HTTP/1.1\r\nhost: example.com\r\n\r\n';
+    assert.match(await exchange(ingress.port, send), /answer to \/abs\?q=1$/);
+    const bare = 'GET HTTP://example.com?x HTTP/1.1\r\nhost: example.com\r\n\r\n';
+    assert.match(await exchange(ingress.port, bare), /answer to \/\?x$/);
+  });
+
+  test('a request body in a coding other than chunked gets 501 and reaches no backend', async () => {
+    const send =
+      'POST /te HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n';
+    assert.equal(statusOf(await exchange(ingress.port, send)), 501);
+    assert.ok(!seenPath('/te'));
+  });
+
+  test('a backend answer in a coding other than chunked, a 101 or a status below 100 is a 502', async () => {
+    for (const path of ['/gzip-te', '/switch', '/status-99']) {
+      const text = await exchange(ingress.port, `GET ${path} HTTP/1.1\r\nhost: x\r\n\r\n`);
+      assert.equal(statusOf(text), 502, `${path}: ${text}`);
+    }
   });
 });

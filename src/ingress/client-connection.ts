@@ -17,6 +17,7 @@ import { methods } from '_http_common';
 import { ClientRequestError } from './body-limit.js';
 import { ClientRequest, RequestBody, type BodyFlow } from './client-request.js';
 import { ClientResponse, type ResponseConnection } from './client-response.js';
+import { headRefusal, originForm } from './framing.js';
 import { consumeSocket, HTTPParser, releaseParser, Slot, type StreamHandle } from './parser-stream.js';
 
 export interface FrontEndLimits {
@@ -147,21 +148,27 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
       raw = this.headerPairs;
       this.headerPairs = [];
     }
-    const target = url || this.urlParts;
+    const target = originForm(url || this.urlParts);
     this.urlParts = '';
     const method = methods[methodIndex] ?? 'GET';
     let contentLength: string | undefined;
     let chunked = false;
     let expect: string | undefined;
     let upgradeValue: string | undefined;
+    let transferEncoding: string | undefined;
+    let hosts = 0;
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i] as string;
       const n = name.length;
-      if (n !== 14 && n !== 17 && n !== 6 && n !== 7) continue;
+      if (n !== 14 && n !== 17 && n !== 6 && n !== 7 && n !== 4) continue;
       const lower = name.toLowerCase();
       if (lower === 'content-length') contentLength = raw[i + 1];
-      else if (lower === 'transfer-encoding') chunked = true;
-      else if (lower === 'expect') expect = (raw[i + 1] as string).toLowerCase();
+      else if (lower === 'host') hosts++;
+      else if (lower === 'transfer-encoding') {
+        chunked = true;
+        const value = raw[i + 1] as string;
+        transferEncoding = transferEncoding === undefined ? value : `${transferEncoding},${value}`;
+      } else if (lower === 'expect') expect = (raw[i + 1] as string).toLowerCase();
       else if (lower === 'upgrade') upgradeValue = raw[i + 1];
     }
     // llhttp has validated the framing: a Transfer-Encoding here ends in chunked and has no length.
@@ -182,6 +189,14 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
     );
     // Once the connection is closing, nothing after the last answered request is served.
     if (this.closing) return 0;
+    const refusal = headRefusal(major, minor, hosts, transferEncoding);
+    if (refusal !== undefined) {
+      // Answered after the requests before it; its body, if any, is not read.
+      this.closing = true;
+      this.pendingError = refusal;
+      this.advance();
+      return 0;
+    }
     if (upgrade) {
       // The parser stops after this head (2 = upgrade); the rest of the read belongs to the tunnel.
       this.upgradeRequest = req;

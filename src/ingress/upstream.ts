@@ -16,6 +16,7 @@
  */
 import net from 'node:net';
 import type { BodySink, RequestBody } from './client-request.js';
+import { responseFault } from './framing.js';
 import { writeHeadAndBody } from './socket-write.js';
 import { consumeSocket, HTTPParser, releaseParser, Slot, type StreamHandle } from './parser-stream.js';
 
@@ -310,6 +311,12 @@ class Connection {
     }
     const ex = this.exchange;
     if (ex === undefined) return 1;
+    const fault = responseFault(status, pairs);
+    if (fault !== undefined) {
+      // Not relayable (502), rather than waited on until the headers timeout or re-framed wrongly.
+      ex.fail(new UpstreamError(`invalid response from backend: ${fault}`, 'UND_ERR_INVALID_RESPONSE'));
+      return 1;
+    }
     // 1xx informational answers (103 Early Hints…) are not relayed; the final answer follows.
     if (status < 200) return 0;
     this.keepAlive = shouldKeepAlive;

@@ -9,6 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { startIngress, type Ingress } from '../src/ingress/index.js';
 import { listen } from '../src/universe/listen.js';
 import { raw } from './fixtures/raw-http.js';
+import { waitUntil, withDeadline } from '../src/deadline.js';
 
 /** Request heads a raw backend received (no bodies: these tests send none). */
 interface RawBackend {
@@ -141,6 +142,31 @@ describe('protocol errors', () => {
     for (const path of ['/gzip-te', '/switch', '/status-99']) {
       const text = await exchange(ingress.port, `GET ${path} HTTP/1.1\r\nhost: x\r\n\r\n`);
       assert.equal(statusOf(text), 502, `${path}: ${text}`);
+    }
+  });
+
+  test('shutdown does not wait for an upgrade the backend has not answered', async () => {
+    const silent = await startRawBackend(() => '');
+    const own = await startIngress({
+      upstreams: { old: [silent.url] },
+      route: 'old',
+      limits: { upstreamConnectTimeoutMs: 30_000 },
+    });
+    const client = net.connect(own.port, '127.0.0.1');
+    client.on('error', () => undefined);
+    try {
+      client.write('GET /ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n');
+      await waitUntil(
+        'the handshake at the backend',
+        async () => (silent.seen.length > 0 ? true : undefined),
+        {
+          timeoutMs: 5_000,
+        },
+      );
+      await withDeadline('ingress close', own.close(), 3_000);
+    } finally {
+      client.destroy();
+      await silent.close();
     }
   });
 });

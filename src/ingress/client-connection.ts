@@ -364,14 +364,17 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
 
   /**
    * Reads only when it is useful: not while a pipelined request waits its turn, nor while the body
-   * being read has nowhere to go (held, or the backend socket is full), nor while the client is not
-   * reading what it is sent (its socket needs drain).
+   * being read has nowhere to go (held, or the backend socket is full), nor, beyond the body being
+   * answered, while the client is not reading what it is sent (its socket needs drain).
    */
   private updateReading(): void {
     let want = !this.closed && !this.closing && this.queue.length <= 1;
     const body = this.parsing?.body;
     if (want && body !== undefined && body !== null && !body.wantsData) want = false;
-    if (want && this.socket.writableNeedDrain) {
+    // The body of the request being answered still flows (bounded by the backend's backpressure, as
+    // node:http keeps reading it): a backend may need all of it before it drains its answer.
+    const activeBody = this.parsing !== undefined && this.parsing === this.active;
+    if (want && !activeBody && this.socket.writableNeedDrain) {
       want = false;
       this.waitForDrain();
     }

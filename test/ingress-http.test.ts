@@ -13,33 +13,7 @@ import { request } from 'undici';
 import { startEchoBackend, type EchoBackend } from '../src/bench/proxy-backend.js';
 import { waitUntil, withDeadline } from '../src/deadline.js';
 import { startIngress, type Ingress } from '../src/ingress/index.js';
-
-/** Sends raw bytes and collects everything the server writes until it closes or `done` is satisfied. */
-function raw(
-  port: number,
-  send: string | Buffer,
-  opts: { done?: (text: string) => boolean; timeoutMs?: number } = {},
-): Promise<string> {
-  return withDeadline(
-    'raw exchange',
-    new Promise<string>((resolve, reject) => {
-      const socket = net.connect(port, '127.0.0.1');
-      let text = '';
-      socket.setEncoding('latin1');
-      socket.on('data', (d: string) => {
-        text += d;
-        if (opts.done?.(text)) {
-          socket.destroy();
-          resolve(text);
-        }
-      });
-      socket.on('close', () => resolve(text));
-      socket.on('error', reject);
-      socket.write(send);
-    }),
-    opts.timeoutMs ?? 5_000,
-  );
-}
+import { raw } from './fixtures/raw-http.js';
 
 const statusOf = (text: string): number => Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0);
 

@@ -17,12 +17,15 @@ import { methods } from '_http_common';
 import { ClientRequestError } from './body-limit.js';
 import { ClientRequest, RequestBody, type BodyFlow } from './client-request.js';
 import { ClientResponse, type ResponseConnection } from './client-response.js';
+import { headRefusal, originForm } from './framing.js';
 import { consumeSocket, HTTPParser, releaseParser, Slot, type StreamHandle } from './parser-stream.js';
 
 export interface FrontEndLimits {
   headersMs: number;
   requestMs: number;
   idleMs: number;
+  /** Time the client socket has to drain once full (a client not reading its answers is cut). */
+  sendMs: number;
   maxBodyBytes: number;
 }
 
@@ -76,6 +79,10 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
   /** performance.now() past which `waiting` has expired. */
   deadline: number;
   private waiting: Waiting = 'headers';
+  /** performance.now() by which the full client socket must have drained (or, closing, finished). */
+  sendDeadline = Infinity;
+  /** Ending after a last answer: the send deadline stays until the socket is closed. */
+  private ending = false;
   private readonly remoteAddress: string;
 
   constructor(
@@ -141,21 +148,27 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
       raw = this.headerPairs;
       this.headerPairs = [];
     }
-    const target = url || this.urlParts;
+    const target = originForm(url || this.urlParts);
     this.urlParts = '';
     const method = methods[methodIndex] ?? 'GET';
     let contentLength: string | undefined;
     let chunked = false;
     let expect: string | undefined;
     let upgradeValue: string | undefined;
+    let transferEncoding: string | undefined;
+    let hosts = 0;
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i] as string;
       const n = name.length;
-      if (n !== 14 && n !== 17 && n !== 6 && n !== 7) continue;
+      if (n !== 14 && n !== 17 && n !== 6 && n !== 7 && n !== 4) continue;
       const lower = name.toLowerCase();
       if (lower === 'content-length') contentLength = raw[i + 1];
-      else if (lower === 'transfer-encoding') chunked = true;
-      else if (lower === 'expect') expect = (raw[i + 1] as string).toLowerCase();
+      else if (lower === 'host') hosts++;
+      else if (lower === 'transfer-encoding') {
+        chunked = true;
+        const value = raw[i + 1] as string;
+        transferEncoding = transferEncoding === undefined ? value : `${transferEncoding},${value}`;
+      } else if (lower === 'expect') expect = (raw[i + 1] as string).toLowerCase();
       else if (lower === 'upgrade') upgradeValue = raw[i + 1];
     }
     // llhttp has validated the framing: a Transfer-Encoding here ends in chunked and has no length.
@@ -176,6 +189,14 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
     );
     // Once the connection is closing, nothing after the last answered request is served.
     if (this.closing) return 0;
+    const refusal = headRefusal(major, minor, hosts, transferEncoding);
+    if (refusal !== undefined) {
+      // Answered after the requests before it; its body, if any, is not read.
+      this.closing = true;
+      this.pendingError = refusal;
+      this.advance();
+      return 0;
+    }
     if (upgrade) {
       // The parser stops after this head (2 = upgrade); the rest of the read belongs to the tunnel.
       this.upgradeRequest = req;
@@ -253,6 +274,12 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
         }
         break;
       }
+      // A client not reading its answers is not given more of them (as node:http): the next pipelined
+      // request waits for the socket to drain, so what the proxy buffers stays one answer deep.
+      if (this.socket.writableNeedDrain) {
+        this.waitForDrain();
+        break;
+      }
       this.active = next;
       this.start(next);
     }
@@ -304,14 +331,25 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
   }
 
   awaitDrain(res: ClientResponse): void {
-    if (this.drainWaiting || this.active?.response !== res) return;
+    if (this.active?.response === res) this.waitForDrain();
+  }
+
+  /** The client socket is full: wait for 'drain', and cut the client if it does not come in time. */
+  private waitForDrain(): void {
+    if (this.sendDeadline === Infinity) this.sendDeadline = performance.now() + this.owner.limits.sendMs;
+    if (this.drainWaiting) return;
     this.drainWaiting = true;
     this.socket.once('drain', this.onDrain);
   }
 
   private readonly onDrain = (): void => {
     this.drainWaiting = false;
+    // Handed over to an upgrade: the socket's reading is no longer ours to control.
+    if (this.closed) return;
+    if (!this.ending) this.sendDeadline = Infinity;
     this.active?.response.watcher?.clientDrained();
+    this.advance();
+    this.updateReading();
   };
 
   destroy(): void {
@@ -326,12 +364,20 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
 
   /**
    * Reads only when it is useful: not while a pipelined request waits its turn, nor while the body
-   * being read has nowhere to go (held, or the backend socket is full).
+   * being read has nowhere to go (held, or the backend socket is full), nor, beyond the body being
+   * answered, while the client is not reading what it is sent (its socket needs drain).
    */
   private updateReading(): void {
     let want = !this.closed && !this.closing && this.queue.length <= 1;
     const body = this.parsing?.body;
     if (want && body !== undefined && body !== null && !body.wantsData) want = false;
+    // The body of the request being answered still flows (bounded by the backend's backpressure, as
+    // node:http keeps reading it): a backend may need all of it before it drains its answer.
+    const activeBody = this.parsing !== undefined && this.parsing === this.active;
+    if (want && !activeBody && this.socket.writableNeedDrain) {
+      want = false;
+      this.waitForDrain();
+    }
     if (want === this.reading) return;
     this.reading = want;
     const handle = this.handle;
@@ -352,9 +398,15 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
     this.setWaiting('idle', performance.now() + this.owner.limits.idleMs);
   }
 
-  /** Called by the front end's ticker: enforces the headers, request and idle deadlines. */
+  /** Called by the front end's ticker: enforces the headers, request, idle and send deadlines. */
   checkDeadline(now: number): void {
-    if (now < this.deadline || this.closed) return;
+    if (this.closed) return;
+    if (now >= this.sendDeadline) {
+      // The client has not taken what it was sent: the answer (and its backend connection) is let go.
+      this.destroy();
+      return;
+    }
+    if (now < this.deadline) return;
     const waiting = this.waiting;
     this.setWaiting('none', Infinity);
     if (waiting === 'idle') this.destroy();
@@ -426,11 +478,13 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
     this.active = undefined;
   }
 
-  /** Closes once what was written has gone out. */
+  /** Closes once what was written has gone out, or when the send deadline says it never will. */
   private destroySoon(): void {
     this.closing = true;
+    this.ending = true;
     this.updateReading();
     const socket = this.socket;
+    this.sendDeadline = Math.min(this.sendDeadline, performance.now() + this.owner.limits.sendMs);
     if (socket.writableFinished) socket.destroy();
     else socket.once('finish', () => socket.destroy());
   }

@@ -80,6 +80,13 @@ export class ClientResponse {
     this.head = `${head}\r\n`;
   }
 
+  /** Whether the client takes more now; if not, the watcher hears clientDrained when it does. */
+  ready(): boolean {
+    if (this.destroyed || !this.conn.socket.writableNeedDrain) return true;
+    this.conn.awaitDrain(this);
+    return false;
+  }
+
   /** A body chunk; false when the client socket is full (the watcher hears clientDrained later). */
   write(chunk: Buffer): boolean {
     if (this.destroyed || this.finished || this.noBody || chunk.length === 0) return true;

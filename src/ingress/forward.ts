@@ -44,7 +44,17 @@ export interface ResponseTap {
   onData(chunk: Buffer): void;
 }
 
-const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
+const TIMEOUT_CODES = new Set([
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_QUEUE_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+]);
+/** 504 answers that say which limit was hit, where the operator could not otherwise tell. */
+const TIMEOUT_TEXT: Record<string, string> = {
+  UND_ERR_QUEUE_TIMEOUT:
+    'Gateway Timeout: no backend connection became free within upstreamConnectTimeoutMs (all in use)',
+};
 /** Failures before a connection existed: nothing of the request can have reached the backend. */
 const NOT_CONNECTED_CODES = new Set([
   'ECONNREFUSED',
@@ -125,7 +135,8 @@ class ForwardHandler implements UpstreamHandler, ResponseWatcher {
     this.f.tap?.onHeaders(statusCode, headers);
     this.res.writeHead(statusCode, statusText, headers);
     this.resume = resume;
-    return true;
+    // The client still has an earlier write to take: the backend waits rather than the proxy buffering.
+    return this.res.ready();
   }
 
   onData(chunk: Buffer): boolean {
@@ -178,7 +189,11 @@ class ForwardHandler implements UpstreamHandler, ResponseWatcher {
       return;
     }
     this.status = TIMEOUT_CODES.has(code) ? 504 : 502;
-    answerError(res, this.status, this.status === 504 ? 'Gateway Timeout' : 'Bad Gateway');
+    answerError(
+      res,
+      this.status,
+      this.status === 504 ? (TIMEOUT_TEXT[code] ?? 'Gateway Timeout') : 'Bad Gateway',
+    );
     this.finish('upstream-error', connectFailed, err);
   }
 }

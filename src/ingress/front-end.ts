@@ -1,6 +1,6 @@
 /**
  * The ingress's listening side: a net.Server whose connections are parsed by client-connection.ts, and
- * one ticker enforcing every connection's deadline (headers, whole request, idle keep-alive) instead of
+ * one ticker enforcing every connection's deadlines (headers, whole request, idle keep-alive, send) instead of
  * a timer per connection or request. The ticker runs every fourth of the headers timeout, between 10 ms
  * and 1 s, so a deadline fires up to that much late.
  */
@@ -49,6 +49,8 @@ export class FrontEnd implements ConnectionOwner {
 
   private checkDeadlines(): void {
     const now = performance.now();
-    for (const conn of this.connections) if (conn.deadline <= now) conn.checkDeadline(now);
+    for (const conn of this.connections) {
+      if (conn.deadline <= now || conn.sendDeadline <= now) conn.checkDeadline(now);
+    }
   }
 }

@@ -88,6 +88,11 @@ export interface IngressLimits {
   requestTimeoutMs?: number;
   /** Idle keep-alive connection timeout on the client side. Default 5 000 ms. */
   idleTimeoutMs?: number;
+  /**
+   * Time a client has to take what it is sent: once its socket is full it must drain within this, else
+   * the connection is cut (a client that never reads would pin its backend connection). Default 60 000 ms.
+   */
+  sendTimeoutMs?: number;
   /** Time to connect to a backend (then 502/504). Default 5 000 ms. */
   upstreamConnectTimeoutMs?: number;
   /** Time for a backend's response headers to arrive (then 504). Default 60 000 ms. */
@@ -219,6 +224,7 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
       headersMs: limits.headersTimeoutMs ?? 10_000,
       requestMs: limits.requestTimeoutMs ?? 60_000,
       idleMs: limits.idleTimeoutMs ?? 5_000,
+      sendMs: limits.sendTimeoutMs ?? 60_000,
       maxBodyBytes: limits.maxBodyBytes ?? 10 * 1024 * 1024,
     },
     {

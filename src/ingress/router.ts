@@ -52,7 +52,7 @@ export class Router {
   readonly errors: Record<UniverseName, number> = { old: 0, new: 0 };
   readonly upgraded: Record<UniverseName, number> = { old: 0, new: 0 };
   observer: RequestObserver = {};
-  /** Client sockets of open upgraded connections, closed at shutdown (the HTTP server no longer tracks them). */
+  /** Client sockets handed over for an upgrade (open or pending), closed at shutdown: the front end no longer tracks them. */
   private readonly upgradedSockets = new Set<Socket>();
   mirror: Mirror | undefined;
 
@@ -160,14 +160,13 @@ export class Router {
       return;
     }
     this.requests[universe]++;
+    // Tracked from the hand-over, not from the 101: shutdown must also cut one not answered yet.
+    this.upgradedSockets.add(socket);
+    socket.once('close', () => this.upgradedSockets.delete(socket));
     forwardUpgrade(req, socket, head, backend, { connectMs: this.opts.upgradeConnectMs }, (open) => {
       if (!open) return;
       this.upgraded[universe]++;
-      this.upgradedSockets.add(socket);
-      socket.once('close', () => {
-        this.upgraded[universe]--;
-        this.upgradedSockets.delete(socket);
-      });
+      socket.once('close', () => this.upgraded[universe]--);
     });
   }
 

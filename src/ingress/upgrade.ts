@@ -59,6 +59,10 @@ export function forwardUpgrade(
     onOpen(open);
   };
   socket.on('error', () => upstream.destroy());
+  // The client socket cut before the backend answered (client gone, shutdown): the handshake is dropped.
+  socket.once('close', () => {
+    if (!settled) upstream.destroy();
+  });
   upstream.on('timeout', () => {
     upstream.destroy();
     refuseUpgrade(socket, 504, 'Gateway Timeout');

@@ -16,6 +16,7 @@
  */
 import net from 'node:net';
 import type { BodySink, RequestBody } from './client-request.js';
+import { responseFault } from './framing.js';
 import { writeHeadAndBody } from './socket-write.js';
 import { consumeSocket, HTTPParser, releaseParser, Slot, type StreamHandle } from './parser-stream.js';
 
@@ -242,6 +243,9 @@ class Connection {
   exchange: Exchange | undefined = undefined;
   /** The last body chunk of the current read, not yet handed over (see onBody). */
   held: Buffer | undefined = undefined;
+  /** An exchange whose response completed in the current read, settled once the read is parsed. */
+  private completed: Exchange | undefined = undefined;
+  private completedTail: Buffer | undefined = undefined;
   /** The libuv stream the parser consumes directly, when it does. */
   private handle: StreamHandle | undefined = undefined;
   reused = false;
@@ -284,16 +288,14 @@ class Connection {
     parser[Slot.body] = (chunk: Buffer) => this.onBody(chunk);
     parser[Slot.messageComplete] = () => this.onMessageComplete();
     parser[Slot.messageBegin] = () => {
-      // A response nobody asked for (on an idle connection): the backend is not speaking HTTP/1.1 as
-      // expected, so the connection is dropped.
+      // A response nobody asked for (on an idle connection, or after the answer in the same read: "more
+      // data than specified"): the backend is not speaking HTTP/1.1 as expected, and those bytes must
+      // never become the next request's answer, so the connection is dropped.
       if (this.exchange === undefined) this.destroy();
       else this.exchange.answered = true;
     };
     // Called after each consumed read with the bytes parsed or the parse error.
-    parser[Slot.execute] = (ret: number | Error) => {
-      if (ret instanceof Error) this.parseFailed(ret);
-      else this.flushHeld();
-    };
+    parser[Slot.execute] = (ret: number | Error) => this.afterRead(ret);
   }
 
   private onHeadersComplete(
@@ -309,6 +311,12 @@ class Connection {
     }
     const ex = this.exchange;
     if (ex === undefined) return 1;
+    const fault = responseFault(status, pairs);
+    if (fault !== undefined) {
+      // Not relayable (502), rather than waited on until the headers timeout or re-framed wrongly.
+      ex.fail(new UpstreamError(`invalid response from backend: ${fault}`, 'UND_ERR_INVALID_RESPONSE'));
+      return 1;
+    }
     // 1xx informational answers (103 Early Hints…) are not relayed; the final answer follows.
     if (status < 200) return 0;
     this.keepAlive = shouldKeepAlive;
@@ -355,6 +363,11 @@ class Connection {
     if (ex !== undefined && ex.phase === 'body') this.deliver(ex, chunk);
   }
 
+  /**
+   * The response is complete, but the rest of this read is still to be parsed: the connection is put
+   * back, and the handler told, only after it (settle), since bytes that follow here were asked for by
+   * no request and mean the connection must not be reused.
+   */
   private onMessageComplete(): void {
     // Trailers arrive through kOnHeaders just before this: not relayed, and not the next answer's.
     if (this.headerPairs.length > 0) this.headerPairs = [];
@@ -364,16 +377,27 @@ class Connection {
     this.pool.active.delete(ex);
     this.exchange = undefined;
     ex.conn = undefined;
-    const tail = this.held;
+    this.completed = ex;
+    this.completedTail = this.held;
     this.held = undefined;
     // Reusable only when the request went out whole and both sides agree on keep-alive.
     if (!ex.sent || !this.keepAlive) {
       // The backend answered before reading the whole body: stop sending, drop the connection.
       ex.detachBody();
       this.destroy();
-    } else {
-      this.pool.release(this);
     }
+  }
+
+  /** After each read: a parse failure, or what is held goes out; then a completed exchange settles. */
+  private afterRead(ret: number | Error): void {
+    if (ret instanceof Error) this.parseFailed(ret);
+    else this.flushHeld();
+    const ex = this.completed;
+    if (ex === undefined) return;
+    const tail = this.completedTail;
+    this.completed = undefined;
+    this.completedTail = undefined;
+    if (!this.destroyed) this.pool.release(this);
     ex.handler.onComplete(tail);
   }
 
@@ -385,9 +409,7 @@ class Connection {
       return;
     }
     ex.answered = true;
-    const r = this.parser.execute(d);
-    if (r instanceof Error) this.parseFailed(r);
-    else this.flushHeld();
+    this.afterRead(this.parser.execute(d));
   }
 
   private parseFailed(r: Error): void {
@@ -416,7 +438,7 @@ class Connection {
     if (ex !== undefined) {
       // A body delimited by the connection's end completes here.
       const r = this.parser.finish();
-      if (!(r instanceof Error)) this.flushHeld();
+      if (!(r instanceof Error)) this.afterRead(0);
       if (this.exchange !== undefined) {
         this.exchange.fail(
           r instanceof Error
@@ -498,6 +520,9 @@ export class UpstreamPool {
       }
     }
     if (this.all.size >= this.maxConnections && !fresh) {
+      // Waiting for a free connection counts against the connect timeout: connections pinned by slow
+      // answers must not hold the requests queued behind them forever.
+      ex.deadline = performance.now() + this.timeouts.connectMs;
       this.waiting.push(ex);
       return;
     }
@@ -550,7 +575,9 @@ export class UpstreamPool {
       if (ex.deadline > now) continue;
       const code =
         ex.phase === 'connecting'
-          ? 'UND_ERR_CONNECT_TIMEOUT'
+          ? ex.conn === undefined
+            ? 'UND_ERR_QUEUE_TIMEOUT'
+            : 'UND_ERR_CONNECT_TIMEOUT'
           : ex.phase === 'waiting'
             ? 'UND_ERR_HEADERS_TIMEOUT'
             : 'UND_ERR_BODY_TIMEOUT';

@@ -162,8 +162,10 @@ test('a planted regression keeps the gate closed: switch refused with the reason
   const forced = await imago(['switch', plan, '--force', '--json']);
   assert.equal(forced.code, 0, forced.stdout + forced.stderr);
   const journal = await events(newDb, 'wiki_gate_bad');
-  const record = journal.find((e) => e.event === 'gate-forced');
-  assert.ok(record, 'the forced switch is journaled');
+  const forcedRecords = journal.filter((e) => e.event === 'gate-forced');
+  assert.equal(forcedRecords.length, 1, 'the forced switch is journaled, once');
+  const record = forcedRecords[0];
+  assert.ok(record);
   assert.match(JSON.stringify(record.detail.reasons), /GET \/wiki\/:title/);
   assert.ok(journal.some((e) => e.event === 'switched'));
 

@@ -327,6 +327,7 @@ export class Driver {
       case 'switch': {
         if (this.current === 'switched') return { ok: true, switched: true, already: true };
         const force = command.args.force === true;
+        let forced = false;
         if (this.current === 'testing') {
           const verdict = this.runtimeTest?.gate();
           if (verdict && !verdict.pass) {
@@ -338,10 +339,11 @@ export class Driver {
                 hint: 'wait for more evidence (imago report), fix the new version, or imago switch --force',
               };
             await this.record('ready', 'gate-forced', { command: command.id, reasons: verdict.reasons });
+            forced = true;
           } else await this.gateOpened();
         }
         if (this.current !== 'ready') return { ok: false, error: `cannot switch in phase ${this.current}` };
-        return { ok: true, ...(await this.switch(force)) };
+        return { ok: true, ...(await this.switch(force, forced)) };
       }
       case 'abort':
         if (this.current === 'switched')
@@ -399,7 +401,8 @@ export class Driver {
     await rt.close().catch((err: unknown) => this.o.say(`runtime test: ${errorMessage(err)}`));
   }
 
-  private async switch(force = false): Promise<Record<string, unknown>> {
+  /** `force`: past a closed gate (journaled as gate-forced, unless `forcedAlready` for this command). */
+  private async switch(force = false, forcedAlready = false): Promise<Record<string, unknown>> {
     const converter = this.converter;
     if (!converter) throw new Error('no conversion running');
     const plan = this.plan;
@@ -414,7 +417,7 @@ export class Driver {
         const verdict = this.runtimeTest?.gate();
         if (!verdict || verdict.pass) return undefined;
         if (!force) return verdict.reasons.join('; ');
-        await this.record(this.current, 'gate-forced', { reasons: verdict.reasons });
+        if (!forcedAlready) await this.record(this.current, 'gate-forced', { reasons: verdict.reasons });
         return undefined;
       },
       // Fault injection between protocol steps (IMAGO_CRASH_AFTER=step:<step>), for the crash tests.

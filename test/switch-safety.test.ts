@@ -75,6 +75,7 @@ async function startNode(
 const noFence = {
   mode: 'none',
   plan: () => Promise.resolve({ mode: 'none' }),
+  standBy: () => Promise.resolve(),
   apply: () => Promise.resolve(0n),
   lift: () => Promise.resolve(),
 } as unknown as Fence;

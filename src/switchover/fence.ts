@@ -26,7 +26,13 @@ export interface FenceRecord {
   previous?: string | null;
 }
 
+/** How long a connection opened ahead of the switch waits to be used before it is closed. */
+const STANDBY_IDLE_MS = 60_000;
+
 export class Fence {
+  /** A connection opened before the pause, so that the fence does not pay for a connect inside it. */
+  private standby: { client: pg.Client; timer: NodeJS.Timeout } | undefined;
+
   constructor(
     private readonly databaseUrl: string,
     readonly mode: FencingMode,
@@ -149,14 +155,55 @@ export class Fence {
     });
   }
 
-  private async withClient<T>(timeoutMs: number, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  /**
+   * Opens the connection the next fence or lift will use, ahead of time (before anything is held):
+   * a connect with its authentication costs tens of milliseconds on a busy server. Best effort: if it
+   * fails, or is not used within a minute, the fence connects when it runs.
+   */
+  async standBy(timeoutMs: number): Promise<void> {
+    this.dropStandby();
+    const client = this.newClient(timeoutMs);
+    try {
+      await client.connect();
+    } catch {
+      return;
+    }
+    const timer = setTimeout(() => this.dropStandby(), STANDBY_IDLE_MS);
+    timer.unref();
+    this.standby = { client, timer };
+    // A connection the server ended meanwhile is not handed to the fence.
+    client.once('end', () => {
+      if (this.standby?.client !== client) return;
+      clearTimeout(timer);
+      this.standby = undefined;
+    });
+  }
+
+  private dropStandby(): void {
+    if (!this.standby) return;
+    clearTimeout(this.standby.timer);
+    void this.standby.client.end().catch(() => {});
+    this.standby = undefined;
+  }
+
+  private newClient(timeoutMs: number): pg.Client {
     const client = new pg.Client({
       connectionString: this.databaseUrl,
       connectionTimeoutMillis: Math.max(1, Math.ceil(timeoutMs)),
     });
     client.on('error', () => {});
+    return client;
+  }
+
+  private async withClient<T>(timeoutMs: number, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+    const ready = this.standby;
+    if (ready) {
+      clearTimeout(ready.timer);
+      this.standby = undefined;
+    }
+    const client = ready?.client ?? this.newClient(timeoutMs);
     try {
-      await client.connect();
+      if (!ready) await client.connect();
     } catch (err) {
       throw new ImagoError(
         `cannot connect to the old database to fence it: ${errorMessage(err)}`,

@@ -127,6 +127,8 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
     if (bare.length > 0) throw new Error(`no upstreams for the new universe on ${bare.join(', ')}`);
     r.predictedCatchUpMs = await predictCatchUp(o.converter, o.budget.maxCatchUpLagMs, d.precheckMs, log);
     fenceRecord = await o.fence.plan();
+    // Connected now, before anything is held: inside the pause a connect would cost tens of ms.
+    await o.fence.standBy(d.prepareMs);
     r.epoch = Math.max(0, ...states.map((s) => s.epoch)) + 1;
   } catch (err) {
     r.step = step;

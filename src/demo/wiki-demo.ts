@@ -176,6 +176,8 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
       `  applied ${stats.appliedTransactions} source transactions (${stats.appliedChanges} changes), last apply lag ${stats.lastApplyLagMs} ms`,
     );
 
+    // The evidence is in: comparing during the pause would only compete with it for this process.
+    await ingress.mirror(false);
     say('switchover: precheck → hold → drain → fence marker → catch-up → COMMIT → flip → release');
     const node = new IngressNode({ name: 'ingress', control: ingress.control?.url ?? '', token });
     const result: SwitchResult = await runSwitchover({
@@ -191,7 +193,6 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
       },
       log: (line) => say(`  ${line}`),
     });
-    await ingress.mirror(false);
     const tested = runtimeTest.summary();
     await runtimeTest.close();
 

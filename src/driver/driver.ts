@@ -406,6 +406,9 @@ export class Driver {
     const converter = this.converter;
     if (!converter) throw new Error('no conversion running');
     const plan = this.plan;
+    // The evidence is in (the precheck judges it): comparing during the pause would compete with the
+    // protocol for this process. Mirroring resumes if the switch does not happen.
+    await this.runtimeTest?.mirrorOff(this.nodes);
     const result = await runSwitchover({
       nodes: this.nodes,
       converter,
@@ -434,6 +437,7 @@ export class Driver {
     if (result.held) this.redrive_(result.unconfirmed, result.switched ? 'new' : 'old', result.releaseEpoch);
     // The new universe serves now: copies would go to the old one, which is not what is tested.
     if (result.switched) await this.stopRuntimeTest();
+    else await this.runtimeTest?.mirrorOn(this.nodes, true);
     return { ...result };
   }
 

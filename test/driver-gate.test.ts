@@ -30,6 +30,7 @@ after(async () => {
 async function setUp(
   name: string,
   regression: boolean,
+  auto = false,
 ): Promise<{ world: OldWorld; plan: string; newDb: string }> {
   const world = await oldWorld({ pages: PAGES, revisions: 2, nodes: 2 });
   const newDb = await createDatabase(world.newCluster, 'wiki');
@@ -59,6 +60,7 @@ async function setUp(
       maxCatchUpLagMs: 1000,
       deadlines: { catchUpMs: 2000, commitMs: 5000 },
       fencing: { mode: 'revoke', role: APP_ROLE },
+      auto,
     },
     stateDir: join(dir, 'state'),
   };
@@ -81,8 +83,8 @@ export default defineUpgrade({
 }
 
 /** The driver started on the plan and in `testing`, with reads and edits through both nodes. */
-async function testing(name: string, regression: boolean) {
-  const { world, plan, newDb } = await setUp(name, regression);
+async function testing(name: string, regression: boolean, auto = false) {
+  const { world, plan, newDb } = await setUp(name, regression, auto);
   const driver = startDriver(plan);
   await driver.line(/collecting mirrored reads/, 90_000);
   const load = loadOn(
@@ -169,6 +171,23 @@ test('a planted regression keeps the gate closed: switch refused with the reason
   assert.match(JSON.stringify(record.detail.reasons), /GET \/wiki\/:title/);
   assert.ok(journal.some((e) => e.event === 'switched'));
 
+  const observed = await load.stop();
+  const { lost, mixed } = await checkInvariant(observed, { universe: 'new', databaseUrl: newDb });
+  assert.equal(observed.failed, 0, JSON.stringify(observed.failures.slice(0, 3)));
+  assert.deepEqual(lost, []);
+  assert.equal(mixed, 0);
+  await sendCommand(await loadPlan(plan), 'finish', { timeoutMs: 30_000 });
+  assert.equal((await withDeadline('driver exit', driver.exit, 30_000)).code, 0, driver.lines.join('\n'));
+});
+
+test('with switchover.auto the driver switches by itself once the gate holds, and not before', async () => {
+  const { plan, newDb, driver, load } = await testing('wiki_gate_auto', false, true);
+  await driver.line(/switched at epoch/, 90_000);
+  const journal = await events(newDb, 'wiki_gate_auto');
+  const passed = journal.findIndex((e) => e.event === 'gate-passed');
+  const prepared = journal.findIndex((e) => e.event === 'switch-prepare');
+  assert.ok(passed >= 0 && prepared > passed, 'the switch started after the gate passed');
+  assert.ok(!journal.some((e) => e.event === 'gate-forced' || e.event === 'command'));
   const observed = await load.stop();
   const { lost, mixed } = await checkInvariant(observed, { universe: 'new', databaseUrl: newDb });
   assert.equal(observed.failed, 0, JSON.stringify(observed.failures.slice(0, 3)));

@@ -303,7 +303,13 @@ export class Driver {
         await this.journal.complete(command.id, { ...result, phase: this.current });
       } else if (this.current === 'testing' && (await this.gateOpened())) {
         continue;
-      } else if (this.plan.switchover.auto && this.current === 'ready' && !autoTried) {
+      } else if (
+        this.plan.switchover.auto &&
+        this.current === 'ready' &&
+        !autoTried &&
+        // After a restart in `ready` the evidence is gathered afresh: auto waits for the gate again.
+        (this.runtimeTest?.gate().pass ?? true)
+      ) {
         autoTried = true;
         await this.switch();
       } else if (this.redriver.dueInMs() === 0) {

@@ -15,7 +15,7 @@ import { createDatabase } from '../src/universe/cluster.js';
 import { withDeadline } from '../src/deadline.js';
 import { loadPlan } from '../src/plan/index.js';
 import { Journal, sendCommand } from '../src/driver/index.js';
-import { root, startDriver, stopProvisionedApps } from './fixtures/driver-run.js';
+import { root, startDriver, stopProvisionedApps, type DriverRun } from './fixtures/driver-run.js';
 import { APP_ROLE, checkInvariant, loadOn, oldWorld, type OldWorld } from './switchover-fixture.js';
 
 const PAGES = 60;
@@ -95,6 +95,21 @@ async function testing(name: string, regression: boolean, auto = false) {
   return { world, plan, newDb, driver, load };
 }
 
+/** The load stopped: no request failed, every acknowledged write is in the new database, no mix. */
+async function servedWithoutLoss(load: ReturnType<typeof loadOn>, newDb: string): Promise<void> {
+  const observed = await load.stop();
+  const { lost, mixed } = await checkInvariant(observed, { universe: 'new', databaseUrl: newDb });
+  assert.equal(observed.failed, 0, JSON.stringify(observed.failures.slice(0, 3)));
+  assert.deepEqual(lost, []);
+  assert.equal(mixed, 0);
+}
+
+/** `finish` through the journal, and the driver exits cleanly. */
+async function finish(plan: string, driver: DriverRun): Promise<void> {
+  await sendCommand(await loadPlan(plan), 'finish', { timeoutMs: 30_000 });
+  assert.equal((await withDeadline('driver exit', driver.exit, 30_000)).code, 0, driver.lines.join('\n'));
+}
+
 async function events(newDb: string, name: string) {
   const journal = await Journal.open(newDb, name);
   try {
@@ -132,16 +147,11 @@ test('a faithful new version passes the gate on live traffic and switches: no mi
 
   const switched = await sendCommand(await loadPlan(plan), 'switch', { timeoutMs: 60_000 });
   assert.equal(switched.switched, true, JSON.stringify(switched));
-  const observed = await load.stop();
-  const { lost, mixed } = await checkInvariant(observed, { universe: 'new', databaseUrl: newDb });
-  assert.equal(observed.failed, 0, JSON.stringify(observed.failures.slice(0, 3)));
-  assert.deepEqual(lost, []);
-  assert.equal(mixed, 0);
+  await servedWithoutLoss(load, newDb);
   const mirroring = await Promise.all(world.nodes.map((n) => n.mirrorStats()?.enabled ?? false));
   assert.deepEqual(mirroring, [false, false], 'mirroring stops once the new universe serves');
 
-  await sendCommand(await loadPlan(plan), 'finish', { timeoutMs: 30_000 });
-  assert.equal((await withDeadline('driver exit', driver.exit, 30_000)).code, 0, driver.lines.join('\n'));
+  await finish(plan, driver);
 });
 
 test('a planted regression keeps the gate closed: switch refused with the reason, --force switches and is journaled', async () => {
@@ -171,13 +181,8 @@ test('a planted regression keeps the gate closed: switch refused with the reason
   assert.match(JSON.stringify(record.detail.reasons), /GET \/wiki\/:title/);
   assert.ok(journal.some((e) => e.event === 'switched'));
 
-  const observed = await load.stop();
-  const { lost, mixed } = await checkInvariant(observed, { universe: 'new', databaseUrl: newDb });
-  assert.equal(observed.failed, 0, JSON.stringify(observed.failures.slice(0, 3)));
-  assert.deepEqual(lost, []);
-  assert.equal(mixed, 0);
-  await sendCommand(await loadPlan(plan), 'finish', { timeoutMs: 30_000 });
-  assert.equal((await withDeadline('driver exit', driver.exit, 30_000)).code, 0, driver.lines.join('\n'));
+  await servedWithoutLoss(load, newDb);
+  await finish(plan, driver);
 });
 
 test('with switchover.auto the driver switches by itself once the gate holds, and not before', async () => {
@@ -188,11 +193,6 @@ test('with switchover.auto the driver switches by itself once the gate holds, an
   const prepared = journal.findIndex((e) => e.event === 'switch-prepare');
   assert.ok(passed >= 0 && prepared > passed, 'the switch started after the gate passed');
   assert.ok(!journal.some((e) => e.event === 'gate-forced' || e.event === 'command'));
-  const observed = await load.stop();
-  const { lost, mixed } = await checkInvariant(observed, { universe: 'new', databaseUrl: newDb });
-  assert.equal(observed.failed, 0, JSON.stringify(observed.failures.slice(0, 3)));
-  assert.deepEqual(lost, []);
-  assert.equal(mixed, 0);
-  await sendCommand(await loadPlan(plan), 'finish', { timeoutMs: 30_000 });
-  assert.equal((await withDeadline('driver exit', driver.exit, 30_000)).code, 0, driver.lines.join('\n'));
+  await servedWithoutLoss(load, newDb);
+  await finish(plan, driver);
 });

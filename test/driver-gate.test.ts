@@ -15,7 +15,13 @@ import { createDatabase } from '../src/universe/cluster.js';
 import { withDeadline } from '../src/deadline.js';
 import { loadPlan } from '../src/plan/index.js';
 import { Journal, sendCommand } from '../src/driver/index.js';
-import { root, startDriver, stopProvisionedApps, type DriverRun } from './fixtures/driver-run.js';
+import {
+  root,
+  startDriver,
+  stopProvisionedApps,
+  wikiUpgradeSpec,
+  type DriverRun,
+} from './fixtures/driver-run.js';
 import { APP_ROLE, checkInvariant, loadOn, oldWorld, type OldWorld } from './switchover-fixture.js';
 
 const PAGES = 60;
@@ -43,18 +49,7 @@ async function setUp(
   // .mts: the temp folder has no package.json saying ESM.
   const plan = join(dir, 'upgrade.mts');
   const spec = {
-    name,
-    old: { database: world.oldDb, app: { url: world.v1.url } },
-    new: {
-      database: newDb,
-      app: {
-        command: [process.execPath, '--import', 'tsx', join(root, 'examples/wiki/v2/server.ts')],
-        env: { DATABASE_URL: '{{new.database}}', WIKI_V2_PLANTED_REGRESSION: regression ? '1' : '0' },
-        cwd: root,
-      },
-    },
-    conversion: join(root, 'examples/wiki/conversion.ts'),
-    ingress: { nodes: world.specs },
+    ...wikiUpgradeSpec(world, newDb, name, { WIKI_V2_PLANTED_REGRESSION: regression ? '1' : '0' }),
     switchover: {
       maxPauseMs: 3000,
       maxCatchUpLagMs: 1000,

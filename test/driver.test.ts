@@ -12,7 +12,7 @@ import { createDatabase } from '../src/universe/cluster.js';
 import { withDeadline } from '../src/deadline.js';
 import { loadPlan } from '../src/plan/index.js';
 import { Journal, sendCommand } from '../src/driver/index.js';
-import { root, startDriver, stopProvisionedApps, type DriverRun } from './fixtures/driver-run.js';
+import { startDriver, stopProvisionedApps, wikiUpgradeSpec, type DriverRun } from './fixtures/driver-run.js';
 import { APP_ROLE, checkInvariant, loadOn, oldWorld, type OldWorld } from './switchover-fixture.js';
 
 const PAGES = 100;
@@ -28,18 +28,7 @@ before(async () => {
   planFile = join(dir, 'upgrade.yaml');
   // JSON is YAML: the plan the user would write, with absolute paths.
   const plan = {
-    name: 'wiki_drv',
-    old: { database: world.oldDb, app: { url: world.v1.url } },
-    new: {
-      database: newDb,
-      app: {
-        command: [process.execPath, '--import', 'tsx', join(root, 'examples/wiki/v2/server.ts')],
-        env: { DATABASE_URL: '{{new.database}}' },
-        cwd: root,
-      },
-    },
-    conversion: join(root, 'examples/wiki/conversion.ts'),
-    ingress: { nodes: world.specs },
+    ...wikiUpgradeSpec(world, newDb, 'wiki_drv'),
     switchover: {
       maxPauseMs: 3000,
       maxCatchUpLagMs: 1000,

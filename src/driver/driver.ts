@@ -45,6 +45,8 @@ import { Journal, type Command, type JournalEvent } from './journal.js';
 import { healthy, startDetachedApp, stopDetachedApp } from './new-app.js';
 import { SWITCH_EVENT_PHASE, before, isTerminal, phaseMoveAllowed, type Phase } from './phases.js';
 
+/** How often, while testing, the nodes are checked to be mirroring. */
+const MIRROR_CHECK_EVERY_MS = 5_000;
 /** Least time between two "gate closed" progress lines. */
 const GATE_SAY_EVERY_MS = 3_000;
 
@@ -77,6 +79,8 @@ export class Driver {
   private readonly redriver = new Redriver();
   /** Mirroring and comparison before the switch, when the plan requires a runtime test. */
   private runtimeTest: RemoteRuntimeTest | undefined;
+  /** When the nodes' mirroring was last checked (gateOpened). */
+  private mirrorCheckedAt = performance.now();
   /** The gate's reasons last said, and when. */
   private lastGate = { reasons: '', at: -Infinity };
 
@@ -390,7 +394,11 @@ export class Driver {
         this.o.say(`runtime-test gate closed: ${reasons}`);
         this.lastGate = { reasons, at: performance.now() };
       }
-      await rt.mirrorOn(this.nodes);
+      // A node that restarted comes back without its sink: checked every few seconds, not every tick.
+      if (performance.now() - this.mirrorCheckedAt > MIRROR_CHECK_EVERY_MS) {
+        this.mirrorCheckedAt = performance.now();
+        await rt.mirrorOn(this.nodes);
+      }
       return false;
     }
     const { endpoints, compared, gate } = rt.summary();

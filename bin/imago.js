@@ -1,7 +1,6 @@
 #!/usr/bin/env node
-// Entry point: Imago runs its TypeScript sources through tsx (no build step), so user-written
-// TypeScript transforms and plans load the same way.
-import { register } from 'tsx/esm/api';
+// Entry point: Imago runs its TypeScript sources through its loader (tsx, see src/loader/register.js;
+// no build step), so user-written TypeScript transforms and plans load the same way.
+import '../src/loader/register.js';
 
-register();
 await import('../src/cli/main.ts');

@@ -15,6 +15,7 @@ import type { RunningWiki, WikiOptions } from '../examples/wiki/app.js';
 import { startWiki as startV1 } from '../examples/wiki/v1/server.js';
 import { startWiki as startV2 } from '../examples/wiki/v2/server.js';
 import { seedWiki } from '../examples/wiki/seed.js';
+import { TS_LOADER } from '../src/loader/args.js';
 
 const ISO_US = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/;
 
@@ -256,7 +257,7 @@ describe('wiki demo application', () => {
   test('runs as a standalone process and exits 0 on SIGTERM', async () => {
     const databaseUrl = await createDatabase(cluster, 'wiki_process');
     const script = fileURLToPath(new URL('../examples/wiki/v1/server.ts', import.meta.url));
-    const child = spawn(process.execPath, ['--import', 'tsx', script], {
+    const child = spawn(process.execPath, [...TS_LOADER, script], {
       cwd: fileURLToPath(new URL('..', import.meta.url)),
       env: { ...process.env, DATABASE_URL: databaseUrl, PORT: '0' },
       stdio: ['ignore', 'pipe', 'inherit'],

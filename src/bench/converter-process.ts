@@ -9,6 +9,7 @@ import { withDeadline } from '../deadline.js';
 import type { CatchUpSource } from '../runtime-test/index.js';
 import { onTeardown } from '../universe/teardown.js';
 import type { ConverterReply, ConverterRequest } from './converter-child.js';
+import { TS_LOADER } from '../loader/args.js';
 
 export interface ConverterProcess extends CatchUpSource {
   /** The stream's failure, if it failed. */
@@ -23,7 +24,7 @@ export async function startConverterProcess(opts: {
   name: string;
 }): Promise<ConverterProcess> {
   const child = fork(fileURLToPath(new URL('./converter-child.ts', import.meta.url)), [], {
-    execArgv: ['--import', 'tsx'],
+    execArgv: [...TS_LOADER],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   const unregister = onTeardown('conversion process', async () => void child.kill(), {

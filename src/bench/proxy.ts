@@ -18,6 +18,7 @@ import { ImagoError } from '../errors.js';
 import type { BenchOptions, Scenario } from './scenarios.js';
 import { median } from './load.js';
 import { runWrk, writePostScript, type WrkResult } from './proxy-wrk.js';
+import { TS_LOADER } from '../loader/args.js';
 
 type Target = 'direct' | 'imago' | 'nginx';
 type Workload = 'get' | 'post';
@@ -88,7 +89,7 @@ function cpuSeconds(root: number): number | undefined {
 /** Starts a child from proxy-children.ts and waits for its `ready <port>` line. */
 async function startChild(args: string[]): Promise<{ child: ChildProcess; port: number }> {
   const entry = fileURLToPath(new URL('./proxy-children.ts', import.meta.url));
-  const child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], {
+  const child = spawn(process.execPath, [...TS_LOADER, entry, ...args], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const port = await withDeadline(

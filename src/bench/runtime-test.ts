@@ -28,6 +28,7 @@ import { startConverterProcess, type ConverterProcess } from './converter-proces
 import type { PhaseRequest, PhaseResult } from './load-child.js';
 import type { Output } from '../cli/output.js';
 import type { Scenario } from './scenarios.js';
+import { TS_LOADER } from '../loader/args.js';
 
 /** The wiki plan's runtime-test configuration, with the bench's overrides of what mirroring costs. */
 function benchConfig(options: Record<string, unknown>): RuntimeTestConfig {
@@ -207,7 +208,7 @@ interface Client {
 
 export function startClient(): Client {
   const child = fork(fileURLToPath(new URL('./load-child.ts', import.meta.url)), [], {
-    execArgv: ['--import', 'tsx'],
+    execArgv: [...TS_LOADER],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   const unregister = onTeardown('load generator', async () => void child.kill(), {
@@ -414,7 +415,7 @@ function wiki(
 ): Promise<AppProcess> {
   return startApp({
     name: `wiki v${version}`,
-    command: [process.execPath, '--import', 'tsx', join(wikiDir, `v${version}`, 'server.ts')],
+    command: [process.execPath, ...TS_LOADER, join(wikiDir, `v${version}`, 'server.ts')],
     env: { DATABASE_URL: databaseUrl, ...env },
     logFile: join(logs, `wiki-v${version}.log`),
   });

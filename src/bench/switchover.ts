@@ -35,6 +35,7 @@ import { missingWrites, VERSION_HEADER, wikiOperations } from '../../examples/wi
 import { settle } from '../demo/settle.js';
 import { startLoad, percentile, type Answer, type Load } from './load.js';
 import type { Scenario } from './scenarios.js';
+import { TS_LOADER } from '../loader/args.js';
 
 const wikiDir = fileURLToPath(new URL('../../examples/wiki/', import.meta.url));
 const ROLE = WIKI_APP_ROLE;
@@ -217,7 +218,7 @@ export const switchoverScenario: Scenario = {
 function wiki(version: 1 | 2, databaseUrl: string, logs: string): Promise<AppProcess> {
   return startApp({
     name: `wiki v${version}`,
-    command: [process.execPath, '--import', 'tsx', join(wikiDir, `v${version}`, 'server.ts')],
+    command: [process.execPath, ...TS_LOADER, join(wikiDir, `v${version}`, 'server.ts')],
     env: { DATABASE_URL: databaseUrl },
     logFile: join(logs, `wiki-v${version}.log`),
   });

@@ -28,6 +28,7 @@ import { settle } from './settle.js';
 import { RuntimeTest } from '../runtime-test/index.js';
 import { wikiRuntimeTest } from '../../examples/wiki/runtime-test.js';
 import { waitUntil } from '../deadline.js';
+import { TS_LOADER } from '../loader/args.js';
 
 export interface DemoOptions {
   pages: number;
@@ -95,7 +96,7 @@ function failedStream(err: unknown): { catchUp(): Promise<never>; bringSequences
 }
 
 const wikiDir = fileURLToPath(new URL('../../examples/wiki/', import.meta.url));
-const tsxNode = [process.execPath, '--import', 'tsx'];
+const tsxNode = [process.execPath, ...TS_LOADER];
 
 export async function runDemo(options: DemoOptions): Promise<DemoReport> {
   const { say } = options;

@@ -29,6 +29,7 @@ import { FileControlStore, MemoryControlStore, type ControlStore } from './contr
 import type { IngressOptions } from './index.js';
 import type { MirrorSink } from './mirror-sink.js';
 import { UNIVERSES, type UniverseName } from './universe.js';
+import { TS_LOADER } from '../loader/args.js';
 
 export interface IngressClusterOptions extends Omit<IngressOptions, 'onDispatch' | 'mirror'> {
   /** Worker processes; default: the number of cores (os.availableParallelism()). */
@@ -183,11 +184,11 @@ class WorkerLink {
   }
 }
 
-/** The worker entry next to this file: .ts when running from source (through tsx), else .js. */
+/** The worker entry next to this file: .ts when running from source (through Imago's loader), else .js. */
 function workerEntry(): { exec: string; loader: string[] } {
   const fromSource = import.meta.url.endsWith('.ts');
   const exec = fileURLToPath(new URL(`./cluster-worker.${fromSource ? 'ts' : 'js'}`, import.meta.url));
-  return { exec, loader: fromSource ? ['--import', import.meta.resolve('tsx')] : [] };
+  return { exec, loader: fromSource ? [...TS_LOADER] : [] };
 }
 
 export async function startIngressCluster(options: IngressClusterOptions): Promise<IngressCluster> {

@@ -37,7 +37,8 @@ import { copySnapshot, type CopyProgress, type CopyResult } from './copier.js';
 import { RowConverter } from './row-converter.js';
 import { readFence } from './read-fence.js';
 import { bringSequencesPast } from './sequences.js';
-import { ensureStateSchema, readCheckpoint, resetTargets, writeCheckpoint } from './state.js';
+import { emptyTargets, ensureStateSchema, readCheckpoint, resetTargets, writeCheckpoint } from './state.js';
+import { DuplicateKeysError, restoreDeferred } from './deferred-indexes.js';
 import { TargetCatalog } from './target.js';
 
 export interface ConverterOptions {
@@ -192,10 +193,8 @@ export class Converter {
     if (this.resumed) return { rows: 0, bytes: 0, targetRows: 0 };
     const slot = this.slot;
     if (!slot) throw new Error('prepare() first');
-    try {
-      // The lineage's key is built once after the copy (a sort) instead of row by row during it.
-      await this.target.query('ALTER TABLE imago.lineage DROP CONSTRAINT IF EXISTS lineage_pkey');
-      const result = await copySnapshot({
+    const copy = (deferIndexes: boolean) =>
+      copySnapshot({
         sourceUrl: this.options.sourceUrl,
         targetUrl: this.options.targetUrl,
         snapshotName: slot.snapshotName,
@@ -209,10 +208,19 @@ export class Converter {
           },
         },
         onProgress,
+        deferIndexes,
       });
-      await this.target.query(
-        'ALTER TABLE imago.lineage ADD CONSTRAINT lineage_pkey PRIMARY KEY (source_table, source_key)',
-      );
+    try {
+      let result: CopyResult;
+      try {
+        result = await copy(true);
+      } catch (err) {
+        if (!(err instanceof DuplicateKeysError)) throw err;
+        // N:1 outputs: the unique indexes must be there while copying (conflicts become upserts).
+        this.options.onWarning?.(`${err.message}; ${err.hint ?? ''}`);
+        await emptyTargets(this.target);
+        result = await copy(false);
+      }
       await writeCheckpoint(this.target, this.options.name, slot.consistentPoint, true);
       this.applied = slot.consistentPoint;
       this.stats.copiedRows = result.rows;
@@ -376,6 +384,12 @@ export class Converter {
           this.options.onWarning?.(`could not drop slot ${this.slotName}: ${errorMessage(err)}`),
         );
       await dropPublication(this.source, this.publicationName).catch(() => {});
+    }
+    if (dropCapture && this.target) {
+      // Aborted during the copy: the new schema gets back the indexes the copy had deferred.
+      await restoreDeferred(this.options.targetUrl).catch((err: unknown) =>
+        this.options.onWarning?.(`could not rebuild deferred indexes: ${errorMessage(err)}`),
+      );
     }
     await this.source?.end().catch(() => {});
     await this.target?.end().catch(() => {});

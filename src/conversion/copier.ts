@@ -2,6 +2,8 @@
  * Bulk copy inside the slot's exported snapshot: each source table is read with COPY (text form,
  * streamed, bounded memory), converted row by row, and written in batches — with COPY while the
  * targets are empty, with upserts once a key already exists; each batch and its lineage commit together.
+ * Indexes of targets that were empty, and the lineage's key, are built once after the copy
+ * (deferred-indexes.ts): the copy is all-or-nothing, an interrupted one starts over.
  * Tables run one after the other in the conversion's order, or several at once (`parallel`) with each
  * waiting for the tables it declares `after` (a transform's lookups read their output).
  */
@@ -15,7 +17,10 @@ import { CopyTextBatch, segmentRows } from './copy-batch.js';
 import { CopyTextParser } from './copy-text.js';
 import { cachedLookup } from './lookup.js';
 import type { RowConverter } from './row-converter.js';
-import { quote, quoteQualified, upsert, TargetCatalog } from './target.js';
+import { quote, quoteQualified, upsert } from './target.js';
+import { CopyTargets } from './copy-targets.js';
+import { restoreDeferred, settleAll } from './deferred-indexes.js';
+import { addLineageKey, dropLineageKey } from './lineage.js';
 
 export interface CopyProgress {
   table: string;
@@ -45,6 +50,11 @@ export interface CopyOptions {
   /** Waited on between batches: the copy yields while the old universe is busy. */
   throttle?: { wait(): Promise<void> };
   onProgress?: (progress: CopyProgress) => void;
+  /**
+   * Build the indexes of targets found empty after the copy instead of row by row. Off when the
+   * copy runs again because it wrote a key twice (N:1 outputs need the unique index's conflicts).
+   */
+  deferIndexes?: boolean;
 }
 
 const BATCH_ROWS = 5000;
@@ -70,7 +80,19 @@ export async function copySnapshot(options: CopyOptions): Promise<CopyResult> {
     });
   };
   const lookups = await connectClient(options.targetUrl, 'new');
-  const ctx = { lookup: cachedLookup(lookups) };
+  const targets = new CopyTargets(
+    await connectClient(options.targetUrl, 'new'),
+    options.targetUrl,
+    options.deferIndexes ?? false,
+  );
+  const cached = cachedLookup(lookups);
+  const ctx: CopyContext = {
+    targets,
+    lookup: async (table, where) => {
+      await targets.ready(table);
+      return cached(table, where);
+    },
+  };
   const slots = new Slots(Math.max(1, options.parallel ?? 1));
   const done = new Map<string, Promise<void>>();
   // The first table to fail stops the others at their next batch: nothing keeps writing behind an error.
@@ -85,6 +107,11 @@ export async function copySnapshot(options: CopyOptions): Promise<CopyResult> {
     },
   };
   try {
+    // Left deferred by an interrupted copy: rebuilt on the tables emptied since (instant), so that
+    // each is described with its key and deferred again from its full set of indexes.
+    await restoreDeferred(options.targetUrl);
+    // Built once after the copy (a sort), as the targets' deferred indexes are.
+    await dropLineageKey(lookups);
     for (const table of tables) {
       const task = (async () => {
         await Promise.all(converter.after(table).map((t) => done.get(t)));
@@ -102,23 +129,31 @@ export async function copySnapshot(options: CopyOptions): Promise<CopyResult> {
     const settled = await Promise.allSettled(done.values());
     if (failure !== undefined) throw failure;
     for (const s of settled) if (s.status === 'rejected') throw s.reason;
+    // Each on its own connection: the new database builds them side by side.
+    await settleAll([targets.restoreAll(), addLineageKey(options.targetUrl)]);
     return total;
   } finally {
     await lookups.end().catch(() => {});
+    await targets.end();
   }
+}
+
+interface CopyContext {
+  targets: CopyTargets;
+  lookup: ReturnType<typeof cachedLookup>;
 }
 
 /** One table, on its own source transaction (importing the snapshot) and target connection. */
 async function copyTable(
   options: CopyOptions,
   table: string,
-  ctx: { lookup: ReturnType<typeof cachedLookup> },
+  ctx: CopyContext,
   report: (p: Pick<CopyProgress, 'table' | 'rows' | 'bytes'>) => void,
 ): Promise<CopyResult> {
   const { converter } = options;
   const source = await connectClient(options.sourceUrl, 'old');
   const target = await connectClient(options.targetUrl, 'new');
-  const catalog = new TargetCatalog(target);
+  const { targets } = ctx;
   const result: CopyResult = { rows: 0, bytes: 0, targetRows: 0 };
   try {
     await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
@@ -143,7 +178,7 @@ async function copyTable(
       batch = new CopyTextBatch();
       batchRows = 0;
       if (writing) result.targetRows += await writing;
-      writing = writeBatch(target, catalog, full, mode);
+      writing = writeBatch(target, targets, full, mode);
       writing.catch(() => {}); // awaited (and thrown) at the next flush or the end of the table
       result.rows += rows;
       report({ table, rows: result.rows, bytes: result.bytes });
@@ -157,7 +192,7 @@ async function copyTable(
         const result = converter.convert(table, row, ctx);
         for (const o of result instanceof Promise ? await result : result) {
           // Known after the table's first rows: no await per output.
-          const t = catalog.known(o.table) ?? (await catalog.table(o.table));
+          const t = targets.known(o.table) ?? (await targets.table(o.table));
           batch.add(o.table, o.row, withLineage ? t : undefined);
         }
         if (withLineage) batch.endSource(table, converter.keyOf(table, row));
@@ -233,46 +268,45 @@ interface WriteMode {
 /** Writes a converted batch with its lineage in one transaction; returns the target rows written. */
 async function writeBatch(
   target: pg.Client,
-  catalog: TargetCatalog,
+  targets: CopyTargets,
   batch: CopyTextBatch,
   mode: WriteMode,
 ): Promise<number> {
   const segments = batch.segments();
-  if (mode.copyIn) {
+  // Tables with deferred indexes cannot conflict: COPY, whatever the mode.
+  const plan = () => segments.map((s) => mode.copyIn || targets.isDeferred(s.table));
+  for (let copy = plan(); ;) {
     try {
-      await inTransaction(target, catalog, async () => {
-        for (const s of segments) await copyTextIn(target, s.table, s.columns, s.text.bytes());
+      await inTransaction(target, async () => {
+        for (const [i, s] of segments.entries()) {
+          if (copy[i]) await copyTextIn(target, s.table, s.columns, s.text.bytes());
+          else await upsert(target, await targets.table(s.table), segmentRows(s));
+        }
+        // Each source row is copied once, so its lineage is new even when its outputs were not.
         await copyTextIn(target, 'imago.lineage', LINEAGE_COLUMNS, batch.lineage.bytes());
       });
       return batch.outputs;
     } catch (err) {
       if (!isUniqueViolation(err)) throw err;
-      // Rows already there (a target seeded by the new version, or N:1 outputs): upsert from now on.
+      // Rows already there (a target seeded by the new version, or N:1 outputs): upsert from now on —
+      // also into a table whose indexes a lookup built meanwhile (no longer deferred).
       mode.copyIn = false;
+      const next = plan();
+      if (next.every((c, i) => c === copy[i])) throw err;
+      copy = next;
     }
   }
-  await inTransaction(target, catalog, async () => {
-    for (const s of segments) await upsert(target, await catalog.table(s.table), segmentRows(s));
-    // Each source row is copied once, so its lineage is new even when its outputs were not.
-    await copyTextIn(target, 'imago.lineage', LINEAGE_COLUMNS, batch.lineage.bytes());
-  });
-  return batch.outputs;
 }
 
 const LINEAGE_COLUMNS = ['source_table', 'source_key', 'targets'];
 
-async function inTransaction(
-  target: pg.Client,
-  catalog: TargetCatalog,
-  work: () => Promise<void>,
-): Promise<void> {
+async function inTransaction(target: pg.Client, work: () => Promise<void>): Promise<void> {
   await target.query('BEGIN');
   try {
     await work();
     await target.query('COMMIT');
   } catch (err) {
     await target.query('ROLLBACK').catch(() => {});
-    catalog.forget();
     throw err;
   }
 }

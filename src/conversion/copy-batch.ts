@@ -44,9 +44,13 @@ export class CopyTextBatch {
     this.outputs++;
     if (target) {
       // The same JSON as JSON.stringify([table, keyOf(target, row)]), built without the arrays.
-      const key = keyOf(target, row);
-      let json = this.prefixOf(table) + JSON.stringify(key[0]);
-      for (let i = 1; i < key.length; i++) json += ',' + JSON.stringify(key[i]);
+      const { key } = target;
+      let json = this.prefixOf(table);
+      for (let i = 0; i < key.length; i++) {
+        const value = row[key[i] as string];
+        if (value === null || value === undefined) keyOf(target, row); // throws, naming the column
+        json += (i ? ',' : '') + JSON.stringify(typeof value === 'string' ? value : String(value));
+      }
       this.targets += (this.targets ? ',' : '') + json + ']]';
     }
   }

@@ -24,24 +24,37 @@ export function copyField(value: TargetValue | undefined): string {
 export class CopyTextWriter {
   private buf = Buffer.allocUnsafe(64 * 1024);
   private length = 0;
+  /** Lines not yet in the buffer: one write per few kilobytes costs less than one per line. */
+  private pending = '';
 
   /** Appends one line (its fields already COPY-escaped and tab-separated), adding the newline. */
   line(text: string): void {
+    this.pending += text + '\n';
+    if (this.pending.length >= PENDING_CHARS) this.flush();
+  }
+
+  bytes(): Buffer {
+    this.flush();
+    return this.buf.subarray(0, this.length);
+  }
+
+  private flush(): void {
+    const text = this.pending;
+    if (text === '') return;
+    this.pending = '';
     // UTF-8 takes at most 3 bytes per UTF-16 unit; grow by doubling.
-    const most = text.length * 3 + 1;
+    const most = text.length * 3;
     if (this.length + most > this.buf.length) {
       const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.length + most));
       this.buf.copy(grown, 0, 0, this.length);
       this.buf = grown;
     }
     this.length += this.buf.write(text, this.length, 'utf8');
-    this.buf[this.length++] = 0x0a;
-  }
-
-  bytes(): Buffer {
-    return this.buf.subarray(0, this.length);
   }
 }
+
+const PENDING_CHARS = 8192;
+
 const ESCAPES: Record<string, string> = { b: '\b', f: '\f', n: '\n', r: '\r', t: '\t', v: '\v', '\\': '\\' };
 
 export class CopyTextParser {

@@ -88,7 +88,10 @@ export class RowConverter {
 
   /** The source row's key as a stable string (JSON array of its key values). */
   keyOf(table: string, row: Row): string {
-    return JSON.stringify(this.source(table).key.map((c) => row[c] ?? null));
+    const { key } = this.source(table);
+    // The common single-column key without the array (the bulk copy asks once per row).
+    if (key.length === 1) return `[${JSON.stringify(row[key[0] as string] ?? null)}]`;
+    return JSON.stringify(key.map((c) => row[c] ?? null));
   }
 
   /**

@@ -7,6 +7,7 @@
 import type pg from 'pg';
 import { quoteLiteral, quoteQualified } from '../sql.js';
 import { parseLsn, formatLsn, type Lsn } from '../capture/lsn.js';
+import { DEFERRED_INDEX_DDL } from './deferred-indexes.js';
 
 export async function ensureStateSchema(client: pg.Client): Promise<void> {
   await client.query(`
@@ -24,8 +25,9 @@ export async function ensureStateSchema(client: pg.Client): Promise<void> {
       source_table text NOT NULL,
       source_key text NOT NULL,
       targets text NOT NULL, -- JSON; text is cheaper to write than jsonb and only Imago reads it
-      PRIMARY KEY (source_table, source_key)
-    );`);
+      PRIMARY KEY (source_key, source_table) -- see addLineageKey()
+    );
+    ${DEFERRED_INDEX_DDL}`);
 }
 
 export async function readCheckpoint(
@@ -55,10 +57,15 @@ export async function writeCheckpoint(
 
 /** Empties every target table conversion wrote, the lineage and the checkpoint: a clean start for the copy. */
 export async function resetTargets(client: pg.Client, stream: string): Promise<void> {
+  await emptyTargets(client);
+  await client.query('DELETE FROM imago.checkpoint WHERE stream = $1', [stream]);
+}
+
+/** Empties every target table conversion wrote and the lineage. */
+export async function emptyTargets(client: pg.Client): Promise<void> {
   const { rows } = await client.query<{ name: string }>('SELECT name FROM imago.targets');
   const tables = rows.map((r) => quoteQualified(r.name));
   await client.query(`TRUNCATE ${[...tables, 'imago.lineage'].join(', ')}`);
-  await client.query('DELETE FROM imago.checkpoint WHERE stream = $1', [stream]);
 }
 
 export async function recordTarget(client: pg.Client, name: string): Promise<void> {

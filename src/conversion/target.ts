@@ -56,7 +56,9 @@ async function describe(client: pg.Client, name: string): Promise<TargetTable> {
 
 async function readTable(client: pg.Client, name: string): Promise<TargetTable> {
   const { rows } = await client.query<{ attname: string; key: boolean; type: string; is_array: boolean }>(
-    `SELECT a.attname, coalesce(a.attnum = ANY (i.indkey), false) AS key,
+    `SELECT a.attname,
+            -- The key's own columns: a primary key's INCLUDE columns are not part of it.
+            coalesce(a.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1]), false) AS key,
             format_type(a.atttypid, a.atttypmod) AS type, t.typcategory = 'A' AS is_array
        FROM pg_attribute a
        JOIN pg_type t ON t.oid = a.atttypid

@@ -35,3 +35,9 @@ export async function withDeadline<T>(
     clearTimeout(timer);
   }
 }
+
+/** Like Promise.all, but returns (or throws the first failure) only once every promise has settled. */
+export async function settleAll(promises: Iterable<Promise<unknown>>): Promise<void> {
+  for (const result of await Promise.allSettled(promises))
+    if (result.status === 'rejected') throw result.reason;
+}

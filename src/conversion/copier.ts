@@ -10,6 +10,7 @@
 import pg from 'pg';
 import { quoteLiteral } from '../sql.js';
 import { connectClient } from '../database.js';
+import { settleAll } from '../deadline.js';
 import { to as copyTo } from 'pg-copy-streams';
 import { setImmediate } from 'node:timers/promises';
 import { copyTextIn, isUniqueViolation } from './copy-in.js';
@@ -19,7 +20,7 @@ import { cachedLookup } from './lookup.js';
 import type { RowConverter } from './row-converter.js';
 import { quote, quoteQualified, upsert } from './target.js';
 import { CopyTargets } from './copy-targets.js';
-import { restoreDeferred, settleAll } from './deferred-indexes.js';
+import { restoreDeferred } from './deferred-indexes.js';
 import { addLineageKey, dropLineageKey } from './lineage.js';
 
 export interface CopyProgress {
@@ -89,7 +90,8 @@ export async function copySnapshot(options: CopyOptions): Promise<CopyResult> {
   const ctx: CopyContext = {
     targets,
     lookup: async (table, where) => {
-      await targets.ready(table);
+      const building = targets.ready(table);
+      if (building) await building;
       return cached(table, where);
     },
   };
@@ -126,9 +128,10 @@ export async function copySnapshot(options: CopyOptions): Promise<CopyResult> {
       task.catch((err: unknown) => (failure ??= err));
       done.set(table, task);
     }
-    const settled = await Promise.allSettled(done.values());
-    if (failure !== undefined) throw failure;
-    for (const s of settled) if (s.status === 'rejected') throw s.reason;
+    // The first table to fail is the one reported, whichever comes first in the order.
+    await settleAll(done.values()).catch((err: unknown) => {
+      throw failure ?? err;
+    });
     // Each on its own connection: the new database builds them side by side.
     await settleAll([targets.restoreAll(), addLineageKey(options.targetUrl)]);
     return total;

@@ -48,7 +48,8 @@ export class CopyTargets {
   }
 
   /** Before a lookup reads `name`: its indexes are built first (a lookup must not scan the table). */
-  async ready(name: string): Promise<void> {
+  ready(name: string): Promise<void> | undefined {
+    // Undefined when there is nothing to wait for: a lookup then costs no extra promise.
     if (!this.deferred.has(name)) return this.restoring.get(name);
     let restoring = this.restoring.get(name);
     if (!restoring) {

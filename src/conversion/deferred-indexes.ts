@@ -15,6 +15,7 @@
  */
 import type pg from 'pg';
 import { connectClient } from '../database.js';
+import { settleAll } from '../deadline.js';
 import { ImagoError } from '../errors.js';
 import { quoteQualified } from '../sql.js';
 
@@ -149,12 +150,6 @@ export async function restoreDeferred(
       }
     }),
   );
-}
-
-/** Like Promise.all, but returns (or throws the first failure) only once every promise has settled. */
-export async function settleAll(promises: Promise<unknown>[]): Promise<void> {
-  for (const result of await Promise.allSettled(promises))
-    if (result.status === 'rejected') throw result.reason;
 }
 
 /** What CREATE INDEX / ADD CONSTRAINT needs to rebuild the index as it was (`i`, `k` as above). */

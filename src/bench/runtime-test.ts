@@ -161,6 +161,8 @@ export const runtimeTestScenario: Scenario = {
         primary_p99_plain_ms: med((r) => r.p99PlainMs),
         primary_p99_mirrored_ms: med((r) => r.p99MirroredMs),
         primary_p50_ratio: med((r) => r.p50),
+        // Every repetition's requests in one sample per arm: a p99 over R times as many requests.
+        primary_p99_ratio_pooled: round(pooledP99Ratio(runs)),
         // Two unmirrored arms compared: what the machine's noise alone does to the same ratios.
         noise_floor_p99_ratio: med((r) => r.noiseP99),
         noise_floor_p50_ratio: med((r) => r.noiseP50),
@@ -182,6 +184,7 @@ export const runtimeTestScenario: Scenario = {
         ),
         noise_path_names: noisePaths,
         barrier: faithful.details.barrier,
+        noise_samples: faithful.details.noiseSamples,
         rate,
         seconds,
         slice_ms: sliceMs,
@@ -282,6 +285,11 @@ function armRatios({ arms }: ArmRun) {
     noiseP99: at(arms.control, 99) / at(arms.plain, 99),
     noiseP50: at(arms.control, 50) / at(arms.plain, 50),
   };
+}
+
+function pooledP99Ratio(runs: ArmRun[]): number {
+  const all = (arms: Arm[]) => runs.flatMap((r) => arms.flatMap((a) => r.arms[a]));
+  return percentile(all(['mirrored']), 99) / percentile(all(['plain', 'control']), 99);
 }
 
 /**

@@ -5,6 +5,7 @@
  * the whole body.
  */
 import type { Answer } from './answer.js';
+import type { SettledNoiseOptions } from './settled-noise.js';
 
 /**
  * Where a normaliser or expectation applies: 'GET /wiki/:title', '/wiki/:title' (any method) or
@@ -37,7 +38,7 @@ export type ExpectedDifference =
    */
   | { endpoint?: string; expect: (old: Answer, request: OldAnswerContext) => Answer; why?: string };
 
-export interface NoiseOptions {
+export interface NoiseOptions extends SettledNoiseOptions {
   /** A path is noise only after the old universe disagreed with itself on it this many times. Default 2. */
   minOccurrences?: number;
   /**
@@ -51,6 +52,7 @@ export interface NoiseOptions {
    * Sampling every answer would double the reads the old universe serves. Default 0.1.
    */
   calibrationRate?: number;
+  // resampleEvery, settleAfter: differences on settled noise paths sampled one in n (settled-noise.ts).
 }
 
 export interface GateCriteria {

@@ -31,6 +31,7 @@ import {
   type SampleDiff,
 } from './report.js';
 import { NoiseSampler } from './sampler.js';
+import { SettledNoise } from './settled-noise.js';
 import { Judge, type Verdict } from './verdict.js';
 
 export type * from './config.js';
@@ -74,6 +75,7 @@ export class RuntimeTest {
   private readonly config: RuntimeTestConfig;
   private readonly barrierGate: ConsistencyBarrier | undefined;
   private readonly sampler: NoiseSampler | undefined;
+  private readonly settled: SettledNoise;
   private readonly endpoints: Endpoints;
   private readonly judge: Judge;
   private readonly redactor: Redactor;
@@ -91,6 +93,7 @@ export class RuntimeTest {
     this.config = options.config ?? {};
     this.barrierGate = options.conversion && new ConsistencyBarrier(options.conversion, options.barrier);
     this.sampler = options.oldUrls?.length ? new NoiseSampler(options.oldUrls) : undefined;
+    this.settled = new SettledNoise(this.config.noise);
     const rate = this.config.noise?.calibrationRate ?? 0.1;
     this.calibrateEvery = rate > 0 ? Math.max(1, Math.round(1 / rate)) : 0;
     this.endpoints = new Endpoints(this.config.routes, this.config.learnAfter);
@@ -143,7 +146,7 @@ export class RuntimeTest {
     return this.collector.report({
       barrier: this.barrierGate?.stats(),
       noiseSamples: this.sampler
-        ? { taken: this.noiseSamplesTaken, failed: this.noiseSampleFailures }
+        ? { taken: this.noiseSamplesTaken, failed: this.noiseSampleFailures, spared: this.settled.spared }
         : 'off',
     });
   }
@@ -199,6 +202,9 @@ export class RuntimeTest {
     let latencyOldMs: number | undefined;
     const calibrate = this.calibrateEvery > 0 && ++this.judged % this.calibrateEvery === 0;
     if (this.sampler && (verdict.outcome === 'differs' || (calibrate && verdict.outcome === 'match'))) {
+      const before = verdict.unexplained.map((d) => d.key);
+      if (this.settled.spare(key, before))
+        return this.collector.skip('differs only on settled noise paths; noise sample spared');
       // Sent only now that the new universe has answered: its data is then bracketed by the two old answers.
       this.noiseSamplesTaken++;
       const sample = await this.sampler.sample(x.request);
@@ -207,6 +213,9 @@ export class RuntimeTest {
         secondary = parseAnswer(sample.answer);
         latencyOldMs = sample.latencyMs;
         verdict = this.judge.judge({ method, url, primary, candidate, secondary });
+        // Resolved, for settling: explained, noisy, or within the noise learned so far (not a mismatch).
+        const left = verdict.unexplained.map((d) => d.key).filter((k) => !this.collector.forgives(key, k));
+        this.settled.learn(key, before, left);
       }
     }
     this.collector.record({

@@ -81,6 +81,8 @@ export const runtimeTestSchema = z.strictObject({
       minOccurrences: z.number().int().positive().optional(),
       factor: z.number().positive().optional(),
       calibrationRate: rate.optional(),
+      resampleEvery: z.number().int().positive().optional(),
+      settleAfter: z.number().int().positive().optional(),
     })
     .optional(),
   gate: z

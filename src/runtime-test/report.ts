@@ -182,6 +182,11 @@ export class Collector {
     }
   }
 
+  /** Whether the endpoint's learned noise forgives unexplained differences on this path key now. */
+  forgives(endpoint: string, key: string): boolean {
+    return this.endpoints.get(endpoint)?.noise.forgives(key) ?? false;
+  }
+
   skip(reason: string): void {
     this.skips[reason] = (this.skips[reason] ?? 0) + 1;
   }

@@ -53,7 +53,11 @@ export class ApplyQueue {
   constructor(private readonly options: ApplyQueueOptions) {
     this.maxTxns = options.maxGroupTransactions ?? 2000;
     this.maxChanges = options.maxGroupChanges ?? 20_000;
-    this.maxQueued = options.maxQueuedChanges ?? 20_000;
+    // Two full groups of single-row transactions (each counts its changes + 1): enough to have the
+    // next group ready when one commits. Decoding further ahead only kept transactions alive across
+    // scavenges (20,000: 28 % of the young generation surviving each; 8,000: 15 %, scavenges
+    // 222 -> 140 ms per 3 drains of 200,000); the socket's buffers hold the rest at no GC cost.
+    this.maxQueued = options.maxQueuedChanges ?? 8_000;
     this.backlogGroup = Math.min(options.backlogGroupTransactions ?? 1000, this.maxTxns);
     this.fillWaitMs = options.fillWaitMs ?? 10;
     this.behindMs = options.behindMs ?? 100;

@@ -105,11 +105,7 @@ export class ApplyQueue {
 
   /** Enough waits for a group not to be worth waiting for more. */
   private full(): boolean {
-    return (
-      this.queue.length >= this.backlogGroup ||
-      this.queuedChanges >= this.maxChanges ||
-      this.paused
-    );
+    return this.queue.length >= this.backlogGroup || this.queuedChanges >= this.maxChanges || this.paused;
   }
 
   private catchingUp(): boolean {

@@ -32,9 +32,12 @@ export interface ApplyQueueOptions {
 }
 
 export class ApplyQueue {
+  /**
+   * Transactions not yet taken. A taken group leaves the array at once: under a backlog the queue is
+   * never empty, and slots kept until it drained held every transaction since, all promoted to the
+   * old generation by the scavenges they lived through (measured: 48,725 of 50,000 still referenced).
+   */
   private queue: SourceTransaction[] = [];
-  /** Index of the next transaction to take (the array is compacted once drained). */
-  private head = 0;
   private queuedChanges = 0;
   private running: Promise<void> | undefined;
   private failed = false;
@@ -50,7 +53,11 @@ export class ApplyQueue {
   constructor(private readonly options: ApplyQueueOptions) {
     this.maxTxns = options.maxGroupTransactions ?? 2000;
     this.maxChanges = options.maxGroupChanges ?? 20_000;
-    this.maxQueued = options.maxQueuedChanges ?? 20_000;
+    // Two full groups of single-row transactions (each counts its changes + 1): enough to have the
+    // next group ready when one commits. Decoding further ahead only kept transactions alive across
+    // scavenges (20,000: 28 % of the young generation surviving each; 8,000: 15 %, scavenges
+    // 222 -> 140 ms per 3 drains of 200,000); the socket's buffers hold the rest at no GC cost.
+    this.maxQueued = options.maxQueuedChanges ?? 8_000;
     this.backlogGroup = Math.min(options.backlogGroupTransactions ?? 1000, this.maxTxns);
     this.fillWaitMs = options.fillWaitMs ?? 10;
     this.behindMs = options.behindMs ?? 100;
@@ -73,12 +80,12 @@ export class ApplyQueue {
 
   /** True when nothing waits to be applied and no group is being applied. */
   idle(): boolean {
-    return this.running === undefined && this.head === this.queue.length;
+    return this.running === undefined && this.queue.length === 0;
   }
 
   private async run(): Promise<void> {
     try {
-      while (this.head < this.queue.length && !this.failed) {
+      while (this.queue.length > 0 && !this.failed) {
         if (this.catchingUp()) await this.fill();
         const group = this.take();
         await this.options.applyGroup(group);
@@ -90,7 +97,6 @@ export class ApplyQueue {
     } catch (err) {
       this.failed = true;
       this.queue = [];
-      this.head = 0;
       this.options.onFailure(err);
     } finally {
       this.running = undefined;
@@ -99,11 +105,7 @@ export class ApplyQueue {
 
   /** Enough waits for a group not to be worth waiting for more. */
   private full(): boolean {
-    return (
-      this.queue.length - this.head >= this.backlogGroup ||
-      this.queuedChanges >= this.maxChanges ||
-      this.paused
-    );
+    return this.queue.length >= this.backlogGroup || this.queuedChanges >= this.maxChanges || this.paused;
   }
 
   private catchingUp(): boolean {
@@ -126,20 +128,15 @@ export class ApplyQueue {
   }
 
   private take(): SourceTransaction[] {
-    const group: SourceTransaction[] = [];
+    let count = 0;
     let changes = 0;
-    while (this.head < this.queue.length && group.length < this.maxTxns) {
-      const next = this.queue[this.head] as SourceTransaction;
-      if (group.length > 0 && changes + next.changes.length > this.maxChanges) break;
-      this.head++;
-      group.push(next);
-      changes += next.changes.length;
-      this.queuedChanges -= next.changes.length + 1;
+    while (count < this.queue.length && count < this.maxTxns) {
+      const next = (this.queue[count] as SourceTransaction).changes.length;
+      if (count > 0 && changes + next > this.maxChanges) break;
+      count++;
+      changes += next;
     }
-    if (this.head === this.queue.length) {
-      this.queue = [];
-      this.head = 0;
-    }
-    return group;
+    this.queuedChanges -= changes + count;
+    return this.queue.splice(0, count);
   }
 }

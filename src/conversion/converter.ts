@@ -413,7 +413,8 @@ export class Converter {
     this.stats.appliedTransactions += txns.length;
     this.stats.appliedLsn = formatLsn(last.commitEndLsn);
     this.stats.lastApplyLagMs = Date.now() - last.commitTimeMs;
-    for (const txn of txns) {
+    for (let i = 0; i < txns.length; i++) {
+      const txn = txns[i] as SourceTransaction;
       this.stats.appliedChanges += txn.changes.length;
       this.notify(txn);
     }
@@ -432,7 +433,9 @@ export class Converter {
         listener({ commitEndLsn: txn.commitEndLsn, commitTime, tables, markerOnly });
       }
     }
-    for (const message of txn.messages) {
+    // Indexed: the for…of iterator here was measured as one allocation per applied transaction.
+    for (let i = 0; i < txn.messages.length; i++) {
+      const message = txn.messages[i] as SourceTransaction['messages'][number];
       if (message.prefix === MARKER_PREFIX) this.markerWaiters.get(message.content)?.resolve();
     }
   }

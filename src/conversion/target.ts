@@ -202,11 +202,11 @@ export function bySignature(
   // Rows of one table nearly always share their columns: compare with the previous row's first.
   let previous: { columns: string[]; rows: Record<string, TargetValue>[] } | undefined;
   for (const row of rows) {
-    const columns = Object.keys(row);
-    if (previous && sameColumns(previous.columns, columns)) {
+    if (previous && hasColumns(row, previous.columns)) {
       previous.rows.push(row);
       continue;
     }
+    const columns = Object.keys(row);
     const signature = columns.join('\0');
     previous = groups.get(signature);
     if (previous) previous.rows.push(row);
@@ -215,8 +215,9 @@ export function bySignature(
   return new Map([...groups.values()].map((g) => [g.columns, g.rows]));
 }
 
-function sameColumns(a: string[], b: string[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
+/** True when `row`'s keys are `columns`, in order; for…in allocates nothing, Object.keys an array per row. */
+function hasColumns(row: Record<string, TargetValue>, columns: string[]): boolean {
+  let i = 0;
+  for (const k in row) if (k !== columns[i++]) return false;
+  return i === columns.length;
 }

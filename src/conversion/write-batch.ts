@@ -30,7 +30,12 @@ type Pending = { op: 'upsert'; row: Row; fresh: boolean } | { op: 'delete'; key:
 const COPY_FROM = 64;
 
 export class WriteBatch {
-  private readonly tables = new Map<string, { target: TargetTable; keys: Map<string, Pending> }>();
+  /**
+   * Replaced, never cleared: the batch lives as long as the applier, so its map is in the old
+   * generation, and Map#clear leaves the old table linked to its successor with its entries in
+   * place — each group's rows would stay reachable for the scavenger until the next full GC.
+   */
+  private tables = new Map<string, { target: TargetTable; keys: Map<string, Pending> }>();
 
   /** Rows that are new to the target go in with COPY; turned off to retry a group after a conflict. */
   copyFresh = true;
@@ -94,7 +99,7 @@ export class WriteBatch {
   }
 
   clear(): void {
-    this.tables.clear();
+    this.tables = new Map();
   }
 
   delete(target: TargetTable, keyRow: Row): void {
@@ -128,7 +133,7 @@ export class WriteBatch {
         );
       }
     }
-    this.tables.clear();
+    this.tables = new Map();
     return statements.join(';\n');
   }
 
@@ -153,7 +158,7 @@ export class WriteBatch {
       }
       await upsert(client, target, upserts);
     }
-    this.tables.clear();
+    this.tables = new Map();
   }
 
   private keysOf(target: TargetTable): Map<string, Pending> {
@@ -168,7 +173,10 @@ export class WriteBatch {
 
 /** A target row's primary key as one string (the batch's map key). */
 export function keyString(target: TargetTable, row: Row): string {
-  return target.key.map((c) => String(row[c])).join('\0');
+  const key = target.key;
+  // A single-column key (nearly all) is its value itself: no array and no joined copy per change.
+  if (key.length === 1) return String(row[key[0] as string]);
+  return key.map((c) => String(row[c])).join('\0');
 }
 
 /** The row without its unchanged-TOAST (undefined) values; the row itself when it has none (no copy). */

@@ -46,7 +46,11 @@ describe('runtime test over the ingress mirror', () => {
   test('learns noise per endpoint, reports it apart, counts only real differences', async () => {
     const oldSvc = await itemService();
     const newSvc = await itemService('7');
-    const rt = new RuntimeTest({ oldUrls: [oldSvc.url], config: { noise: { minOccurrences: 2 } } });
+    // Every difference sampled here (resampleEvery 1); sparing is the next test's.
+    const rt = new RuntimeTest({
+      oldUrls: [oldSvc.url],
+      config: { noise: { minOccurrences: 2, resampleEvery: 1 } },
+    });
     const ingress = await startIngress({
       upstreams: { old: [oldSvc.url], new: [newSvc.url] },
       route: 'old',
@@ -80,6 +84,39 @@ describe('runtime test over the ingress mirror', () => {
       assert.ok(sample && 'headers' in sample.new);
       assert.equal(sample.new.headers['set-cookie'], '***', 'answers are redacted in samples');
       assert.equal(rt.gate({ minComparedPerEndpoint: 10 }).pass, false);
+    } finally {
+      await ingress.close();
+      await rt.close();
+      await oldSvc.close();
+      await newSvc.close();
+    }
+  });
+});
+
+describe('settled noise over the ingress mirror', () => {
+  test('spares noise samples on a settled path, never on a real difference', async () => {
+    const oldSvc = await itemService();
+    const newSvc = await itemService('7');
+    const rt = new RuntimeTest({ oldUrls: [oldSvc.url], config: { noise: { settleAfter: 10 } } });
+    const ingress = await startIngress({
+      upstreams: { old: [oldSvc.url], new: [newSvc.url] },
+      route: 'old',
+      mirror: rt.mirrorOptions({ concurrency: 1 }),
+    });
+    try {
+      await ingress.mirror(true);
+      for (let i = 0; i < 80; i++) {
+        assert.equal(await get(`${ingress.url}/items/${i % 10}`), 200);
+        await rt.whenExchanges(i + 1, 5_000);
+      }
+      const report = rt.report();
+      const e = report.endpoints[0];
+      assert.ok(e);
+      const spared = report.skippedReasons['differs only on settled noise paths; noise sample spared'] ?? 0;
+      assert.ok(spared > 20, `the counter's differences are spared once settled (${spared})`);
+      assert.equal(e.compared + spared, 80, 'a spared read is skipped, not compared');
+      assert.equal(e.mismatched, 8, 'every read of item 7 still sampled and found');
+      assert.deepEqual((report.details.noiseSamples as { spared: number }).spared, spared);
     } finally {
       await ingress.close();
       await rt.close();

@@ -51,6 +51,49 @@ describe('mirror', () => {
     }
   });
 
+  test('reads waiting for the barrier hold no copy slot; past it they go one slot at a time', async () => {
+    const oldB = await startEchoBackend({ name: 'old' });
+    const newB = await startEchoBackend({ name: 'new', record: true });
+    let open!: () => void;
+    const fence = new Promise<void>((resolve) => (open = resolve));
+    let atBarrier = 0;
+    let compared = 0;
+    const ingress = await startIngress({
+      upstreams: { old: [oldB.url], new: [newB.url] },
+      route: 'old',
+      mirror: {
+        concurrency: 1,
+        barrier: async () => {
+          atBarrier++;
+          await fence;
+        },
+        compare: () => void compared++,
+      },
+    });
+    try {
+      await ingress.mirror(true);
+      for (let i = 0; i < 5; i++) assert.equal((await get(`${ingress.url}/page/${i}`)).status, 200);
+      // With one slot held at the barrier, only the first read would be waiting there.
+      await waitUntil('5 reads at the barrier', async () => (atBarrier === 5 ? true : undefined), {
+        timeoutMs: 5_000,
+      });
+      assert.equal(ingress.mirrorStats()?.queued, 5);
+      assert.equal(ingress.mirrorStats()?.inFlight, 0);
+      assert.equal(newB.seen.length, 0, 'nothing is copied before the barrier passes');
+      open();
+      await waitUntil('5 comparisons', async () => (compared === 5 ? true : undefined), { timeoutMs: 5_000 });
+      assert.deepEqual(
+        newB.seen.map((s) => s.url),
+        ['/page/0', '/page/1', '/page/2', '/page/3', '/page/4'],
+        'one at a time, in order',
+      );
+    } finally {
+      await ingress.close();
+      await oldB.close();
+      await newB.close();
+    }
+  });
+
   test('sampleRate copies every n-th eligible read and counts the others', async () => {
     const oldB = await startEchoBackend({ name: 'old' });
     const newB = await startEchoBackend({ name: 'new', record: true });

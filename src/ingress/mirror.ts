@@ -29,6 +29,8 @@ export interface MirrorExchange {
   mirror: CapturedResponse | { universe: UniverseName; error: string };
   /** Date.now() when the primary answer was complete (what a consistency barrier waits to cover). */
   primaryDoneAt: number;
+  /** From sending the copy to the end of its answer (not its wait for the barrier or a slot). */
+  mirrorMs?: number;
 }
 
 /** What a shipping mirror hands over: everything but the copy's answer. */
@@ -60,7 +62,10 @@ export interface MirrorLimits {
   maxResponseBytes?: number;
   /** Copies waiting to be sent; beyond, copies are dropped and counted. Default 1000. */
   maxQueue?: number;
-  /** Copies in flight at once. Default 16. */
+  /**
+   * Copies in flight at once. Default 16. Reads waiting for the barrier do not hold a slot: they wait
+   * together (one fence serves them all) and take a slot once it has passed.
+   */
   concurrency?: number;
   /** Deadline for one copy, barrier included. Default 10 000 ms. */
   timeoutMs?: number;
@@ -85,6 +90,12 @@ interface Job {
   request: MirrorExchange['request'];
   primary: CapturedResponse;
   primaryDoneAt: number;
+}
+
+/** A job in the mirror: with a barrier, its deadline covers barrier and copy, and it notes how the barrier went. */
+interface Queued extends Job {
+  signal?: AbortSignal;
+  barrierError?: string;
 }
 
 /** Accumulates a body up to a limit, remembering whether it was cut. */
@@ -126,7 +137,10 @@ export class ResponseCapture implements ResponseTap {
 
 export class Mirror {
   enabled = false;
-  private readonly queue: Job[] = [];
+  /** Ready to be sent: shipped as they come, compared ones once past their barrier. */
+  private readonly queue: Queued[] = [];
+  /** Waiting for their barrier (counted in `queued`, holding no slot). */
+  private atBarrier = 0;
   private active = 0;
   private readonly counts = {
     sent: 0,
@@ -177,25 +191,63 @@ export class Mirror {
       this.counts.skipped++;
       return false;
     }
-    if (this.queue.length >= this.maxQueue) {
+    if (this.waiting() >= this.maxQueue) {
       this.counts.dropped++;
-      this.onChange?.(this.queue.length, true);
+      this.onChange?.(this.waiting(), true);
       return false;
     }
-    this.queue.push(job);
-    this.onChange?.(this.queue.length, false);
-    this.pump();
+    const barrier = 'ship' in this.opts ? undefined : this.opts.barrier;
+    if (barrier) void this.pass({ ...job, signal: AbortSignal.timeout(this.timeoutMs) }, barrier);
+    else this.ready(job);
     return true;
   }
 
   stats(): MirrorStats {
-    return { enabled: this.enabled, queued: this.queue.length, inFlight: this.active, ...this.counts };
+    return { enabled: this.enabled, queued: this.waiting(), inFlight: this.active, ...this.counts };
+  }
+
+  private waiting(): number {
+    return this.queue.length + this.atBarrier;
+  }
+
+  /**
+   * Waits for the barrier without a slot: the reads waiting share fences, and a copy slot is never
+   * held by a read that cannot be sent yet (with few slots, one read per fence would be the pace).
+   */
+  private async pass(
+    job: Queued & { signal: AbortSignal },
+    barrier: NonNullable<ComparingMirror['barrier']>,
+  ): Promise<void> {
+    this.atBarrier++;
+    this.onChange?.(this.waiting(), false);
+    try {
+      await Promise.race([
+        barrier({ request: job.request, primaryDoneAt: job.primaryDoneAt }),
+        new Promise<never>((_, reject) => {
+          if (job.signal.aborted) reject(new Error('mirror barrier deadline passed'));
+          job.signal.addEventListener('abort', () => reject(new Error('mirror barrier deadline passed')), {
+            once: true,
+          });
+        }),
+      ]);
+    } catch (err) {
+      job.barrierError = err instanceof Error ? err.message : String(err);
+    } finally {
+      this.atBarrier--;
+    }
+    this.ready(job);
+  }
+
+  private ready(job: Queued): void {
+    this.queue.push(job);
+    this.onChange?.(this.waiting(), false);
+    this.pump();
   }
 
   private pump(): void {
     while (this.active < this.concurrency && this.queue.length > 0) {
-      const job = this.queue.shift() as Job;
-      this.onChange?.(this.queue.length, false);
+      const job = this.queue.shift() as Queued;
+      this.onChange?.(this.waiting(), false);
       this.active++;
       void this.send(job).finally(() => {
         this.active--;
@@ -204,9 +256,9 @@ export class Mirror {
     }
   }
 
-  private async send(job: Job): Promise<void> {
-    const signal = AbortSignal.timeout(this.timeoutMs);
+  private async send(job: Queued): Promise<void> {
     const { request, primary, primaryDoneAt } = job;
+    const signal = job.signal ?? AbortSignal.timeout(this.timeoutMs);
     if ('ship' in this.opts) {
       this.counts.sent++;
       await this.opts.ship({ request, primary, primaryDoneAt }, signal).catch(() => this.counts.failed++);
@@ -215,22 +267,15 @@ export class Mirror {
     await this.compare(job, this.opts, signal);
   }
 
-  private async compare(job: Job, opts: ComparingMirror, signal: AbortSignal): Promise<void> {
+  private async compare(job: Queued, opts: ComparingMirror, signal: AbortSignal): Promise<void> {
     let mirror: MirrorExchange['mirror'];
+    let sentAt: number | undefined;
     try {
-      if (opts.barrier) {
-        await Promise.race([
-          opts.barrier({ request: job.request, primaryDoneAt: job.primaryDoneAt }),
-          new Promise<never>((_, reject) =>
-            signal.addEventListener('abort', () => reject(new Error('mirror barrier deadline passed')), {
-              once: true,
-            }),
-          ),
-        ]);
-      }
+      if (job.barrierError !== undefined) throw new Error(job.barrierError);
       const backend = this.backends.pick(job.target);
       if (backend === undefined) throw new Error(`no upstream for universe '${job.target}'`);
       this.counts.sent++;
+      sentAt = performance.now();
       const res = await backend.pool.request({
         path: backend.prefix + job.request.url,
         method: job.request.method as 'GET',
@@ -262,6 +307,7 @@ export class Mirror {
         primary: job.primary,
         mirror,
         primaryDoneAt: job.primaryDoneAt,
+        ...(sentAt === undefined ? {} : { mirrorMs: performance.now() - sentAt }),
       });
       this.counts.compared++;
     } catch {

@@ -88,6 +88,15 @@ export interface RuntimeTestConfig {
    * the old universe's clients, at the price of a longer wait for the gate's minimum. Default 1.
    */
   sampleRate?: number;
+  /**
+   * Reads compared at once: copy to the new universe, then its noise sample at the old one. Default 1.
+   * Reads waiting for the barrier do not count. One at a time keeps the runtime test from setting off
+   * bursts of work (copies released together by one fence, their noise samples together at the old
+   * universe) that land on the old universe's clients' tail latency; one comparison takes a few
+   * milliseconds, so one at a time keeps up with a few hundred compared reads a second, and beyond
+   * that the mirror's queue drops and counts (lower `sampleRate` instead).
+   */
+  concurrency?: number;
   /** Sample diffs kept per endpoint. Default 5. */
   samplesPerEndpoint?: number;
   /** Learned templates: a path position with more distinct values than this becomes a parameter. Default 20. */

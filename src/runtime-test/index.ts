@@ -111,7 +111,13 @@ export class RuntimeTest {
 
   /** Mirror options for startIngress: this runtime test as barrier and comparator. */
   mirrorOptions(rest: MirrorLimits = {}): MirrorOptions {
-    return { sampleRate: this.config.sampleRate, ...rest, barrier: this.barrier, compare: this.compare };
+    return {
+      sampleRate: this.config.sampleRate,
+      concurrency: this.config.concurrency ?? 1,
+      ...rest,
+      barrier: this.barrier,
+      compare: this.compare,
+    };
   }
 
   /** The ingress awaits this before sending the copy to the new universe. */
@@ -191,7 +197,8 @@ export class RuntimeTest {
     const state = this.pending.get(x.request);
     if (state?.barrierError !== undefined) return this.collector.skip('consistency barrier not reached');
     if (this.barrierGate && !state) return this.collector.skip('consistency barrier not reached');
-    const latencyNewMs = state ? performance.now() - state.passedAt : undefined;
+    // The copy's own time, from the mirror; without it, from the barrier's passing (slot wait included).
+    const latencyNewMs = x.mirrorMs ?? (state ? performance.now() - state.passedAt : undefined);
     const candidate = 'error' in x.mirror ? { error: x.mirror.error } : parseAnswer(x.mirror);
     const primary = parseAnswer(x.primary);
     const { method, url } = x.request;

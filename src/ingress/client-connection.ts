@@ -67,6 +67,10 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
   private urlParts = '';
   private messageStart = 0;
   private inMessage = false;
+  /** A request head was completed in the read being parsed. */
+  private sawHead = false;
+  /** Whether kOnMessageComplete is set (see completeCallback). */
+  private completeSet = false;
   private upgradeRequest: ClientRequest | undefined = undefined;
   /** A parse failure to answer once the requests before it are answered. */
   private pendingError: { status: number; text: string } | undefined = undefined;
@@ -93,7 +97,9 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
     this.deadline = performance.now() + owner.limits.headersMs;
     const parser = this.parser;
     parser.initialize(HTTPParser.REQUEST, {}, 0, HTTPParser.kLenientNone);
-    parser[Slot.messageBegin] = () => this.onMessageBegin();
+    // No kOnMessageBegin: a request begins in the read that brings its first byte (afterRead), and
+    // kOnMessageComplete is set only for requests with a body: each callback into JavaScript costs
+    // more than what it does (docs/ingress.md, "What bounds the CPU per request").
     parser[Slot.headers] = (headers: string[], url: string) => {
       for (const h of headers) this.headerPairs.push(h);
       this.urlParts += url;
@@ -110,7 +116,6 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
       keepAlive: boolean,
     ): number => this.onHeadersComplete(major, minor, headers, method, url, upgrade, keepAlive);
     parser[Slot.body] = (chunk: Buffer) => this.parsing?.body?.push(chunk);
-    parser[Slot.messageComplete] = () => this.onMessageComplete();
     parser[Slot.execute] = (ret: number | Error) => this.afterRead(ret);
     this.handle = consumeSocket(socket, parser);
     socket.on('data', this.onData);
@@ -128,7 +133,21 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
 
   private readonly destroyListener = (): void => this.destroy();
 
-  private onMessageBegin(): void {
+  private readonly onMessageCompleteListener = (): void => this.onMessageComplete();
+
+  /** kOnMessageComplete is called only while set: for a request with a body (or one being refused). */
+  private completeCallback(wanted: boolean): void {
+    if (this.completeSet === wanted) return;
+    this.completeSet = wanted;
+    this.parser[Slot.messageComplete] = wanted ? this.onMessageCompleteListener : undefined;
+  }
+
+  /**
+   * A read arrived outside a request: the next one begins with it (what node:http's kOnMessageBegin
+   * tells). Bytes that follow a complete request in the same read are seen at the next read, so a
+   * request pipelined that way runs under the idle deadline until then (never without a deadline).
+   */
+  private messageBegins(): void {
     this.inMessage = true;
     this.messageStart = performance.now();
     this.setWaiting('headers', this.messageStart + this.owner.limits.headersMs);
@@ -143,6 +162,8 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
     upgrade: boolean,
     keepAlive: boolean,
   ): number {
+    this.sawHead = true;
+    this.inMessage = true;
     let raw = headers;
     if (raw === undefined) {
       raw = this.headerPairs;
@@ -188,10 +209,14 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
       response,
     );
     // Once the connection is closing, nothing after the last answered request is served.
-    if (this.closing) return 0;
+    if (this.closing) {
+      this.completeCallback(true);
+      return 0;
+    }
     const refusal = headRefusal(major, minor, hosts, transferEncoding);
     if (refusal !== undefined) {
       // Answered after the requests before it; its body, if any, is not read.
+      this.completeCallback(true);
       this.closing = true;
       this.pendingError = refusal;
       this.advance();
@@ -199,14 +224,22 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
     }
     if (upgrade) {
       // The parser stops after this head (2 = upgrade); the rest of the read belongs to the tunnel.
+      this.completeCallback(true);
       this.upgradeRequest = req;
       return 2;
     }
     if (body) {
+      this.completeCallback(true);
       this.parsing = req;
       this.setWaiting('request', this.messageStart + this.owner.limits.requestMs);
+      this.queue.push(req);
+    } else {
+      // Without a body the message is complete with its head: kOnMessageComplete's work is done here.
+      this.completeCallback(false);
+      this.inMessage = false;
+      this.queue.push(req);
+      this.setWaiting('none', Infinity);
     }
-    this.queue.push(req);
     this.advance();
     return 0;
   }
@@ -227,6 +260,9 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
   /** After each read the parser consumed: a parse failure, an upgrade, or reading control. */
   private afterRead(ret: number | Error, data?: Buffer): void {
     if (this.closed) return;
+    // Bytes while no request was being read: one began (a complete one already left inMessage false).
+    if (!this.inMessage && !this.sawHead) this.messageBegins();
+    this.sawHead = false;
     if (ret instanceof Error) {
       this.parseFailed(ret);
       return;

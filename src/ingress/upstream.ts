@@ -286,16 +286,18 @@ class Connection {
     ): number => this.onHeadersComplete(headers, statusCode, statusMessage, shouldKeepAlive);
     parser[Slot.body] = (chunk: Buffer) => this.onBody(chunk);
     parser[Slot.messageComplete] = () => this.onMessageComplete();
-    parser[Slot.messageBegin] = () => {
-      // A response nobody asked for (on an idle connection, or after the answer in the same read: "more
-      // data than specified"): the backend is not speaking HTTP/1.1 as expected, and those bytes must
-      // never become the next request's answer, so the connection is dropped.
-      if (this.exchange === undefined) this.destroy();
-      else this.exchange.answered = true;
-    };
+    // kOnMessageBegin is set only between an answer's end and the end of its read (onMessageComplete,
+    // afterRead): a callback into JavaScript per response costs more than what it does here.
     // Called after each consumed read with the bytes parsed or the parse error.
     parser[Slot.execute] = (ret: number | Error) => this.afterRead(ret);
   }
+
+  /**
+   * A response begins after the answer, in the same read ("more data than specified"): the backend is
+   * not speaking HTTP/1.1 as expected, and those bytes must never become the next request's answer,
+   * so the connection is dropped.
+   */
+  private readonly onExtraMessage = (): void => this.destroy();
 
   private onHeadersComplete(
     headers: string[] | undefined,
@@ -378,6 +380,7 @@ class Connection {
     this.completed = ex;
     this.completedTail = this.held;
     this.held = undefined;
+    this.parser[Slot.messageBegin] = this.onExtraMessage;
     // Reusable only when the request went out whole and both sides agree on keep-alive.
     if (!ex.sent || !this.keepAlive) {
       // The backend answered before reading the whole body: stop sending, drop the connection.
@@ -388,10 +391,21 @@ class Connection {
 
   /** After each read: a parse failure, or what is held goes out; then a completed exchange settles. */
   private afterRead(ret: number | Error): void {
+    // Some response bytes arrived (0 is the end of a connection, see onEnd): never retried then.
+    const current = this.exchange;
+    if (ret === 0) {
+      // Nothing was read.
+    } else if (current !== undefined) current.answered = true;
+    else if (this.completed === undefined) {
+      // Bytes on an idle connection: a response nobody asked for (see onExtraMessage).
+      this.destroy();
+      if (!(ret instanceof Error)) return;
+    }
     if (ret instanceof Error) this.parseFailed(ret);
     else this.flushHeld();
     const ex = this.completed;
     if (ex === undefined) return;
+    this.parser[Slot.messageBegin] = undefined;
     const tail = this.completedTail;
     this.completed = undefined;
     this.completedTail = undefined;

@@ -14,7 +14,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { request } from 'undici';
 import { startIngress, type Ingress } from '../src/ingress/index.js';
-import { RuntimeTest, expectJson } from '../src/runtime-test/index.js';
+import { RuntimeTest, expectJson, type RuntimeTestConfig } from '../src/runtime-test/index.js';
 import { startCluster, createDatabase, type Cluster } from '../src/universe/cluster.js';
 import { Converter } from '../src/conversion/converter.js';
 import { startWiki as startV1 } from '../examples/wiki/v1/server.js';
@@ -42,25 +42,37 @@ async function itemService(wrongId?: string): Promise<{ url: string; close: () =
   return { url, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
 }
 
+/** The item services as old and new universe behind an ingress that mirrors to a runtime test. */
+async function withItemMirror(
+  config: RuntimeTestConfig,
+  run: (ingressUrl: string, rt: RuntimeTest) => Promise<void>,
+): Promise<void> {
+  const oldSvc = await itemService();
+  const newSvc = await itemService('7');
+  const rt = new RuntimeTest({ oldUrls: [oldSvc.url], config });
+  const ingress = await startIngress({
+    upstreams: { old: [oldSvc.url], new: [newSvc.url] },
+    route: 'old',
+    mirror: rt.mirrorOptions({ concurrency: 1 }),
+  });
+  try {
+    await ingress.mirror(true);
+    await run(ingress.url, rt);
+  } finally {
+    await ingress.close();
+    await rt.close();
+    await oldSvc.close();
+    await newSvc.close();
+  }
+}
+
 describe('runtime test over the ingress mirror', () => {
   test('learns noise per endpoint, reports it apart, counts only real differences', async () => {
-    const oldSvc = await itemService();
-    const newSvc = await itemService('7');
     // Every difference sampled here (resampleEvery 1); sparing is the next test's.
-    const rt = new RuntimeTest({
-      oldUrls: [oldSvc.url],
-      config: { noise: { minOccurrences: 2, resampleEvery: 1 } },
-    });
-    const ingress = await startIngress({
-      upstreams: { old: [oldSvc.url], new: [newSvc.url] },
-      route: 'old',
-      mirror: rt.mirrorOptions({ concurrency: 1 }),
-    });
-    try {
-      await ingress.mirror(true);
+    await withItemMirror({ noise: { minOccurrences: 2, resampleEvery: 1 } }, async (url, rt) => {
       for (let i = 0; i < 40; i++) {
-        assert.equal(await get(`${ingress.url}/items/${i % 10}`), 200);
-        await get(`${ingress.url}/items/${i % 10}`).then(() => rt.whenExchanges(2 * i + 1, 5_000));
+        assert.equal(await get(`${url}/items/${i % 10}`), 200);
+        await get(`${url}/items/${i % 10}`).then(() => rt.whenExchanges(2 * i + 1, 5_000));
       }
       await rt.whenExchanges(80, 5_000);
       const report = rt.report();
@@ -84,29 +96,15 @@ describe('runtime test over the ingress mirror', () => {
       assert.ok(sample && 'headers' in sample.new);
       assert.equal(sample.new.headers['set-cookie'], '***', 'answers are redacted in samples');
       assert.equal(rt.gate({ minComparedPerEndpoint: 10 }).pass, false);
-    } finally {
-      await ingress.close();
-      await rt.close();
-      await oldSvc.close();
-      await newSvc.close();
-    }
+    });
   });
 });
 
 describe('settled noise over the ingress mirror', () => {
   test('spares noise samples on a settled path, never on a real difference', async () => {
-    const oldSvc = await itemService();
-    const newSvc = await itemService('7');
-    const rt = new RuntimeTest({ oldUrls: [oldSvc.url], config: { noise: { settleAfter: 10 } } });
-    const ingress = await startIngress({
-      upstreams: { old: [oldSvc.url], new: [newSvc.url] },
-      route: 'old',
-      mirror: rt.mirrorOptions({ concurrency: 1 }),
-    });
-    try {
-      await ingress.mirror(true);
+    await withItemMirror({ noise: { settleAfter: 10 } }, async (url, rt) => {
       for (let i = 0; i < 80; i++) {
-        assert.equal(await get(`${ingress.url}/items/${i % 10}`), 200);
+        assert.equal(await get(`${url}/items/${i % 10}`), 200);
         await rt.whenExchanges(i + 1, 5_000);
       }
       const report = rt.report();
@@ -117,12 +115,7 @@ describe('settled noise over the ingress mirror', () => {
       assert.equal(e.compared + spared, 80, 'a spared read is skipped, not compared');
       assert.equal(e.mismatched, 8, 'every read of item 7 still sampled and found');
       assert.deepEqual((report.details.noiseSamples as { spared: number }).spared, spared);
-    } finally {
-      await ingress.close();
-      await rt.close();
-      await oldSvc.close();
-      await newSvc.close();
-    }
+    });
   });
 });
 

@@ -9,6 +9,7 @@
  * consistency barrier, sends the copy and compares. The barrier needs the conversion, which runs in
  * the driver, not at the edge.
  */
+import { withDeadline } from '../deadline.js';
 import type { BackendSet } from './backends.js';
 import type { ResponseTap } from './forward.js';
 import type { UniverseName } from './universe.js';
@@ -31,6 +32,8 @@ export interface MirrorExchange {
   primaryDoneAt: number;
   /** From sending the copy to the end of its answer (not its wait for the barrier or a slot). */
   mirrorMs?: number;
+  /** Why the copy was not sent: the barrier failed or passed the copy's deadline (then `mirror` is an error). */
+  barrierError?: string;
 }
 
 /** What a shipping mirror hands over: everything but the copy's answer. */
@@ -94,7 +97,8 @@ interface Job {
 
 /** A job in the mirror: with a barrier, its deadline covers barrier and copy, and it notes how the barrier went. */
 interface Queued extends Job {
-  signal?: AbortSignal;
+  /** performance.now() by which barrier and copy must be done. */
+  deadlineAt?: number;
   barrierError?: string;
 }
 
@@ -197,7 +201,7 @@ export class Mirror {
       return false;
     }
     const barrier = 'ship' in this.opts ? undefined : this.opts.barrier;
-    if (barrier) void this.pass({ ...job, signal: AbortSignal.timeout(this.timeoutMs) }, barrier);
+    if (barrier) void this.pass({ ...job, deadlineAt: performance.now() + this.timeoutMs }, barrier);
     else this.ready(job);
     return true;
   }
@@ -214,22 +218,12 @@ export class Mirror {
    * Waits for the barrier without a slot: the reads waiting share fences, and a copy slot is never
    * held by a read that cannot be sent yet (with few slots, one read per fence would be the pace).
    */
-  private async pass(
-    job: Queued & { signal: AbortSignal },
-    barrier: NonNullable<ComparingMirror['barrier']>,
-  ): Promise<void> {
+  private async pass(job: Queued, barrier: NonNullable<ComparingMirror['barrier']>): Promise<void> {
     this.atBarrier++;
     this.onChange?.(this.waiting(), false);
     try {
-      await Promise.race([
-        barrier({ request: job.request, primaryDoneAt: job.primaryDoneAt }),
-        new Promise<never>((_, reject) => {
-          if (job.signal.aborted) reject(new Error('mirror barrier deadline passed'));
-          job.signal.addEventListener('abort', () => reject(new Error('mirror barrier deadline passed')), {
-            once: true,
-          });
-        }),
-      ]);
+      const barrierPassed = barrier({ request: job.request, primaryDoneAt: job.primaryDoneAt });
+      await withDeadline("the mirrored read's consistency barrier", barrierPassed, this.timeoutMs);
     } catch (err) {
       job.barrierError = err instanceof Error ? err.message : String(err);
     } finally {
@@ -258,7 +252,9 @@ export class Mirror {
 
   private async send(job: Queued): Promise<void> {
     const { request, primary, primaryDoneAt } = job;
-    const signal = job.signal ?? AbortSignal.timeout(this.timeoutMs);
+    // What the barrier left of the deadline (at least 1 ms: a copy still waiting is failed by its signal).
+    const left = job.deadlineAt === undefined ? this.timeoutMs : job.deadlineAt - performance.now();
+    const signal = AbortSignal.timeout(Math.max(1, Math.round(left)));
     if ('ship' in this.opts) {
       this.counts.sent++;
       await this.opts.ship({ request, primary, primaryDoneAt }, signal).catch(() => this.counts.failed++);
@@ -308,6 +304,7 @@ export class Mirror {
         mirror,
         primaryDoneAt: job.primaryDoneAt,
         ...(sentAt === undefined ? {} : { mirrorMs: performance.now() - sentAt }),
+        ...(job.barrierError === undefined ? {} : { barrierError: job.barrierError }),
       });
       this.counts.compared++;
     } catch {

@@ -66,7 +66,6 @@ export interface RuntimeTestOptions {
 
 interface PendingExchange {
   barrierError?: string;
-  passedAt: number;
 }
 
 const SAMPLE_BODY_BYTES = 2048;
@@ -122,15 +121,13 @@ export class RuntimeTest {
 
   /** The ingress awaits this before sending the copy to the new universe. */
   readonly barrier = async (x: Pick<MirrorExchange, 'request' | 'primaryDoneAt'>): Promise<void> => {
-    const state: PendingExchange = { passedAt: 0 };
+    const state: PendingExchange = {};
     this.pending.set(x.request, state);
     try {
       await this.barrierGate?.wait(x.primaryDoneAt);
     } catch (err) {
       state.barrierError = err instanceof Error ? err.message : String(err);
       throw err;
-    } finally {
-      state.passedAt = performance.now();
     }
   };
 
@@ -195,10 +192,12 @@ export class RuntimeTest {
     // After a switch the new universe is primary and old the copy: that is not a test of the new one.
     if (x.primary.universe !== 'old') return this.collector.skip('new universe was primary');
     const state = this.pending.get(x.request);
-    if (state?.barrierError !== undefined) return this.collector.skip('consistency barrier not reached');
+    // Failed here, or at the mirror's deadline while still waiting (then the copy was never sent).
+    if (state?.barrierError !== undefined || x.barrierError !== undefined)
+      return this.collector.skip('consistency barrier not reached');
     if (this.barrierGate && !state) return this.collector.skip('consistency barrier not reached');
-    // The copy's own time, from the mirror; without it, from the barrier's passing (slot wait included).
-    const latencyNewMs = x.mirrorMs ?? (state ? performance.now() - state.passedAt : undefined);
+    // The copy's own time, not its wait for the barrier or a slot.
+    const latencyNewMs = x.mirrorMs;
     const candidate = 'error' in x.mirror ? { error: x.mirror.error } : parseAnswer(x.mirror);
     const primary = parseAnswer(x.primary);
     const { method, url } = x.request;

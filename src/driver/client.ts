@@ -44,6 +44,18 @@ export async function upgradeStatus(plan: UpgradePlan, tail = 10): Promise<Upgra
   }
 }
 
+/** `sendCommand` found no driver running the upgrade (its heartbeat is stale or absent). */
+export class NoDriverError extends ImagoError {
+  constructor(upgrade: string) {
+    super(
+      `no driver is running upgrade "${upgrade}"`,
+      upgrade,
+      'start it with `imago start <plan>`; it resumes from the journal',
+    );
+    this.name = 'NoDriverError';
+  }
+}
+
 /** Queues `command` for the running driver and returns its result; journal events are passed to `onEvent`. */
 export async function sendCommand(
   plan: UpgradePlan,
@@ -56,12 +68,7 @@ export async function sendCommand(
 ): Promise<Record<string, unknown>> {
   const journal = await Journal.open(knownDatabases(plan).control, plan.name);
   try {
-    if (!(await journal.driverRunning()))
-      throw new ImagoError(
-        `no driver is running upgrade "${plan.name}"`,
-        plan.name,
-        'start it with `imago start <plan>`; it resumes from the journal',
-      );
+    if (!(await journal.driverRunning())) throw new NoDriverError(plan.name);
     let seen = (await journal.events(1)).at(-1)?.seq ?? 0;
     let wake: () => void = () => {};
     await journal.listen('imago_control_done', () => wake());

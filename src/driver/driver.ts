@@ -55,6 +55,12 @@ export interface DriverOptions {
   say: (line: string) => void;
   /** Fault injection (tests, benches): the driver SIGKILLs itself right after journaling this event. */
   crashAfter?: string;
+  /**
+   * Give up instead of driving: abort the upgrade from the phase the journal is in (`imago abort`
+   * when no driver runs, e.g. after a crash). A switch interrupted before COMMIT is aborted first; a
+   * COMMIT stands, and then the abort is refused.
+   */
+  abort?: string;
 }
 
 interface NewApp {
@@ -111,6 +117,12 @@ export class Driver {
     const { plan, say } = this.o;
     const events = await this.journal.events();
     this.phase = events.at(-1)?.phase;
+    if (this.phase === undefined && this.o.abort !== undefined)
+      throw new ImagoError(
+        `upgrade ${plan.name} has not started: there is nothing to abort`,
+        plan.name,
+        'its journal is empty; no capture or app of this upgrade exists',
+      );
     if (this.phase === undefined) {
       await this.record('planned', 'planned', {
         planHash: planHash(plan),
@@ -128,6 +140,7 @@ export class Driver {
       Object.keys(conversion.tables),
     );
     if (isTerminal(this.phase)) return this.phase as Phase;
+    if (this.o.abort !== undefined) return this.abortStopped(this.o.abort, events);
     if (this.phase === 'aborting') return this.abort('resumed an interrupted abort');
     if (this.phase === 'switching') await this.recoverSwitch(events);
     else if (this.phase === 'switched') this.committed = true;
@@ -537,7 +550,9 @@ export class Driver {
 
   /** Brings every node to `route`, not holding, with a fresh epoch (only nodes that differ). */
   private async ensureRoute(route: 'old' | 'new'): Promise<void> {
-    if (route === 'old' && (this.committed || !before(this.current, 'switching')))
+    // `aborting` sorts after `switched`, but is only ever entered before a COMMIT.
+    const beforeCommit = before(this.current, 'switching') || this.current === 'aborting';
+    if (route === 'old' && (this.committed || !beforeCommit))
       throw new ImagoError(
         `refusing to send the nodes back to the old universe in phase ${this.current}`,
         route,
@@ -608,6 +623,18 @@ export class Driver {
   private async maxEpoch(floor: number): Promise<number> {
     const states = await Promise.all(this.nodes.map((n) => n.state(2_000).catch(() => undefined)));
     return Math.max(floor, ...states.map((s) => s?.epoch ?? 0));
+  }
+
+  /** Aborts with no command loop: what the journal says was left running is stopped and dropped. */
+  private async abortStopped(reason: string, events: JournalEvent[]): Promise<Phase> {
+    if (this.phase === 'switching') await this.recoverSwitch(events);
+    if (this.committed || this.current === 'switched')
+      throw new ImagoError(
+        `upgrade ${this.plan.name} is ${this.current}: it can no longer be aborted`,
+        this.plan.name,
+        'a COMMIT is in the journal and the new universe serves the clients; `imago start` resumes the driver, `imago finish` completes the upgrade',
+      );
+    return this.abort(reason, lastDetail<NewApp>(events, 'provisioned'));
   }
 
   private async abort(reason: string, app?: NewApp): Promise<Phase> {

@@ -10,4 +10,4 @@ export { Journal, type JournalEvent } from './journal.js';
 export { PHASES, type Phase } from './phases.js';
 export { dryRun, type DryRun } from './dry-run.js';
 export { knownDatabases, provideDatabases } from './databases.js';
-export { upgradeStatus, sendCommand, type UpgradeStatus } from './client.js';
+export { upgradeStatus, sendCommand, NoDriverError, type UpgradeStatus } from './client.js';

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { loadPlan } from '../../plan/index.js';
-import { sendCommand } from '../../driver/index.js';
+import { Driver, NoDriverError, sendCommand } from '../../driver/index.js';
+import type { UpgradePlan } from '../../plan/index.js';
 import { output, reportError } from '../output.js';
 
 /** `switch`, `abort` and `finish` are all "ask the running driver and follow the journal". */
@@ -21,10 +22,14 @@ export function registerDriverCommand(
     const out = output(Boolean(opts.json));
     try {
       const plan = await loadPlan(file);
-      const result = await sendCommand(plan, name, {
+      const result: Record<string, unknown> = await sendCommand(plan, name, {
         timeoutMs: Math.max(1, Number(opts.timeout) || 120) * 1000,
         ...(opts.force ? { args: { force: true } } : {}),
         onEvent: (e) => out.say(`  ${e.phase.padEnd(12)} ${e.event}`),
+      }).catch((err: unknown) => {
+        // Nothing to ask: an abort is carried out here, from the journal (a crashed driver's leftovers).
+        if (name === 'abort' && err instanceof NoDriverError) return abortWithoutDriver(plan, out.say);
+        throw err;
       });
       out.say(
         result.ok
@@ -39,4 +44,15 @@ export function registerDriverCommand(
       process.exitCode = reportError(err, out.json);
     }
   });
+}
+
+/** `imago abort` with no driver running: this process takes the journal's lock and aborts. */
+async function abortWithoutDriver(
+  plan: UpgradePlan,
+  say: (line: string) => void,
+): Promise<Record<string, unknown>> {
+  say(`no driver is running upgrade ${plan.name}: aborting it from its journal`);
+  const phase = await new Driver({ plan, say, abort: 'imago abort (no driver running)' }).run();
+  if (phase === 'aborted') return { ok: true, aborted: true, phase };
+  return { ok: false, phase, reason: `the upgrade is already ${phase}` };
 }

@@ -43,7 +43,14 @@ import { RemoteRuntimeTest } from '../runtime-test/remote.js';
 import { reportPath } from '../runtime-test/index.js';
 import { Journal, type Command, type JournalEvent } from './journal.js';
 import { healthy, startDetachedApp, stopDetachedApp } from './new-app.js';
-import { SWITCH_EVENT_PHASE, before, isTerminal, phaseMoveAllowed, type Phase } from './phases.js';
+import {
+  SWITCH_EVENT_PHASE,
+  before,
+  beforeCommit,
+  isTerminal,
+  phaseMoveAllowed,
+  type Phase,
+} from './phases.js';
 
 /** How often, while testing, the nodes are checked to be mirroring. */
 const MIRROR_CHECK_EVERY_MS = 5_000;
@@ -117,13 +124,13 @@ export class Driver {
     const { plan, say } = this.o;
     const events = await this.journal.events();
     this.phase = events.at(-1)?.phase;
-    if (this.phase === undefined && this.o.abort !== undefined)
-      throw new ImagoError(
-        `upgrade ${plan.name} has not started: there is nothing to abort`,
-        plan.name,
-        'its journal is empty; no capture or app of this upgrade exists',
-      );
     if (this.phase === undefined) {
+      if (this.o.abort !== undefined)
+        throw new ImagoError(
+          `upgrade ${plan.name} has not started: there is nothing to abort`,
+          plan.name,
+          'its journal is empty; no capture or app of this upgrade exists',
+        );
       await this.record('planned', 'planned', {
         planHash: planHash(plan),
         nodes: this.nodes.map((n) => n.name),
@@ -550,9 +557,7 @@ export class Driver {
 
   /** Brings every node to `route`, not holding, with a fresh epoch (only nodes that differ). */
   private async ensureRoute(route: 'old' | 'new'): Promise<void> {
-    // `aborting` sorts after `switched`, but is only ever entered before a COMMIT.
-    const beforeCommit = before(this.current, 'switching') || this.current === 'aborting';
-    if (route === 'old' && (this.committed || !beforeCommit))
+    if (route === 'old' && (this.committed || !beforeCommit(this.current)))
       throw new ImagoError(
         `refusing to send the nodes back to the old universe in phase ${this.current}`,
         route,
@@ -628,7 +633,7 @@ export class Driver {
   /** Aborts with no command loop: what the journal says was left running is stopped and dropped. */
   private async abortStopped(reason: string, events: JournalEvent[]): Promise<Phase> {
     if (this.phase === 'switching') await this.recoverSwitch(events);
-    if (this.committed || this.current === 'switched')
+    if (this.committed || !beforeCommit(this.current))
       throw new ImagoError(
         `upgrade ${this.plan.name} is ${this.current}: it can no longer be aborted`,
         this.plan.name,

@@ -38,6 +38,14 @@ export function before(phase: Phase, other: Phase): boolean {
 }
 
 /**
+ * Whether the nodes may still be sent back to the old universe: before the switch, or while
+ * aborting (which sorts after `switched` but is only ever entered before a COMMIT).
+ */
+export function beforeCommit(phase: Phase): boolean {
+  return before(phase, 'switching') || phase === 'aborting';
+}
+
+/**
  * Whether the journal may move from `from` to `to`. Phases only move forward, except the defined
  * moves back: a switch aborted before COMMIT (switching → ready), an abort before the switch
  * (→ aborting → aborted), and a copy started over while nothing serves the new universe yet

@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
-import { loadPlan } from '../../plan/index.js';
+import { loadPlan, type UpgradePlan } from '../../plan/index.js';
 import { Driver, NoDriverError, sendCommand } from '../../driver/index.js';
-import type { UpgradePlan } from '../../plan/index.js';
 import { output, reportError } from '../output.js';
 
 /** `switch`, `abort` and `finish` are all "ask the running driver and follow the journal". */
@@ -22,7 +21,7 @@ export function registerDriverCommand(
     const out = output(Boolean(opts.json));
     try {
       const plan = await loadPlan(file);
-      const result: Record<string, unknown> = await sendCommand(plan, name, {
+      const result = await sendCommand(plan, name, {
         timeoutMs: Math.max(1, Number(opts.timeout) || 120) * 1000,
         ...(opts.force ? { args: { force: true } } : {}),
         onEvent: (e) => out.say(`  ${e.phase.padEnd(12)} ${e.event}`),

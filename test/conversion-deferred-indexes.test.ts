@@ -1,7 +1,8 @@
 // Deferred index builds during the bulk copy: the indexes of empty targets are dropped for the copy
 // and built again after it, exactly as they were; a table other tables' foreign keys depend on keeps
 // its indexes; a copy interrupted with its indexes deferred starts over and ends with them; an N:1
-// transform that writes a key twice is copied again with the indexes in place.
+// transform that writes a key twice is copied again with the indexes in place; a copy that starts
+// over empties a table outside the conversion referencing a target only when it is empty.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
@@ -9,6 +10,7 @@ import { startClusterPair, type ClusterPair } from './fixtures/cluster-pair.js';
 import { Converter } from '../src/conversion/converter.js';
 import { defineConversion, type TargetRow } from '../src/conversion/api.js';
 import { deferIndexes, deferredTables } from '../src/conversion/deferred-indexes.js';
+import { ReferencedTargetError } from '../src/conversion/empty-targets.js';
 
 let pair: ClusterPair;
 let oldDb: pg.Client;
@@ -148,5 +150,44 @@ describe('deferred index builds', () => {
       defs.rows.map((r: { indexname: string }) => r.indexname),
       ['gadget_note_desc', 'kind_pkey', 'note_pk'],
     );
+  });
+
+  test('a copy starting over empties a referencing table outside the conversion only when it is empty', async () => {
+    // part references a target, part_note references part: both outside the conversion.
+    await newDb.query(`CREATE TABLE part (id int PRIMARY KEY, gadget_id int CONSTRAINT part_gadget REFERENCES gadget (id));
+      CREATE TABLE part_note (part_id int REFERENCES part (id))`);
+    const count = async (table: string) =>
+      (await newDb.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table}`)).rows[0]?.n;
+    try {
+      const interrupted = new Converter({
+        sourceUrl: pair.old.url,
+        targetUrl: pair.new.url,
+        conversion: conversion(true),
+        name: 'defer_ref',
+      });
+      await interrupted.prepare();
+      await interrupted.stop(); // the slot stays: the next run starts the copy over
+      await newDb.query('INSERT INTO part VALUES (1, 1)');
+      await assert.rejects(copyAll('defer_ref', true), (err: unknown) => {
+        assert.ok(err instanceof ReferencedTargetError, String(err));
+        assert.equal(err.referencing, 'part');
+        assert.equal(err.constraint, 'part_gadget');
+        assert.match(err.message, /gadget must be emptied, but part .* holds rows/);
+        return true;
+      });
+      // Nothing was emptied.
+      assert.equal(await count('gadget'), 3000);
+      assert.equal(await count('part'), 1);
+
+      await newDb.query('DELETE FROM part');
+      await copyAll('defer_ref', true);
+      assert.equal(await count('gadget'), 3000);
+      assert.equal(await count('imago.lineage'), 3000);
+      assert.equal(await count('part'), 0);
+      const { rows } = await newDb.query(`SELECT conname FROM pg_constraint WHERE contype = 'f' ORDER BY 1`);
+      assert.deepEqual(rows, [{ conname: 'part_gadget' }, { conname: 'part_note_part_id_fkey' }]);
+    } finally {
+      await newDb.query('DROP TABLE part_note, part');
+    }
   });
 });

@@ -37,7 +37,8 @@ import { copySnapshot, type CopyProgress, type CopyResult } from './copier.js';
 import { RowConverter } from './row-converter.js';
 import { readFence } from './read-fence.js';
 import { bringSequencesPast } from './sequences.js';
-import { emptyTargets, ensureStateSchema, readCheckpoint, resetTargets, writeCheckpoint } from './state.js';
+import { emptyTargets } from './empty-targets.js';
+import { ensureStateSchema, readCheckpoint, resetTargets, writeCheckpoint } from './state.js';
 import { DuplicateKeysError, restoreDeferred } from './deferred-indexes.js';
 import { TargetCatalog } from './target.js';
 

@@ -78,8 +78,15 @@ export async function deferIndexes(client: pg.Client, table: string): Promise<bo
   }
 }
 
-/** Tables whose indexes are deferred (left by a copy that has not finished, or in progress). */
+/**
+ * Tables whose indexes are deferred (left by a copy that has not finished, or in progress); none in a
+ * database conversion has not prepared yet.
+ */
 export async function deferredTables(client: pg.Client): Promise<string[]> {
+  const { rows: schema } = await client.query<{ ready: boolean }>(
+    `SELECT to_regclass('imago.deferred_index') IS NOT NULL AS ready`,
+  );
+  if (!schema[0]?.ready) return [];
   const { rows } = await client.query<{ target: string }>(
     'SELECT DISTINCT target FROM imago.deferred_index ORDER BY target',
   );

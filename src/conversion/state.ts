@@ -5,9 +5,10 @@
  * (emptied when an interrupted copy starts over).
  */
 import type pg from 'pg';
-import { quoteLiteral, quoteQualified } from '../sql.js';
+import { quoteLiteral } from '../sql.js';
 import { parseLsn, formatLsn, type Lsn } from '../capture/lsn.js';
 import { DEFERRED_INDEX_DDL } from './deferred-indexes.js';
+import { emptyTargets } from './empty-targets.js';
 
 export async function ensureStateSchema(client: pg.Client): Promise<void> {
   await client.query(`
@@ -59,13 +60,6 @@ export async function writeCheckpoint(
 export async function resetTargets(client: pg.Client, stream: string): Promise<void> {
   await emptyTargets(client);
   await client.query('DELETE FROM imago.checkpoint WHERE stream = $1', [stream]);
-}
-
-/** Empties every target table conversion wrote and the lineage. */
-export async function emptyTargets(client: pg.Client): Promise<void> {
-  const { rows } = await client.query<{ name: string }>('SELECT name FROM imago.targets');
-  const tables = rows.map((r) => quoteQualified(r.name));
-  await client.query(`TRUNCATE ${[...tables, 'imago.lineage'].join(', ')}`);
 }
 
 export async function recordTarget(client: pg.Client, name: string): Promise<void> {

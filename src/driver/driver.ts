@@ -25,6 +25,7 @@ import {
   type ThrottleSignal,
 } from '../conversion/throttler.js';
 import { Converter } from '../conversion/converter.js';
+import { restoreDeferred } from '../conversion/deferred-indexes.js';
 import { loadConversion } from '../conversion/load-module.js';
 import { ImagoError, errorMessage } from '../errors.js';
 import type { UpgradePlan } from '../plan/index.js';
@@ -646,8 +647,14 @@ export class Driver {
     await this.record('aborting', 'aborting', { reason });
     await this.stopRuntimeTest();
     if (this.converter) await this.converter.stop({ dropCapture: true });
-    // Resumed mid-abort: the capture on the old database may still be there.
-    else await this.dropCapture(await loadConversion(this.plan.conversion));
+    else {
+      // No converter (resumed mid-abort, or aborted after a crash): the capture on the old database
+      // may still be there, and the new schema may lack the indexes an unfinished copy deferred.
+      await this.dropCapture(await loadConversion(this.plan.conversion));
+      await restoreDeferred(this.dbs.new).catch((err: unknown) =>
+        this.o.say(`warning: could not rebuild the indexes the copy deferred: ${errorMessage(err)}`),
+      );
+    }
     this.converter = undefined;
     await this.ensureRoute('old');
     const events = await this.journal.events();

@@ -3,17 +3,23 @@ import { loadPlan } from '../../plan/index.js';
 import { upgradeStatus } from '../../driver/index.js';
 import { output, reportError } from '../output.js';
 import { connectClient } from '../../database.js';
-import { findCapture, type CaptureLeftover } from '../../capture/orphans.js';
+import type pg from 'pg';
+import { findCapture } from '../../capture/orphans.js';
 import { formatBytes } from '../../capture/wal-watch.js';
+import { deferredTables } from '../../conversion/deferred-indexes.js';
 import { existsSync } from 'node:fs';
 import { loadReport, reportPath, summarize } from '../../runtime-test/index.js';
 
-/** Imago's publications and slots on the old database (an embedded one exists only while its driver runs). */
-async function captureOnOldDatabase(url: string): Promise<CaptureLeftover[] | undefined> {
+/** `query` on a database named by the plan; undefined for an embedded one (it exists only while its driver runs). */
+async function onDatabase<T>(
+  url: string,
+  which: string,
+  query: (c: pg.Client) => Promise<T>,
+): Promise<T | undefined> {
   if (url === 'embedded') return undefined;
-  const client = await connectClient(url, 'old');
+  const client = await connectClient(url, which);
   try {
-    return await findCapture(client);
+    return await query(client);
   } finally {
     await client.end().catch(() => {});
   }
@@ -49,7 +55,8 @@ export function registerStatus(program: Command): void {
           out.say(`  ${runtimeTest.line} (imago report for the whole)`);
           for (const reason of runtimeTest.gate.reasons.slice(0, 5)) out.say(`    gate: ${reason}`);
         }
-        const capture = await captureOnOldDatabase(plan.old.database);
+        // Imago's publications and slots on the old database.
+        const capture = await onDatabase(plan.old.database, 'old', findCapture);
         for (const c of capture ?? []) {
           const wal =
             c.retainedWalBytes === undefined ? '' : `, holds ${formatBytes(c.retainedWalBytes)} of WAL`;
@@ -58,9 +65,21 @@ export function registerStatus(program: Command): void {
             `  capture ${c.name}: publication ${c.publication}, slot ${c.slot ?? '(none)'} ${c.active ? 'streaming' : 'idle'}${wal}${left}`,
           );
         }
+        // Target tables whose indexes an unfinished copy deferred: the new schema lacks them until the
+        // copy runs again or the upgrade is aborted.
+        const deferredIndexes = await onDatabase(plan.new.database, 'new', deferredTables);
+        if (deferredIndexes?.length)
+          out.say(
+            `  new database: indexes of ${deferredIndexes.join(', ')} deferred by an unfinished copy — rebuilt when the copy runs again (\`imago start\`) or by \`imago abort\``,
+          );
         for (const e of s.journal)
           out.say(`  ${e.at}  ${e.phase.padEnd(12)} ${e.event} ${JSON.stringify(e.detail)}`);
-        out.result({ ...s, ...(capture ? { capture } : {}), ...(runtimeTest ? { runtimeTest } : {}) });
+        out.result({
+          ...s,
+          ...(capture ? { capture } : {}),
+          ...(deferredIndexes ? { deferredIndexes } : {}),
+          ...(runtimeTest ? { runtimeTest } : {}),
+        });
       } catch (err) {
         process.exitCode = reportError(err, out.json);
       }

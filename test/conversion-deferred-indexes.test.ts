@@ -50,13 +50,11 @@ async function schemaOf(client: pg.Client, table: string): Promise<unknown[]> {
 
 const TABLES = ['gadget', 'gadget_note', 'kind'];
 
+const converterFor = (name: string, nToOne = false) =>
+  new Converter({ sourceUrl: pair.old.url, targetUrl: pair.new.url, conversion: conversion(nToOne), name });
+
 async function copyAll(name: string, nToOne = false): Promise<void> {
-  const converter = new Converter({
-    sourceUrl: pair.old.url,
-    targetUrl: pair.new.url,
-    conversion: conversion(nToOne),
-    name,
-  });
+  const converter = converterFor(name, nToOne);
   try {
     await converter.prepare();
     await converter.copy();
@@ -125,12 +123,7 @@ describe('deferred index builds', () => {
   test('a copy interrupted with its indexes deferred starts over and ends with them rebuilt', async () => {
     // The state an interrupted copy leaves: slot and checkpoint of an unfinished copy, indexes deferred,
     // some rows written (the previous test deferred gadget_note's).
-    const converter = new Converter({
-      sourceUrl: pair.old.url,
-      targetUrl: pair.new.url,
-      conversion: conversion(true),
-      name: 'defer_crash',
-    });
+    const converter = converterFor('defer_crash', true);
     await converter.prepare();
     await deferIndexes(newDb, 'kind');
     await newDb.query(
@@ -159,12 +152,7 @@ describe('deferred index builds', () => {
     const count = async (table: string) =>
       (await newDb.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table}`)).rows[0]?.n;
     try {
-      const interrupted = new Converter({
-        sourceUrl: pair.old.url,
-        targetUrl: pair.new.url,
-        conversion: conversion(true),
-        name: 'defer_ref',
-      });
+      const interrupted = converterFor('defer_ref', true);
       await interrupted.prepare();
       await interrupted.stop(); // the slot stays: the next run starts the copy over
       await newDb.query('INSERT INTO part VALUES (1, 1)');

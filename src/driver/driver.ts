@@ -558,7 +558,7 @@ export class Driver {
 
   /** Brings every node to `route`, not holding, with a fresh epoch (only nodes that differ). */
   private async ensureRoute(route: 'old' | 'new'): Promise<void> {
-    if (route === 'old' && (this.committed || !beforeCommit(this.current)))
+    if (route === 'old' && !this.mayGoBack())
       throw new ImagoError(
         `refusing to send the nodes back to the old universe in phase ${this.current}`,
         route,
@@ -631,10 +631,15 @@ export class Driver {
     return Math.max(floor, ...states.map((s) => s?.epoch ?? 0));
   }
 
+  /** Whether the old universe may serve again: no COMMIT in the journal, and a phase before one. */
+  private mayGoBack(): boolean {
+    return !this.committed && beforeCommit(this.current);
+  }
+
   /** Aborts with no command loop: what the journal says was left running is stopped and dropped. */
   private async abortStopped(reason: string, events: JournalEvent[]): Promise<Phase> {
     if (this.phase === 'switching') await this.recoverSwitch(events);
-    if (this.committed || !beforeCommit(this.current))
+    if (!this.mayGoBack())
       throw new ImagoError(
         `upgrade ${this.plan.name} is ${this.current}: it can no longer be aborted`,
         this.plan.name,

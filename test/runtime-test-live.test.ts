@@ -13,6 +13,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { request } from 'undici';
+import { waitUntil } from '../src/deadline.js';
 import { startIngress, type Ingress } from '../src/ingress/index.js';
 import { RuntimeTest, expectJson, type RuntimeTestConfig } from '../src/runtime-test/index.js';
 import { startCluster, createDatabase, type Cluster } from '../src/universe/cluster.js';
@@ -115,6 +116,35 @@ describe('settled noise over the ingress mirror', () => {
       assert.equal(e.compared + spared, 80, 'a spared read is skipped, not compared');
       assert.equal(e.mismatched, 8, 'every read of item 7 still sampled and found');
       assert.deepEqual((report.details.noiseSamples as { spared: number }).spared, spared);
+    });
+  });
+});
+
+describe('comparison budget over the ingress mirror', () => {
+  test('a busy endpoint is compared at its budget, a rare one fully; the rest is never copied', async () => {
+    const config = { routes: ['GET /items/:id', 'GET /rare/:id'], maxComparedPerSecond: 10 };
+    await withItemMirror(config, async (url, rt) => {
+      const started = performance.now();
+      for (let i = 0; i < 30; i++) assert.equal(await get(`${url}/items/${i % 10}`), 200);
+      const seconds = (performance.now() - started) / 1000;
+      for (let i = 0; i < 2; i++) assert.equal(await get(`${url}/rare/${i}`), 200);
+      const budget = () =>
+        (rt.report().details.budget as { passedOver: Record<string, number> } | undefined)?.passedOver;
+      // Every read is either handed to the comparator or passed over on arrival.
+      await waitUntil(
+        'every mirrored read accounted for',
+        async () => (rt.exchanges() + (budget()?.['GET /items/:id'] ?? 0) === 32 ? true : undefined),
+        { timeoutMs: 5_000 },
+      );
+      const rare = rt.report().endpoints.find((e) => e.endpoint === 'GET /rare/:id');
+      assert.equal(rare?.compared, 2, 'the rare endpoint keeps every read');
+      const items = rt.exchanges() - 2;
+      assert.ok(items >= 2, `a full bucket's worth at once (${items})`);
+      assert.ok(
+        items <= 2 + Math.ceil(seconds * 10),
+        `no more than the budget allows in ${seconds.toFixed(2)} s (${items})`,
+      );
+      assert.equal(budget()?.['GET /items/:id'], 30 - items, 'the rest passed over, before any copy');
     });
   });
 });

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { parseAnswer, type Answer } from '../src/runtime-test/answer.js';
 import { ConsistencyBarrier } from '../src/runtime-test/barrier.js';
+import { CompareBudget } from '../src/runtime-test/budget.js';
 import type { RuntimeTestConfig } from '../src/runtime-test/config.js';
 import { Endpoints } from '../src/runtime-test/endpoints.js';
 import { evaluateGate, expectJson, runtimeTestSchema } from '../src/runtime-test/index.js';
@@ -291,6 +292,45 @@ describe('settled noise', () => {
   });
 });
 
+describe('comparison budget', () => {
+  test('per endpoint: a fifth of a second of reads at once, then perSecond; the rest counted', () => {
+    let now = 0;
+    const b = new CompareBudget(20, () => now);
+    const admitted = (endpoint: string, n: number) =>
+      Array.from({ length: n }, () => b.admit(endpoint)).filter(Boolean).length;
+    assert.equal(admitted('GET /wiki/:title', 10), 4, 'a full bucket holds a fifth of a second');
+    now = 100;
+    assert.equal(admitted('GET /wiki/:title', 10), 2, 'refilled at 20 a second');
+    assert.equal(admitted('GET /recent', 3), 3, 'another endpoint has its own bucket');
+    now = 60_000;
+    assert.equal(admitted('GET /wiki/:title', 10), 4, 'never more than a fifth of a second saved up');
+    assert.deepEqual(b.stats(), { perSecond: 20, passedOver: { 'GET /wiki/:title': 20 } });
+  });
+
+  test('a rare endpoint under budget keeps every read; below one a second, one read per 1/rate s', () => {
+    let now = 0;
+    const b = new CompareBudget(0.5, () => now);
+    const times = [0, 1_000, 2_000, 2_100, 4_100];
+    assert.deepEqual(
+      times.map((t) => ((now = t), b.admit('GET /x'))),
+      [true, false, true, false, true],
+    );
+    const rare = new CompareBudget(10, () => now);
+    for (let i = 0; i < 50; i++) {
+      now += 100;
+      assert.equal(rare.admit('GET /rare'), true);
+    }
+  });
+
+  test('after endpoint learning, counts follow the merged key', () => {
+    const b = new CompareBudget(1, () => 0);
+    for (const k of ['GET /tag/a', 'GET /tag/a', 'GET /tag/b', 'GET /tag/b']) b.admit(k);
+    b.rekey((k) => (k.startsWith('GET /tag/') ? 'GET /tag/:param' : k));
+    assert.deepEqual(b.stats().passedOver, { 'GET /tag/:param': 2 });
+    assert.throws(() => new CompareBudget(0), /must be positive/);
+  });
+});
+
 describe('endpoint grouping', () => {
   test('declared templates win; ids and many distinct segments are learned as parameters', () => {
     const e = new Endpoints(['/wiki/:title'], 5);
@@ -475,8 +515,11 @@ describe('plan section', () => {
       ],
       expected: [{ paths: ['length'], change: 'added' }, expectJson('GET /wiki/:title', (p) => p)],
       gate: { minComparedPerEndpoint: 100 },
+      maxComparedPerSecond: 10,
     });
     assert.ok(ok.success, ok.error?.message);
+    const noBudget = runtimeTestSchema.safeParse({ maxComparedPerSecond: 0 });
+    assert.equal(noBudget.error?.issues[0]?.path.join('.'), 'maxComparedPerSecond');
     const bad = runtimeTestSchema.safeParse({ normalise: [{ kind: 'replace', pattern: '(', with: '' }] });
     assert.equal(bad.success, false);
     assert.match(bad.error?.issues[0]?.message ?? '', /not a valid regular expression/);

@@ -41,8 +41,17 @@ function benchConfig(options: Record<string, unknown>): RuntimeTestConfig {
   };
   const sampleRate = rate('sampleRate') ?? wikiRuntimeTest.sampleRate;
   const calibrationRate = rate('calibrationRate') ?? wikiRuntimeTest.noise?.calibrationRate;
+  const budget = options.maxComparedPerSecond;
+  const perSecond = budget === undefined ? wikiRuntimeTest.maxComparedPerSecond : Number(budget);
+  if (budget !== undefined && budget !== 'none' && !(Number(budget) > 0))
+    throw new ImagoError(
+      `expected a positive number of reads per second or "none", not ${String(budget)}`,
+      'maxComparedPerSecond',
+    );
+  const { maxComparedPerSecond: _plan, ...plan } = wikiRuntimeTest;
   return {
-    ...wikiRuntimeTest,
+    ...plan,
+    ...(budget === 'none' || perSecond === undefined ? {} : { maxComparedPerSecond: perSecond }),
     // v2 runs in the idle scheduling class here (deprioritise): its latency says nothing of v2's.
     gate: { ...wikiRuntimeTest.gate, maxLatencyRatio: 100 },
     ...(sampleRate === undefined ? {} : { sampleRate }),
@@ -189,6 +198,8 @@ export const runtimeTestScenario: Scenario = {
         seconds,
         slice_ms: sliceMs,
         sample_rate: config.sampleRate ?? 1,
+        max_compared_per_second: config.maxComparedPerSecond ?? null,
+        budget: faithful.details.budget,
         calibration_rate: config.noise?.calibrationRate ?? 0.1,
       };
     } finally {

@@ -44,6 +44,11 @@ export interface ComparingMirror {
   compare: (exchange: MirrorExchange) => void | Promise<void>;
   /** Awaited before the copy is sent, e.g. until conversion has applied what old had committed. */
   barrier?: (exchange: Pick<MirrorExchange, 'request' | 'primaryDoneAt'>) => Promise<void>;
+  /**
+   * Whether this read is compared at all (e.g. the runtime test's budget per endpoint), asked on
+   * arrival, before the barrier; a read refused is counted as unsampled and costs nothing more.
+   */
+  admit?: (request: MirrorExchange['request']) => boolean;
 }
 
 export interface ShippingMirror {
@@ -76,7 +81,7 @@ export interface MirrorLimits {
 
 export interface MirrorStats {
   enabled: boolean;
-  /** Eligible reads left out by sampleRate. */
+  /** Eligible reads left out by sampleRate, or refused by the comparator's `admit`. */
   unsampled: number;
   queued: number;
   inFlight: number;
@@ -189,11 +194,15 @@ export class Mirror {
     this.counts.skipped++;
   }
 
-  /** Queues a copy; never blocks. Returns false when it was dropped. */
+  /** Queues a copy; never blocks. Returns false when it was dropped (or skipped), true when queued or not admitted. */
   enqueue(job: Job): boolean {
     if (!('ship' in this.opts) && !this.backends.has(job.target)) {
       this.counts.skipped++;
       return false;
+    }
+    if (!('ship' in this.opts) && this.opts.admit && !this.opts.admit(job.request)) {
+      this.counts.unsampled++;
+      return true;
     }
     if (this.waiting() >= this.maxQueue) {
       this.counts.dropped++;

@@ -89,6 +89,14 @@ export interface RuntimeTestConfig {
    */
   sampleRate?: number;
   /**
+   * Reads compared per endpoint and second, at most (a token bucket holding a fifth of a second's worth);
+   * the others are passed over on arrival and counted. It bounds what runtime testing costs as
+   * traffic grows while every endpoint still reaches the gate's minimum (in about
+   * minComparedPerEndpoint ÷ this many seconds); rare endpoints keep nearly every sampled read.
+   * Applied after sampleRate. Default: no limit.
+   */
+  maxComparedPerSecond?: number;
+  /**
    * Reads compared at once: copy to the new universe, then its noise sample at the old one. Default 1.
    * Reads waiting for the barrier do not count. One at a time keeps the runtime test from setting off
    * bursts of work (copies released together by one fence, their noise samples together at the old

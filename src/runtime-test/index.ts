@@ -10,7 +10,7 @@
  * It must never send a write anywhere (the ingress mirrors reads only; the noise sample repeats a
  * read), and never let a secret from a request or answer into a report unredacted.
  *
- * This file wires the parts: barrier, sampler, answer, endpoints, verdict (differ, normalise,
+ * This file wires the parts: budget, barrier, sampler, answer, endpoints, verdict (differ, normalise,
  * expected, paths), noise, report, redact, gate and render.
  */
 import { join } from 'node:path';
@@ -18,6 +18,7 @@ import type { MirrorExchange, MirrorLimits, MirrorOptions } from '../ingress/ind
 import { withDeadline } from '../deadline.js';
 import { parseAnswer, headerRecord, type Answer } from './answer.js';
 import { ConsistencyBarrier, type BarrierOptions, type CatchUpSource } from './barrier.js';
+import { CompareBudget } from './budget.js';
 import type { GateCriteria, RuntimeTestConfig } from './config.js';
 import { Endpoints } from './endpoints.js';
 import { evaluateGate, type GateVerdict } from './gate.js';
@@ -75,6 +76,7 @@ export class RuntimeTest {
   private readonly barrierGate: ConsistencyBarrier | undefined;
   private readonly sampler: NoiseSampler | undefined;
   private readonly settled: SettledNoise;
+  private readonly budget: CompareBudget | undefined;
   private readonly endpoints: Endpoints;
   private readonly judge: Judge;
   private readonly redactor: Redactor;
@@ -93,6 +95,8 @@ export class RuntimeTest {
     this.barrierGate = options.conversion && new ConsistencyBarrier(options.conversion, options.barrier);
     this.sampler = options.oldUrls?.length ? new NoiseSampler(options.oldUrls) : undefined;
     this.settled = new SettledNoise(this.config.noise);
+    const perSecond = this.config.maxComparedPerSecond;
+    this.budget = perSecond === undefined ? undefined : new CompareBudget(perSecond);
     const rate = this.config.noise?.calibrationRate ?? 0.1;
     this.calibrateEvery = rate > 0 ? Math.max(1, Math.round(1 / rate)) : 0;
     this.endpoints = new Endpoints(this.config.routes, this.config.learnAfter);
@@ -116,7 +120,23 @@ export class RuntimeTest {
       ...rest,
       barrier: this.barrier,
       compare: this.compare,
+      ...(this.budget ? { admit: this.admit } : {}),
     };
+  }
+
+  /** The ingress asks this on arrival: whether the read's endpoint is within its budget. */
+  readonly admit = (request: MirrorExchange['request']): boolean => {
+    if (!this.budget) return true;
+    const { key, learned } = this.endpoints.key(request.method, request.url);
+    if (learned) this.regroup();
+    return this.budget.admit(key);
+  };
+
+  /** Endpoint learning merged keys: what was counted under the old ones follows. */
+  private regroup(): void {
+    const rekey = (k: string) => this.endpoints.rekey(k);
+    this.collector.regroup(rekey);
+    this.budget?.rekey(rekey);
   }
 
   /** The ingress awaits this before sending the copy to the new universe. */
@@ -148,6 +168,7 @@ export class RuntimeTest {
   report(): RuntimeTestReport {
     return this.collector.report({
       barrier: this.barrierGate?.stats(),
+      ...(this.budget ? { budget: this.budget.stats() } : {}),
       noiseSamples: this.sampler
         ? { taken: this.noiseSamplesTaken, failed: this.noiseSampleFailures, spared: this.settled.spared }
         : 'off',
@@ -202,7 +223,7 @@ export class RuntimeTest {
     const primary = parseAnswer(x.primary);
     const { method, url } = x.request;
     const { key, learned } = this.endpoints.key(method, url);
-    if (learned) this.collector.regroup((k) => this.endpoints.rekey(k));
+    if (learned) this.regroup();
     let verdict = this.judge.judge({ method, url, primary, candidate });
     let secondary: Answer | undefined;
     let latencyOldMs: number | undefined;

@@ -96,6 +96,7 @@ export const runtimeTestSchema = z.strictObject({
     })
     .optional(),
   sampleRate: rate.positive().optional(),
+  maxComparedPerSecond: z.number().positive().optional(),
   concurrency: z.number().int().positive().optional(),
   samplesPerEndpoint: z.number().int().nonnegative().optional(),
   learnAfter: z.number().int().positive().optional(),

@@ -24,6 +24,10 @@ export function registerBench(program: Command): void {
     )
     .option('--sample-rate <x>', 'runtime-test: share of reads mirrored (default: the wiki plan’s)')
     .option(
+      '--max-compared-per-second <n>',
+      'runtime-test: reads compared per endpoint and second, "none" for no limit (default: the wiki plan’s)',
+    )
+    .option(
       '--calibration-rate <x>',
       'runtime-test: share of matching reads noise-sampled (default: the wiki plan’s)',
     )

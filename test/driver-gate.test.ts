@@ -87,7 +87,14 @@ async function testing(name: string, regression: boolean, auto = false) {
     80,
     PAGES,
   );
-  return { world, plan, newDb, driver, load };
+  // Runs after a failed assertion too (before the world's clean-up): nothing outlives the file.
+  let loadStopped = false;
+  cleanups.push(async () => {
+    if (!loadStopped) await load.stop().catch(() => {});
+    await driver.kill();
+  });
+  const stop = () => ((loadStopped = true), load.stop());
+  return { world, plan, newDb, driver, load: { ...load, stop } };
 }
 
 /** The load stopped: no request failed, every acknowledged write is in the new database, no mix. */
@@ -156,7 +163,11 @@ test('a planted regression keeps the gate closed: switch refused with the reason
   const refused = await imago(['switch', plan, '--json']);
   assert.equal(refused.code, 1, 'a closed gate refuses the switch');
   const answer = JSON.parse(refused.stdout.trim().split('\n').at(-1) ?? '{}');
-  assert.match(String(answer.error), /runtime-test gate is closed: .*GET \/wiki\/:title.*comment/);
+  assert.match(
+    String(answer.error),
+    /runtime-test gate is closed: .*GET \/wiki\/:title.*comment/,
+    `imago switch: ${refused.stdout}${refused.stderr}`,
+  );
   assert.equal((await events(newDb, 'wiki_gate_bad')).at(-1)?.phase, 'testing');
 
   const report = await imago(['report', plan, '--json']);

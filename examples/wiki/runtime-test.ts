@@ -19,7 +19,4 @@ export const wikiRuntimeTest: RuntimeTestConfig = {
   // Every other read: at the wiki's traffic the gate's minimum is still reached in seconds, and what
   // mirroring costs the old universe's clients is about halved (docs/benchmarks.md, runtime-test).
   sampleRate: 0.5,
-  // At most ten compared reads per endpoint and second: page reads (half the traffic) are capped,
-  // histories and recent changes keep every sampled read; the gate's minimum comes in seconds.
-  maxComparedPerSecond: 10,
 };

@@ -222,6 +222,20 @@ describe('noise', () => {
     );
   });
 
+  test('by default two coincidences are not noise: a regression on a path edits move stays a mismatch', () => {
+    const learner = new NoiseLearner();
+    // A page read's comment: two edits landed between a read and its noise sample, and v2 lost the
+    // comment of two pages (old agreed with itself there).
+    learner.observe(['comment'], []);
+    learner.observe(['comment'], []);
+    learner.observe([], ['comment']);
+    learner.observe([], ['comment']);
+    assert.ok(!learner.forgives('comment'), 'two disagreements of old with itself are not yet noise');
+    assert.deepEqual(learner.noisyPaths(), []);
+    for (let i = 0; i < 3; i++) learner.observe(['comment'], []);
+    assert.ok(learner.forgives('comment'), 'five are, and then forgive as many differences');
+  });
+
   test('the report counts forgiven differences as noisy and lists noise paths apart', () => {
     const c = new Collector({ noise: { minOccurrences: 2 } });
     const j = new Judge({});

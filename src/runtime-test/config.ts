@@ -39,7 +39,11 @@ export type ExpectedDifference =
   | { endpoint?: string; expect: (old: Answer, request: OldAnswerContext) => Answer; why?: string };
 
 export interface NoiseOptions extends SettledNoiseOptions {
-  /** A path is noise only after the old universe disagreed with itself on it this many times. Default 2. */
+  /**
+   * A path is noise only after the old universe disagreed with itself on it this many times. Default 5:
+   * with fewer, a few coincidences (edits between a read and its noise sample) can forgive a real
+   * regression's first differences on a path that edits move.
+   */
   minOccurrences?: number;
   /**
    * An unexplained difference on a noisy path is forgiven while its rate stays within this multiple of

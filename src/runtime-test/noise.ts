@@ -17,6 +17,13 @@ export interface NoisyPath {
   occurrences: number;
 }
 
+/**
+ * Disagreements of the old side with itself before a path counts as noise. Two proved too few: on a
+ * path that edits also move (a page's latest comment), two edits landing between a read and its noise
+ * sample forgave a real regression's first two differences there, and the gate opened early.
+ */
+export const DEFAULT_MIN_OCCURRENCES = 5;
+
 export class NoiseLearner {
   /** Exchanges judged (the denominator of noise rates). */
   samples = 0;
@@ -37,13 +44,13 @@ export class NoiseLearner {
   /** Whether the new universe's unexplained differences on `key` stay within the old side's noise. */
   forgives(key: string): boolean {
     const noise = this.noise.get(key) ?? 0;
-    if (noise < (this.options.minOccurrences ?? 2)) return false;
+    if (noise < (this.options.minOccurrences ?? DEFAULT_MIN_OCCURRENCES)) return false;
     return (this.unexplained.get(key) ?? 0) <= noise * (this.options.factor ?? 1);
   }
 
   noisyPaths(): NoisyPath[] {
     return [...this.noise]
-      .filter(([, n]) => n >= (this.options.minOccurrences ?? 2))
+      .filter(([, n]) => n >= (this.options.minOccurrences ?? DEFAULT_MIN_OCCURRENCES))
       .map(([path, n]) => ({ path, occurrences: n, rate: this.samples ? n / this.samples : 0 }))
       .sort((a, b) => b.rate - a.rate || a.path.localeCompare(b.path));
   }

@@ -18,9 +18,9 @@ export interface NoisyPath {
 }
 
 /**
- * Disagreements of the old side with itself before a path counts as noise. Two proved too few: on a
- * path that edits also move (a page's latest comment), two edits landing between a read and its noise
- * sample forgave a real regression's first two differences there, and the gate opened early.
+ * Disagreements of the old side with itself before a path counts as noise. Two are too few: on a path
+ * that edits also move (a page's latest comment), two edits landing between a read and its noise
+ * sample can forgive a real regression's first two differences there and open the gate early.
  */
 export const DEFAULT_MIN_OCCURRENCES = 5;
 

@@ -4,7 +4,7 @@
 // planted regression (the comment of pages whose title ends in 7 lost) is held in `testing`,
 // `imago switch` is refused naming the endpoint and the path, and `imago switch --force` switches
 // with the gate's reasons in the journal. Neither loses a write or serves a mix.
-import { after, test } from 'node:test';
+import { after, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
@@ -78,7 +78,7 @@ export default defineUpgrade({
 }
 
 /** The driver started on the plan and in `testing`, with reads and edits through both nodes. */
-async function testing(name: string, regression: boolean, auto = false) {
+async function testing(t: TestContext, name: string, regression: boolean, auto = false) {
   const { world, plan, newDb } = await setUp(name, regression, auto);
   const driver = startDriver(plan);
   await driver.line(/collecting mirrored reads/, 90_000);
@@ -87,9 +87,10 @@ async function testing(name: string, regression: boolean, auto = false) {
     80,
     PAGES,
   );
-  // Runs after a failed assertion too (before the world's clean-up): nothing outlives the file.
+  // Runs when the test ends, failed or not, so that a failed test's driver and load do not run on
+  // into the next tests (the world's clean-up comes at the file's end).
   let loadStopped = false;
-  cleanups.push(async () => {
+  t.after(async () => {
     if (!loadStopped) await load.stop().catch(() => {});
     await driver.kill();
   });
@@ -132,8 +133,8 @@ function imago(args: string[]): Promise<{ code: number; stdout: string; stderr: 
   );
 }
 
-test('a faithful new version passes the gate on live traffic and switches: no mismatch, nothing lost', async () => {
-  const { world, plan, newDb, driver, load } = await testing('wiki_gate_ok', false);
+test('a faithful new version passes the gate on live traffic and switches: no mismatch, nothing lost', async (t) => {
+  const { world, plan, newDb, driver, load } = await testing(t, 'wiki_gate_ok', false);
   await driver.line(/runtime-test gate passed/, 90_000);
   assert.ok(
     (await events(newDb, 'wiki_gate_ok')).some(
@@ -156,8 +157,8 @@ test('a faithful new version passes the gate on live traffic and switches: no mi
   await finish(plan, driver);
 });
 
-test('a planted regression keeps the gate closed: switch refused with the reason, --force switches and is journaled', async () => {
-  const { plan, newDb, driver, load } = await testing('wiki_gate_bad', true);
+test('a planted regression keeps the gate closed: switch refused with the reason, --force switches and is journaled', async (t) => {
+  const { plan, newDb, driver, load } = await testing(t, 'wiki_gate_bad', true);
   await driver.line(/gate closed: .*GET \/wiki\/:title: \d+ unexpected mismatches/, 90_000);
 
   const refused = await imago(['switch', plan, '--json']);
@@ -191,8 +192,8 @@ test('a planted regression keeps the gate closed: switch refused with the reason
   await finish(plan, driver);
 });
 
-test('with switchover.auto the driver switches by itself once the gate holds, and not before', async () => {
-  const { plan, newDb, driver, load } = await testing('wiki_gate_auto', false, true);
+test('with switchover.auto the driver switches by itself once the gate holds, and not before', async (t) => {
+  const { plan, newDb, driver, load } = await testing(t, 'wiki_gate_auto', false, true);
   await driver.line(/switched at epoch/, 90_000);
   const journal = await events(newDb, 'wiki_gate_auto');
   const passed = journal.findIndex((e) => e.event === 'gate-passed');

@@ -231,8 +231,11 @@ describe('noise', () => {
     learner.observe([], ['comment']);
     learner.observe([], ['comment']);
     assert.ok(!learner.forgives('comment'), 'two disagreements of old with itself are not yet noise');
+    learner.observe(['comment'], []);
+    learner.observe(['comment'], []);
+    assert.ok(!learner.forgives('comment'), 'nor four');
     assert.deepEqual(learner.noisyPaths(), []);
-    for (let i = 0; i < 3; i++) learner.observe(['comment'], []);
+    learner.observe(['comment'], []);
     assert.ok(learner.forgives('comment'), 'five are, and then forgive as many differences');
   });
 
@@ -336,11 +339,13 @@ describe('comparison budget', () => {
     }
   });
 
-  test('after endpoint learning, counts follow the merged key', () => {
+  test('after endpoint learning, counts and the emptiest bucket follow the merged key', () => {
     const b = new CompareBudget(1, () => 0);
-    for (const k of ['GET /tag/a', 'GET /tag/a', 'GET /tag/b', 'GET /tag/b']) b.admit(k);
+    for (const k of ['GET /tag/a', 'GET /tag/a', 'GET /tag/b', 'GET /tag/b', 'GET /other']) b.admit(k);
     b.rekey((k) => (k.startsWith('GET /tag/') ? 'GET /tag/:param' : k));
     assert.deepEqual(b.stats().passedOver, { 'GET /tag/:param': 2 });
+    assert.equal(b.admit('GET /tag/:param'), false, 'the merged key keeps its spent bucket');
+    assert.equal(b.admit('GET /other'), false, 'an endpoint learning did not touch keeps its own');
     assert.throws(() => new CompareBudget(0), /must be positive/);
   });
 });

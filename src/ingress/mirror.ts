@@ -48,7 +48,7 @@ export interface ComparingMirror {
    * Whether this read is compared at all (e.g. the runtime test's budget per endpoint), asked on
    * arrival, before the barrier; a read refused is counted as unsampled and costs nothing more.
    */
-  admit?: (request: MirrorExchange['request']) => boolean;
+  admit?: (exchange: Pick<MirrorExchange, 'request' | 'primary'>) => boolean;
 }
 
 export interface ShippingMirror {
@@ -200,14 +200,14 @@ export class Mirror {
       this.counts.skipped++;
       return false;
     }
-    if (!('ship' in this.opts) && this.opts.admit && !this.opts.admit(job.request)) {
-      this.counts.unsampled++;
-      return true;
-    }
     if (this.waiting() >= this.maxQueue) {
       this.counts.dropped++;
       this.onChange?.(this.waiting(), true);
       return false;
+    }
+    if (!('ship' in this.opts) && this.opts.admit && !this.opts.admit(job)) {
+      this.counts.unsampled++;
+      return true;
     }
     const barrier = 'ship' in this.opts ? undefined : this.opts.barrier;
     if (barrier) void this.pass({ ...job, deadlineAt: performance.now() + this.timeoutMs }, barrier);

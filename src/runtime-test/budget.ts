@@ -1,7 +1,7 @@
 /**
- * The comparison budget: at most `perSecond` reads compared per endpoint and second (a token bucket
- * per endpoint holding a fifth of a second's worth, at least one read: enough for a rare endpoint's
- * reads that come close together, too little to let saved-up budget become a burst of copies). A read over budget is passed over on arrival, before its
+ * The comparison budget: at most `perSecond` reads compared per endpoint and second. A token bucket
+ * per endpoint holds a fifth of a second's worth (at least one read): enough for a rare endpoint's
+ * reads that come close together, too little for saved-up budget to become a burst of copies. A read over budget is passed over on arrival, before its
  * barrier, copy and noise sample, so it costs nothing beyond the ingress's capture.
  *
  * Why per endpoint rather than a lower sample rate: the work a comparison sets off (a copy to the new
@@ -51,9 +51,15 @@ export class CompareBudget {
     return false;
   }
 
-  /** After endpoint learning merged keys: counts follow their new key, buckets start afresh. */
+  /** After endpoint learning merged keys: counts and buckets follow their new key (the emptiest wins). */
   rekey(rekey: (key: string) => string): void {
+    const buckets = [...this.buckets];
     this.buckets.clear();
+    for (const [key, b] of buckets) {
+      const to = rekey(key);
+      const into = this.buckets.get(to);
+      if (!into || b.tokens < into.tokens) this.buckets.set(to, b);
+    }
     const old = [...this.passed];
     this.passed.clear();
     for (const [key, n] of old) {

@@ -40,9 +40,8 @@ export type ExpectedDifference =
 
 export interface NoiseOptions extends SettledNoiseOptions {
   /**
-   * A path is noise only after the old universe disagreed with itself on it this many times. Default 5:
-   * with fewer, a few coincidences (edits between a read and its noise sample) can forgive a real
-   * regression's first differences on a path that edits move.
+   * A path is noise only after the old universe disagreed with itself on it this many times.
+   * Default 5 (DEFAULT_MIN_OCCURRENCES in noise.ts, which says why).
    */
   minOccurrences?: number;
   /**
@@ -95,8 +94,9 @@ export interface RuntimeTestConfig {
   /**
    * Reads compared per endpoint and second, at most (a token bucket holding a fifth of a second's worth);
    * the others are passed over on arrival and counted. It bounds what runtime testing costs as
-   * traffic grows while every endpoint still reaches the gate's minimum (in about
-   * minComparedPerEndpoint ÷ this many seconds); rare endpoints keep nearly every sampled read.
+   * traffic grows while every endpoint still reaches the gate's minimum (an endpoint with at least
+   * this many sampled reads a second in about minComparedPerEndpoint ÷ this many seconds); rare
+   * endpoints keep nearly every sampled read.
    * Applied after sampleRate. Default: no limit.
    */
   maxComparedPerSecond?: number;

@@ -42,16 +42,16 @@ function benchConfig(options: Record<string, unknown>): RuntimeTestConfig {
   const sampleRate = rate('sampleRate') ?? wikiRuntimeTest.sampleRate;
   const calibrationRate = rate('calibrationRate') ?? wikiRuntimeTest.noise?.calibrationRate;
   const budget = options.maxComparedPerSecond;
-  const perSecond = budget === undefined ? wikiRuntimeTest.maxComparedPerSecond : Number(budget);
   if (budget !== undefined && budget !== 'none' && !(Number(budget) > 0))
     throw new ImagoError(
       `expected a positive number of reads per second or "none", not ${String(budget)}`,
       'maxComparedPerSecond',
     );
-  const { maxComparedPerSecond: _plan, ...plan } = wikiRuntimeTest;
+  const { maxComparedPerSecond: planBudget, ...plan } = wikiRuntimeTest;
+  const perSecond = budget === undefined ? planBudget : budget === 'none' ? undefined : Number(budget);
   return {
     ...plan,
-    ...(budget === 'none' || perSecond === undefined ? {} : { maxComparedPerSecond: perSecond }),
+    ...(perSecond === undefined ? {} : { maxComparedPerSecond: perSecond }),
     // v2 runs in the idle scheduling class here (deprioritise): its latency says nothing of v2's.
     gate: { ...wikiRuntimeTest.gate, maxLatencyRatio: 100 },
     ...(sampleRate === undefined ? {} : { sampleRate }),

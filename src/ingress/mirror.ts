@@ -194,9 +194,13 @@ export class Mirror {
     this.counts.skipped++;
   }
 
-  /** Queues a copy; never blocks. Returns false when it was dropped (or skipped), true when queued or not admitted. */
+  /**
+   * Queues a copy; never blocks. Returns false when it was dropped (or skipped), true when queued or
+   * not admitted.
+   */
   enqueue(job: Job): boolean {
-    if (!('ship' in this.opts) && !this.backends.has(job.target)) {
+    const comparing = 'ship' in this.opts ? undefined : this.opts;
+    if (comparing && !this.backends.has(job.target)) {
       this.counts.skipped++;
       return false;
     }
@@ -205,11 +209,11 @@ export class Mirror {
       this.onChange?.(this.waiting(), true);
       return false;
     }
-    if (!('ship' in this.opts) && this.opts.admit && !this.opts.admit(job)) {
+    if (comparing?.admit && !comparing.admit(job)) {
       this.counts.unsampled++;
       return true;
     }
-    const barrier = 'ship' in this.opts ? undefined : this.opts.barrier;
+    const barrier = comparing?.barrier;
     if (barrier) void this.pass({ ...job, deadlineAt: performance.now() + this.timeoutMs }, barrier);
     else this.ready(job);
     return true;

@@ -1,8 +1,9 @@
 /**
  * The comparison budget: at most `perSecond` reads compared per endpoint and second. A token bucket
  * per endpoint holds a fifth of a second's worth (at least one read): enough for a rare endpoint's
- * reads that come close together, too little for saved-up budget to become a burst of copies. A read over budget is passed over on arrival, before its
- * barrier, copy and noise sample, so it costs nothing beyond the ingress's capture.
+ * reads that come close together, too little for saved-up budget to become a burst of copies. A read
+ * over budget is passed over on arrival, before its barrier, copy and noise sample, so it costs
+ * nothing beyond the ingress's capture.
  *
  * Why per endpoint rather than a lower sample rate: the work a comparison sets off (a copy to the new
  * universe, sometimes a noise sample at the old one) grows with the traffic, while the evidence the
@@ -10,6 +11,17 @@
  * grows and still compares nearly every read of a rare one, which a uniform rate would thin out too.
  * (GoReplay's `--output-http "…|10"` rate limit is the same idea, without the per-endpoint part.)
  */
+/** Moves every entry to its new key, merging entries that meet there. */
+function remap<V>(map: Map<string, V>, rekey: (key: string) => string, merge: (a: V, b: V) => V): void {
+  const entries = [...map];
+  map.clear();
+  for (const [key, v] of entries) {
+    const to = rekey(key);
+    const there = map.get(to);
+    map.set(to, there === undefined ? v : merge(there, v));
+  }
+}
+
 interface Bucket {
   tokens: number;
   at: number;
@@ -53,19 +65,8 @@ export class CompareBudget {
 
   /** After endpoint learning merged keys: counts and buckets follow their new key (the emptiest wins). */
   rekey(rekey: (key: string) => string): void {
-    const buckets = [...this.buckets];
-    this.buckets.clear();
-    for (const [key, b] of buckets) {
-      const to = rekey(key);
-      const into = this.buckets.get(to);
-      if (!into || b.tokens < into.tokens) this.buckets.set(to, b);
-    }
-    const old = [...this.passed];
-    this.passed.clear();
-    for (const [key, n] of old) {
-      const to = rekey(key);
-      this.passed.set(to, (this.passed.get(to) ?? 0) + n);
-    }
+    remap(this.buckets, rekey, (a, b) => (a.tokens <= b.tokens ? a : b));
+    remap(this.passed, rekey, (a, b) => a + b);
   }
 
   stats(): BudgetStats {

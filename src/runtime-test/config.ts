@@ -92,8 +92,8 @@ export interface RuntimeTestConfig {
    */
   sampleRate?: number;
   /**
-   * Reads compared per endpoint and second, at most (a token bucket holding a fifth of a second's worth);
-   * the others are passed over on arrival and counted. It bounds what runtime testing costs as
+   * Reads compared per endpoint and second, at most (a token bucket holding a fifth of a second's
+   * worth); the others are passed over on arrival and counted. It bounds what runtime testing costs as
    * traffic grows while every endpoint still reaches the gate's minimum (an endpoint with at least
    * this many sampled reads a second in about minComparedPerEndpoint ÷ this many seconds); rare
    * endpoints keep nearly every sampled read.

@@ -32,7 +32,11 @@ export class NoiseLearner {
   /** Path key → exchanges where the new universe differed there without an explanation. */
   readonly unexplained = new Map<string, number>();
 
-  constructor(private readonly options: NoiseOptions = {}) {}
+  private readonly minOccurrences: number;
+
+  constructor(private readonly options: NoiseOptions = {}) {
+    this.minOccurrences = options.minOccurrences ?? DEFAULT_MIN_OCCURRENCES;
+  }
 
   /** One exchange's evidence: where old disagreed with itself, where new differed unexplained. */
   observe(noiseKeys: Iterable<string>, unexplainedKeys: Iterable<string>): void {
@@ -44,13 +48,13 @@ export class NoiseLearner {
   /** Whether the new universe's unexplained differences on `key` stay within the old side's noise. */
   forgives(key: string): boolean {
     const noise = this.noise.get(key) ?? 0;
-    if (noise < (this.options.minOccurrences ?? DEFAULT_MIN_OCCURRENCES)) return false;
+    if (noise < this.minOccurrences) return false;
     return (this.unexplained.get(key) ?? 0) <= noise * (this.options.factor ?? 1);
   }
 
   noisyPaths(): NoisyPath[] {
     return [...this.noise]
-      .filter(([, n]) => n >= (this.options.minOccurrences ?? DEFAULT_MIN_OCCURRENCES))
+      .filter(([, n]) => n >= this.minOccurrences)
       .map(([path, n]) => ({ path, occurrences: n, rate: this.samples ? n / this.samples : 0 }))
       .sort((a, b) => b.rate - a.rate || a.path.localeCompare(b.path));
   }

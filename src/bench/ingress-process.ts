@@ -19,6 +19,8 @@ export interface IngressProcess {
   url: string;
   /** Its control endpoint, as the driver reaches it. */
   node: IngressNode;
+  /** The node's process (its workers are its children). */
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -53,6 +55,7 @@ export async function startIngressProcess(o: { old: string[]; workers: number })
   return {
     url: info.url,
     node: new IngressNode({ name: 'bench', control: info.control, token }),
+    pid: child.pid ?? 0,
     stop: async () => {
       unregister();
       await stop();

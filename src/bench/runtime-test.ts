@@ -5,10 +5,9 @@
  * latency is measured with mirroring off and on in alternating phases (same run, same machine), so
  * `primary_p99_ratio` says what mirroring costs the clients.
  */
-import { fork, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { loadavg, setPriority, tmpdir } from 'node:os';
-import pg from 'pg';
+import { fork } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { waitUntil, withDeadline } from '../deadline.js';
@@ -29,6 +28,7 @@ import type { PhaseRequest, PhaseResult } from './load-child.js';
 import type { Output } from '../cli/output.js';
 import type { Scenario } from './scenarios.js';
 import { TS_LOADER } from '../loader/args.js';
+import { deprioritise, parsePlacement, pin, planPlacement, postmasterOf } from './placement.js';
 
 /** The wiki plan's runtime-test configuration, with the bench's overrides of what mirroring costs. */
 function benchConfig(options: Record<string, unknown>): RuntimeTestConfig {
@@ -81,6 +81,7 @@ export const runtimeTestScenario: Scenario = {
     const pages = Number(options.pages ?? 1000);
     const logs = mkdtempSync(join(tmpdir(), 'imago-bench-rt-'));
     const config = benchConfig(options);
+    const placement = planPlacement(parsePlacement(options.placement));
     // Neighbours on a shared machine move p99 more than anything measured here: report their load.
     const loadStart = loadavg()[0] ?? 0;
     let ingress: IngressProcess | undefined;
@@ -103,12 +104,19 @@ export const runtimeTestScenario: Scenario = {
       let v2 = await wiki(2, newDb, logs, {});
       // In its own process, as the driver runs it apart from the ingress nodes.
       converter = await startConverterProcess({ sourceUrl: oldDb, targetUrl: newDb, name: 'bench_rt' });
-      await deprioritise([v2.pid], newDb);
+      const newServer = await postmasterOf(newDb);
+      deprioritise([v2.pid, newServer ?? 0]);
       client = startClient();
       const conv = converter;
       // As in production: the node in its own process ships what it mirrors; the comparison runs
       // next to the conversion (here the bench's process stands for the driver).
       ingress = await startIngressProcess({ old: [v1.url], workers: 1 });
+      // The bench's process first, with every process it started; then the old side gets every CPU back.
+      pin([process.pid, v2.pid, newServer ?? 0, converter.pid], placement.newCpus);
+      pin([v1.pid, (await postmasterOf(oldDb)) ?? 0, ingress.pid, client.pid], placement.oldCpus);
+      if (placement.note) out.say(`placement: shared CPUs (${placement.note})`);
+      else if (placement.mode === 'confined')
+        out.say(`placement: new universe, conversion and driver confined to CPUs ${placement.newCpus}`);
       const node = ingress.node;
       const remote = (newAppUrl: string) =>
         RemoteRuntimeTest.start({ config, conversion: conv, newAppUrl, oldUrls: [v1.url] });
@@ -145,7 +153,8 @@ export const runtimeTestScenario: Scenario = {
       out.say('regression: v2 restarted with WIKI_V2_PLANTED_REGRESSION=1 (not declared to the comparator)');
       await v2.stop();
       v2 = await wiki(2, newDb, logs, { WIKI_V2_PLANTED_REGRESSION: '1' });
-      await deprioritise([v2.pid], newDb);
+      deprioritise([v2.pid]);
+      pin([v2.pid], placement.newCpus);
       const bugged = (current = await remote(v2.url));
       const reg = await phase(client, lane, true, regressionSeconds, rate, pages, 'reg');
       await lane.settled(10_000);
@@ -201,6 +210,10 @@ export const runtimeTestScenario: Scenario = {
         max_compared_per_second: config.maxComparedPerSecond ?? null,
         budget: faithful.details.budget,
         calibration_rate: config.noise?.calibrationRate ?? 0.1,
+        placement:
+          placement.mode === 'confined'
+            ? { old_cpus: placement.oldCpus, new_cpus: placement.newCpus }
+            : 'shared',
       };
     } finally {
       client?.close();
@@ -216,6 +229,7 @@ export const runtimeTestScenario: Scenario = {
 
 /** The load generator, in its own process (see load-child.ts). */
 interface Client {
+  pid: number;
   run(req: PhaseRequest): Promise<PhaseResult>;
   close(): void;
 }
@@ -230,6 +244,7 @@ export function startClient(): Client {
     signal: 'SIGTERM',
   });
   return {
+    pid: child.pid ?? 0,
     run: (req) =>
       withDeadline(
         'a load phase',
@@ -346,53 +361,6 @@ async function toggledRun(
     arms[s.arm].push(r.latencies[i] ?? 0);
   });
   return { arms, failed: r.failed, writes: r.writes };
-}
-
-/**
- * Gives the new universe's processes the lowest CPU priority (nice 19, idle scheduling class where
- * `chrt` exists). Imago's new universe runs on its own
- * machines; on one shared benchmark box this is the closest stand-in, so that what is measured is
- * the cost of mirroring to the clients (ingress capture, barrier, noise samples at the old
- * universe), not two universes fighting over the same two cores.
- */
-export async function deprioritise(pids: number[], databaseUrl: string): Promise<void> {
-  const client = new pg.Client({ connectionString: databaseUrl });
-  await client.connect();
-  let postmaster: number | undefined;
-  try {
-    const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
-    const stat = readFileSync(`/proc/${rows[0]?.pid}/stat`, 'utf8');
-    postmaster = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-  } catch {
-    // Not Linux, or /proc unreadable: leave priorities as they are.
-  } finally {
-    await client.end();
-  }
-  const all = [...pids];
-  if (postmaster) {
-    all.push(postmaster);
-    // Backends and background workers already forked do not inherit a later priority.
-    for (const entry of readdirSync('/proc')) {
-      if (!/^\d+$/.test(entry)) continue;
-      try {
-        const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-        if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === postmaster)
-          all.push(Number(entry));
-      } catch {
-        // The process ended meanwhile.
-      }
-    }
-  }
-  for (const pid of all) {
-    try {
-      setPriority(pid, 19);
-    } catch {
-      // Ended meanwhile, or not ours.
-    }
-    // Niceness alone does not keep short bursts from preempting the old universe (a waking task is
-    // placed near the front whatever its weight); the idle class does. Inherited by later forks.
-    spawnSync('chrt', ['--idle', '-a', '-p', '0', String(pid)], { stdio: 'ignore' });
-  }
 }
 
 /** Waits (bounded) until the node has shipped what it queued and all of it is compared. */

@@ -31,6 +31,10 @@ export function registerBench(program: Command): void {
       '--calibration-rate <x>',
       'runtime-test: share of matching reads noise-sampled (default: the wiki plan’s)',
     )
+    .option(
+      '--placement <mode>',
+      'runtime-test: "confined" (the new universe on half the CPUs; the default where there are 2 or more) or "shared"',
+    )
     .allowUnknownOption(false)
     .action(async (name: string, opts: Record<string, string | boolean | undefined>) => {
       const out = output(Boolean(opts.json));

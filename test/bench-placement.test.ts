@@ -13,25 +13,24 @@ import { waitUntil } from '../src/deadline.js';
 const allowed = (pid: number) =>
   /Cpus_allowed_list:\s*(\S+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
 
-test('placement: confined unless asked to share; anything else is refused by name', () => {
-  assert.equal(parsePlacement(undefined), 'confined');
+test('placement: split unless asked to share; anything else is refused by name', () => {
+  assert.equal(parsePlacement(undefined), 'split');
   assert.equal(parsePlacement('shared'), 'shared');
-  assert.throws(() => parsePlacement('half'), /expected "confined" or "shared", not half/);
+  assert.throws(() => parsePlacement('half'), /expected "split" or "shared", not half/);
   assert.deepEqual(planPlacement('shared'), { mode: 'shared' });
   const cpus = availableParallelism();
-  const confined = planPlacement('confined');
-  if (cpus < 2) assert.equal(confined.mode, 'shared');
-  else if (confined.mode === 'confined') {
-    // The old universe keeps every CPU; the new one gets the second half.
-    assert.equal(confined.oldCpus, `0-${cpus - 1}`);
+  const split = planPlacement('split');
+  if (cpus < 2) assert.equal(split.mode, 'shared');
+  else if (split.mode === 'split') {
     const half = Math.ceil(cpus / 2);
-    assert.equal(confined.newCpus, half === cpus - 1 ? String(half) : `${half}-${cpus - 1}`);
-  } else assert.match(confined.note ?? '', /taskset/);
+    assert.equal(split.oldCpus, half === 1 ? '0' : `0-${half - 1}`);
+    assert.equal(split.newCpus, half === cpus - 1 ? String(half) : `${half}-${cpus - 1}`);
+  } else assert.match(split.note ?? '', /taskset/);
 });
 
 test('placement: a pin covers the process, its threads and the children it already has', async (t) => {
-  const placement = planPlacement('confined');
-  if (placement.mode !== 'confined') return t.skip(placement.note ?? 'nothing to confine to on this machine');
+  const placement = planPlacement('split');
+  if (placement.mode !== 'split') return t.skip(placement.note ?? 'no split on this machine');
   // A shell that has forked a sleeping child before it is pinned.
   const parent = spawn('sh', ['-c', 'sleep 30 & wait'], { stdio: 'ignore' });
   t.after(() => void parent.kill('SIGKILL'));

@@ -4,18 +4,18 @@
  * box has to stand in for both. Two stand-ins, from weaker to stronger:
  *
  * - `shared`: the new universe's processes at nice 19 in the idle scheduling class, on every CPU;
- * - `confined` (the default where there are two CPUs or more and `taskset` exists): the same
- *   priorities, and the new universe, the conversion and the driver (the bench's own process) kept
- *   to the second half of the CPUs. The old universe and its clients keep every CPU, so they have the
- *   capacity they have without an upgrade, and still share half of it with the new universe: a
- *   stand-in on the cautious side.
+ * - `split` (the default where there are two CPUs or more and `taskset` exists): the same
+ *   priorities, and the CPUs split in two halves as two machines would be: the old universe, its
+ *   database, the ingress and the clients on the first, the new universe, its database, the
+ *   conversion and the driver (the bench's own process) on the second.
  *
- * Priority alone does not isolate on this kernel (`preempt=none`: a task in a system call keeps its
- * CPU until it leaves it, idle class or not), so with `shared` the new universe's work still delays
- * the old one's requests on both CPUs, a cost production would not see. What runs on the old
- * universe's side in either mode is what mirroring costs it for real: the ingress's capture and
- * shipping, the noise samples at v1 and its database, the fences' reads of its WAL position, the
- * change stream's walsender.
+ * Priority alone does not isolate on this kernel: a CPU running only idle-class tasks counts as idle
+ * when a woken task is placed, and under `preempt=none` a task in a system call keeps its CPU until
+ * it leaves it, idle class or not. So with `shared` (and with the new universe confined to half the
+ * CPUs while the old one may use all) the new universe's work still delays the old one's requests, a
+ * cost production would not see. What runs on the old universe's half is what mirroring costs it
+ * for real: the ingress's capture and shipping, the noise samples at v1 and its database, the
+ * fences' reads of its WAL position, the change stream's walsender.
  */
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -23,33 +23,33 @@ import { availableParallelism, setPriority } from 'node:os';
 import pg from 'pg';
 import { ImagoError } from '../errors.js';
 
-export type PlacementMode = 'confined' | 'shared';
+export type PlacementMode = 'split' | 'shared';
 
 export interface Placement {
   mode: PlacementMode;
-  /** CPU lists as `taskset -c` takes them (every CPU for the old universe); undefined when shared. */
+  /** CPU lists as `taskset -c` takes them; undefined when shared. */
   oldCpus?: string;
   newCpus?: string;
-  /** Why confinement was asked for and not applied. */
+  /** Why a split was asked for and not applied. */
   note?: string;
 }
 
 export function parsePlacement(value: unknown): PlacementMode {
-  if (value === undefined || value === 'confined') return 'confined';
+  if (value === undefined || value === 'split') return 'split';
   if (value === 'shared') return 'shared';
-  throw new ImagoError(`expected "confined" or "shared", not ${String(value)}`, 'placement');
+  throw new ImagoError(`expected "split" or "shared", not ${String(value)}`, 'placement');
 }
 
-/** The second half of the CPUs for the new universe, or why not. */
+/** The CPUs in two halves, the first for the old universe, or why not. */
 export function planPlacement(mode: PlacementMode): Placement {
   if (mode === 'shared') return { mode };
   const cpus = availableParallelism();
-  if (cpus < 2) return { mode: 'shared', note: 'one CPU: no half to confine the new universe to' };
+  if (cpus < 2) return { mode: 'shared', note: 'one CPU: nothing to split' };
   if (spawnSync('taskset', ['--version'], { stdio: 'ignore' }).status !== 0)
     return { mode: 'shared', note: 'taskset not found (Debian: apt-get install util-linux)' };
   const half = Math.ceil(cpus / 2);
   const list = (from: number, to: number) => (to - from === 1 ? `${from}` : `${from}-${to - 1}`);
-  return { mode, oldCpus: list(0, cpus), newCpus: list(half, cpus) };
+  return { mode, oldCpus: list(0, half), newCpus: list(half, cpus) };
 }
 
 /** Pins each process, its threads and its descendants; later forks inherit. */

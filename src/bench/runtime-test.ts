@@ -111,12 +111,14 @@ export const runtimeTestScenario: Scenario = {
       // As in production: the node in its own process ships what it mirrors; the comparison runs
       // next to the conversion (here the bench's process stands for the driver).
       ingress = await startIngressProcess({ old: [v1.url], workers: 1 });
-      // The bench's process first, with every process it started; then the old side gets every CPU back.
+      // The bench's process first, with every process it started; then the old side is moved.
       pin([process.pid, v2.pid, newServer ?? 0, converter.pid], placement.newCpus);
       pin([v1.pid, (await postmasterOf(oldDb)) ?? 0, ingress.pid, client.pid], placement.oldCpus);
       if (placement.note) out.say(`placement: shared CPUs (${placement.note})`);
-      else if (placement.mode === 'confined')
-        out.say(`placement: new universe, conversion and driver confined to CPUs ${placement.newCpus}`);
+      else if (placement.mode === 'split')
+        out.say(
+          `placement: old universe, ingress and clients on CPUs ${placement.oldCpus}; new universe, conversion and driver on ${placement.newCpus}`,
+        );
       const node = ingress.node;
       const remote = (newAppUrl: string) =>
         RemoteRuntimeTest.start({ config, conversion: conv, newAppUrl, oldUrls: [v1.url] });
@@ -211,7 +213,7 @@ export const runtimeTestScenario: Scenario = {
         budget: faithful.details.budget,
         calibration_rate: config.noise?.calibrationRate ?? 0.1,
         placement:
-          placement.mode === 'confined'
+          placement.mode === 'split'
             ? { old_cpus: placement.oldCpus, new_cpus: placement.newCpus }
             : 'shared',
       };

@@ -40,27 +40,77 @@ export function parsePlacement(value: unknown): PlacementMode {
   throw new ImagoError(`expected "split" or "shared", not ${String(value)}`, 'placement');
 }
 
-/** The CPUs in two halves, the first for the old universe, or why not. */
-export function planPlacement(mode: PlacementMode): Placement {
+/**
+ * The CPUs this process may use, in two halves, the first for the old universe, or why not. They
+ * are read, not assumed to be 0…n-1: a container may allow others, and a user's own `taskset` is
+ * kept.
+ */
+export function planPlacement(mode: PlacementMode, cpus = allowedCpus()): Placement {
   if (mode === 'shared') return { mode };
-  const cpus = availableParallelism();
-  if (cpus < 2) return { mode: 'shared', note: 'one CPU: nothing to split' };
+  if (cpus.length < 2) return { mode: 'shared', note: 'one CPU: nothing to split' };
   if (spawnSync('taskset', ['--version'], { stdio: 'ignore' }).status !== 0)
     return { mode: 'shared', note: 'taskset not found (Debian: apt-get install util-linux)' };
-  const half = Math.ceil(cpus / 2);
-  const list = (from: number, to: number) => (to - from === 1 ? `${from}` : `${from}-${to - 1}`);
-  return { mode, oldCpus: list(0, half), newCpus: list(half, cpus) };
+  const half = Math.ceil(cpus.length / 2);
+  return { mode, oldCpus: cpuList(cpus.slice(0, half)), newCpus: cpuList(cpus.slice(half)) };
 }
 
-/** Pins each process, its threads and its descendants; later forks inherit. */
-export function pin(pids: number[], cpus: string | undefined): void {
+/** `0-2,5` → [0, 1, 2, 5]. */
+export function parseCpuList(list: string): number[] {
+  return list
+    .split(',')
+    .filter((part) => part.trim() !== '')
+    .flatMap((part) => {
+      const [from, to = from] = part.split('-').map(Number) as [number, number?];
+      return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+    });
+}
+
+/** [0, 1, 2, 5] → `0-2,5`. */
+export function cpuList(cpus: number[]): string {
+  const runs: string[] = [];
+  for (let i = 0; i < cpus.length;) {
+    let j = i;
+    while (j + 1 < cpus.length && cpus[j + 1] === (cpus[j] as number) + 1) j++;
+    runs.push(i === j ? `${cpus[i]}` : `${cpus[i]}-${cpus[j]}`);
+    i = j + 1;
+  }
+  return runs.join(',');
+}
+
+function allowedCpus(): number[] {
+  try {
+    const list = /Cpus_allowed_list:\s*(\S+)/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
+    if (list) return parseCpuList(list);
+  } catch {
+    // Not Linux: no taskset either.
+  }
+  return Array.from({ length: availableParallelism() }, (_, i) => i);
+}
+
+/**
+ * Pins each process, its threads and its descendants, except the subtrees of `except` (pinned
+ * elsewhere); later forks inherit.
+ */
+export function pin(pids: number[], cpus: string | undefined, except: number[] = []): void {
   if (!cpus) return;
-  for (const pid of withDescendants(pids)) {
-    const r = spawnSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
+  for (const pid of withDescendants(pids, except)) {
+    let r = taskset(pid, cpus);
+    // `-a` fails when a thread ends while it walks them: once more, then it counts.
+    if (r.status !== 0 && isAlive(pid)) r = taskset(pid, cpus);
     // A process that ended meanwhile cannot be pinned, and needs not be.
     if (r.status !== 0 && isAlive(pid))
-      throw new ImagoError(`could not pin process ${pid} to CPUs ${cpus}`, 'placement');
+      throw new ImagoError(
+        `could not pin process ${pid} to CPUs ${cpus}: ${r.stderr.trim() || `taskset exited ${r.status}`}`,
+        'placement',
+      );
   }
+}
+
+function taskset(pid: number, cpus: string) {
+  return spawnSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    encoding: 'utf8',
+  });
 }
 
 /**
@@ -74,8 +124,9 @@ export function deprioritise(pids: number[]): void {
     } catch {
       // Ended meanwhile, or not ours.
     }
-    // Niceness alone does not keep short bursts from preempting the old universe (a waking task is
-    // placed near the front whatever its weight); the idle class does. Inherited by later forks.
+    // Niceness alone lets a waking task of the new universe go ahead of the old one's (it is placed
+    // near the front whatever its weight); the idle class does not. Neither keeps the old universe's
+    // tasks off a CPU the new universe is using: that is what the split is for. Inherited by later forks.
     spawnSync('chrt', ['--idle', '-a', '-p', '0', String(pid)], { stdio: 'ignore' });
   }
 }
@@ -106,13 +157,17 @@ function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
-  } catch {
-    return false;
+  } catch (err) {
+    // EPERM: alive, and not ours to change.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
-/** The processes and every descendant alive now (already-forked children do not inherit). */
-function withDescendants(pids: number[]): number[] {
+/**
+ * The processes and every descendant alive now (already-forked children do not inherit), leaving out
+ * the subtrees rooted at `except`.
+ */
+function withDescendants(pids: number[], except: number[] = []): number[] {
   const children = new Map<number, number[]>();
   let entries: string[];
   try {
@@ -124,12 +179,13 @@ function withDescendants(pids: number[]): number[] {
     const parent = parentOf(Number(entry));
     if (parent !== undefined) children.set(parent, [...(children.get(parent) ?? []), Number(entry)]);
   }
-  const all = new Set<number>();
+  const all = new Set<number>(except);
   const visit = (pid: number) => {
     if (all.has(pid)) return;
     all.add(pid);
     for (const child of children.get(pid) ?? []) visit(child);
   };
   pids.filter((p) => p > 0).forEach(visit);
+  for (const pid of except) all.delete(pid);
   return [...all];
 }

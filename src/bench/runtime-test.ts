@@ -111,9 +111,11 @@ export const runtimeTestScenario: Scenario = {
       // As in production: the node in its own process ships what it mirrors; the comparison runs
       // next to the conversion (here the bench's process stands for the driver).
       ingress = await startIngressProcess({ old: [v1.url], workers: 1 });
-      // The bench's process first, with every process it started; then the old side is moved.
-      pin([process.pid, v2.pid, newServer ?? 0, converter.pid], placement.newCpus);
-      pin([v1.pid, (await postmasterOf(oldDb)) ?? 0, ingress.pid, client.pid], placement.oldCpus);
+      // The old side first, so that nothing it forks meanwhile lands on the new half. Then the
+      // bench's whole tree but the old side: helpers nobody lists (its esbuild service) are the driver's.
+      const oldSide = [v1.pid, (await postmasterOf(oldDb)) ?? 0, ingress.pid, client.pid];
+      pin(oldSide, placement.oldCpus);
+      pin([process.pid, v2.pid, newServer ?? 0, converter.pid], placement.newCpus, oldSide);
       if (placement.note) out.say(`placement: shared CPUs (${placement.note})`);
       else if (placement.mode === 'split')
         out.say(
@@ -156,6 +158,7 @@ export const runtimeTestScenario: Scenario = {
       await v2.stop();
       v2 = await wiki(2, newDb, logs, { WIKI_V2_PLANTED_REGRESSION: '1' });
       deprioritise([v2.pid]);
+      // Started by the bench, it inherits the new half already; this only makes sure.
       pin([v2.pid], placement.newCpus);
       const bugged = (current = await remote(v2.url));
       const reg = await phase(client, lane, true, regressionSeconds, rate, pages, 'reg');
@@ -212,10 +215,13 @@ export const runtimeTestScenario: Scenario = {
         max_compared_per_second: config.maxComparedPerSecond ?? null,
         budget: faithful.details.budget,
         calibration_rate: config.noise?.calibrationRate ?? 0.1,
+        // A split asked for and not applied says why.
         placement:
           placement.mode === 'split'
             ? { old_cpus: placement.oldCpus, new_cpus: placement.newCpus }
-            : 'shared',
+            : placement.note
+              ? { mode: 'shared', note: placement.note }
+              : 'shared',
       };
     } finally {
       client?.close();

@@ -33,7 +33,7 @@ export function registerBench(program: Command): void {
     )
     .option(
       '--placement <mode>',
-      'runtime-test: "split" the CPUs between old and new universe (default where there are 2 or more) or "shared"',
+      'runtime-test: "split" the CPUs between old and new universe (default with 2 or more CPUs and taskset) or "shared"',
     )
     .allowUnknownOption(false)
     .action(async (name: string, opts: Record<string, string | boolean | undefined>) => {

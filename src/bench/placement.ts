@@ -18,10 +18,11 @@
  * fences' reads of its WAL position, the change stream's walsender.
  */
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { availableParallelism, setPriority } from 'node:os';
 import pg from 'pg';
 import { ImagoError } from '../errors.js';
+import { processTree, procStat } from './process-tree.js';
 
 export type PlacementMode = 'split' | 'shared';
 
@@ -93,7 +94,8 @@ function allowedCpus(): number[] {
  */
 export function pin(pids: number[], cpus: string | undefined, except: number[] = []): void {
   if (!cpus) return;
-  for (const pid of withDescendants(pids, except)) {
+  // Already-forked children do not inherit a new affinity: the whole tree now.
+  for (const pid of processTree(pids, except).keys()) {
     let r = taskset(pid, cpus);
     // `-a` fails when a thread ends while it walks them: once more, then it counts.
     if (r.status !== 0 && isAlive(pid)) r = taskset(pid, cpus);
@@ -118,7 +120,7 @@ function taskset(pid: number, cpus: string) {
  * exists, descendants included.
  */
 export function deprioritise(pids: number[]): void {
-  for (const pid of withDescendants(pids)) {
+  for (const pid of processTree(pids).keys()) {
     try {
       setPriority(pid, 19);
     } catch {
@@ -137,19 +139,9 @@ export async function postmasterOf(databaseUrl: string): Promise<number | undefi
   await client.connect();
   try {
     const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
-    return parentOf(rows[0]?.pid ?? 0);
+    return procStat(rows[0]?.pid ?? 0)?.ppid;
   } finally {
     await client.end();
-  }
-}
-
-function parentOf(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-  } catch {
-    // Not Linux, or the process ended.
-    return undefined;
   }
 }
 
@@ -161,31 +153,4 @@ function isAlive(pid: number): boolean {
     // EPERM: alive, and not ours to change.
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
-}
-
-/**
- * The processes and every descendant alive now (already-forked children do not inherit), leaving out
- * the subtrees rooted at `except`.
- */
-function withDescendants(pids: number[], except: number[] = []): number[] {
-  const children = new Map<number, number[]>();
-  let entries: string[];
-  try {
-    entries = readdirSync('/proc').filter((e) => /^\d+$/.test(e));
-  } catch {
-    return pids;
-  }
-  for (const entry of entries) {
-    const parent = parentOf(Number(entry));
-    if (parent !== undefined) children.set(parent, [...(children.get(parent) ?? []), Number(entry)]);
-  }
-  const all = new Set<number>(except);
-  const visit = (pid: number) => {
-    if (all.has(pid)) return;
-    all.add(pid);
-    for (const child of children.get(pid) ?? []) visit(child);
-  };
-  pids.filter((p) => p > 0).forEach(visit);
-  for (const pid of except) all.delete(pid);
-  return [...all];
 }

@@ -7,7 +7,6 @@
  * command that installs it.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
@@ -19,6 +18,7 @@ import type { BenchOptions, Scenario } from './scenarios.js';
 import { median } from './load.js';
 import { runWrk, writePostScript, type WrkResult } from './proxy-wrk.js';
 import { TS_LOADER } from '../loader/args.js';
+import { processTree, procStat } from './process-tree.js';
 
 type Target = 'direct' | 'imago' | 'nginx';
 type Workload = 'get' | 'post';
@@ -40,50 +40,21 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-/**
- * CPU time (user + system, in seconds) a process and its descendants have used, from /proc (Linux);
- * undefined where /proc is not available. Used to report CPU per request for each target.
- */
 const CLK_TCK = ((): number => {
   const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
   const n = Number(r.stdout?.trim());
   return Number.isFinite(n) && n > 0 ? n : 100;
 })();
 
-function procStat(pid: number): { ppid: number; ticks: number } | undefined {
-  try {
-    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
-    return { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) };
-  } catch {
-    return undefined;
-  }
-}
-
+/**
+ * CPU time (user + system, in seconds) a process and its descendants have used, from /proc (Linux);
+ * undefined where /proc is not available. Used to report CPU per request for each target.
+ */
 function cpuSeconds(root: number): number | undefined {
-  const self = procStat(root);
-  if (self === undefined) return undefined;
-  const children = new Map<number, number[]>();
-  const ticks = new Map<number, number>([[root, self.ticks]]);
-  for (const name of readdirSync('/proc')) {
-    const pid = Number(name);
-    if (!Number.isInteger(pid) || pid === root) continue;
-    const st = procStat(pid);
-    if (st === undefined) continue;
-    ticks.set(pid, st.ticks);
-    const list = children.get(st.ppid) ?? [];
-    list.push(pid);
-    children.set(st.ppid, list);
-  }
-  let total = 0;
-  const stack = [root];
-  while (stack.length > 0) {
-    const pid = stack.pop() as number;
-    total += ticks.get(pid) ?? 0;
-    stack.push(...(children.get(pid) ?? []));
-  }
-  return total / CLK_TCK;
+  if (procStat(root) === undefined) return undefined;
+  let ticks = 0;
+  for (const st of processTree([root]).values()) ticks += st?.ticks ?? 0;
+  return ticks / CLK_TCK;
 }
 
 /** Starts a child from proxy-children.ts and waits for its `ready <port>` line. */

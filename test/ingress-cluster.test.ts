@@ -240,14 +240,17 @@ describe('ingress with 2 worker processes', () => {
       await bad.body.text();
       const malformed = await post(
         `Bearer ${collector.sink.token}`,
-        JSON.stringify({ request: { method: 'GET' } }),
+        JSON.stringify([{ request: { method: 'GET' } }]),
       );
       assert.equal(malformed.statusCode, 400);
-      assert.match(await malformed.body.text(), /malformed exchange: request\.url/);
+      assert.match(await malformed.body.text(), /malformed exchange batch: 0\.request\.url/);
+      const notBatch = await post(`Bearer ${collector.sink.token}`, '{}');
+      assert.equal(notBatch.statusCode, 400);
+      assert.match(await notBatch.body.text(), /malformed exchange batch: \(root\)/);
       const notJson = await post(`Bearer ${collector.sink.token}`, '{');
       assert.equal(notJson.statusCode, 400);
       assert.match(await notJson.body.text(), /not JSON/);
-      assert.deepEqual(collector.counts, { accepted: 0, refused: 3 });
+      assert.deepEqual(collector.counts, { accepted: 0, refused: 4 });
     } finally {
       await collector.close();
     }

@@ -34,7 +34,7 @@ export type {
   ShippedExchange,
 } from './mirror.js';
 export type { MirrorSink } from './mirror-sink.js';
-export { decodeExchange, EXCHANGES_PATH } from './mirror-sink.js';
+export { decodeExchanges, EXCHANGES_PATH } from './mirror-sink.js';
 export { Mirror } from './mirror.js';
 export { BackendSet } from './backends.js';
 export type { ControlState, ControlStore } from './control-store.js';

@@ -1,7 +1,7 @@
 /**
  * Where a shipping mirror sends its exchanges: a runtime-test collector (the driver's), over HTTP
- * with a bearer token, one exchange per POST on keep-alive connections. Also the wire format both
- * sides share: JSON, bodies in base64 (they may be binary), validated on arrival.
+ * with a bearer token, a batch of exchanges per POST on keep-alive connections. Also the wire format
+ * both sides share: a JSON array, bodies in base64 (they may be binary), validated on arrival.
  */
 import { Pool } from 'undici';
 import { z } from 'zod';
@@ -19,7 +19,7 @@ export interface MirrorSink {
 export const EXCHANGES_PATH = '/v1/exchanges';
 
 export interface SinkClient {
-  ship(exchange: ShippedExchange, signal: AbortSignal): Promise<void>;
+  ship(exchanges: ShippedExchange[], signal: AbortSignal): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -30,12 +30,12 @@ export function shipTo(sink: MirrorSink, connections = 4): SinkClient {
   const pool = new Pool(base.origin, { connections, keepAliveTimeout: 10_000 });
   const authorization = `Bearer ${sink.token}`;
   return {
-    async ship(exchange, signal) {
+    async ship(exchanges, signal) {
       const res = await pool.request({
         path: prefix + EXCHANGES_PATH,
         method: 'POST',
         headers: { authorization, 'content-type': 'application/json' },
-        body: JSON.stringify(encodeExchange(exchange)),
+        body: JSON.stringify(exchanges.map(encodeExchange)),
         signal,
       });
       const text = await res.body.text();
@@ -77,19 +77,23 @@ function encodeExchange(x: ShippedExchange): WireExchange {
   };
 }
 
-/** Parses what a shipping mirror sent; throws a message naming the first bad field. */
-export function decodeExchange(json: unknown): ShippedExchange {
-  const parsed = wireExchange.safeParse(json);
+const wireBatch = z.array(wireExchange).min(1);
+
+/**
+ * Parses what a shipping mirror sent (a batch: all of it is valid or none is taken); throws a
+ * message naming the first bad field.
+ */
+export function decodeExchanges(json: unknown): ShippedExchange[] {
+  const parsed = wireBatch.safeParse(json);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     throw new Error(
-      `malformed exchange: ${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'invalid'}`,
+      `malformed exchange batch: ${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'invalid'}`,
     );
   }
-  const x = parsed.data;
-  return {
+  return parsed.data.map((x) => ({
     request: { ...x.request, body: Buffer.from(x.request.body, 'base64') },
     primary: { ...x.primary, body: Buffer.from(x.primary.body, 'base64') },
     primaryDoneAt: x.primaryDoneAt,
-  };
+  }));
 }

@@ -52,8 +52,8 @@ export interface ComparingMirror {
 }
 
 export interface ShippingMirror {
-  /** Hands the exchange to a remote runtime test; a rejection counts as a failed copy. */
-  ship: (exchange: ShippedExchange, signal: AbortSignal) => Promise<void>;
+  /** Hands a batch of exchanges to a remote runtime test; a rejection counts each as a failed copy. */
+  ship: (exchanges: ShippedExchange[], signal: AbortSignal) => Promise<void>;
 }
 
 export type MirrorOptions = (ComparingMirror | ShippingMirror) & MirrorLimits;
@@ -77,6 +77,14 @@ export interface MirrorLimits {
   concurrency?: number;
   /** Deadline for one copy, barrier included. Default 10 000 ms. */
   timeoutMs?: number;
+  /**
+   * A shipping mirror ships once the node has had no request in flight for this long (ms), so that
+   * its work (encoding, the POST) does not compete with the clients' requests and their reading of
+   * the answers, on machines the node shares with the old universe and the clients. Default 2.
+   */
+  shipQuietMs?: number;
+  /** …and at the latest this long (ms) after the oldest exchange waiting was ready. Default 50. */
+  shipMaxWaitMs?: number;
 }
 
 export interface MirrorStats {
@@ -104,6 +112,8 @@ interface Job {
 interface Queued extends Job {
   /** performance.now() by which barrier and copy must be done. */
   deadlineAt?: number;
+  /** performance.now() when it was ready to be shipped. */
+  readyAt?: number;
   barrierError?: string;
 }
 
@@ -144,6 +154,10 @@ export class ResponseCapture implements ResponseTap {
   }
 }
 
+/** At most this many exchanges, and this many bytes of bodies, go in one shipment. */
+const SHIP_BATCH = 64;
+const SHIP_BATCH_BYTES = 2 * 1024 * 1024;
+
 export class Mirror {
   enabled = false;
   /** Ready to be sent: shipped as they come, compared ones once past their barrier. */
@@ -169,6 +183,14 @@ export class Mirror {
   private readonly timeoutMs: number;
   /** Notified on queue length changes and drops (metrics). */
   onChange?: (queued: number, dropped: boolean) => void;
+  /**
+   * How long (ms) the node has had no request in flight, 0 while one is (set by the router). Without
+   * it a shipping mirror ships at once.
+   */
+  idleFor?: () => number;
+  private readonly quietMs: number;
+  private readonly maxWaitMs: number;
+  private shipTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly opts: MirrorOptions,
@@ -179,6 +201,8 @@ export class Mirror {
     this.maxQueue = opts.maxQueue ?? 1000;
     this.concurrency = opts.concurrency ?? 16;
     this.timeoutMs = opts.timeoutMs ?? 10_000;
+    this.quietMs = Math.max(0, opts.shipQuietMs ?? 2);
+    this.maxWaitMs = Math.max(0, opts.shipMaxWaitMs ?? 50);
     const rate = Math.min(1, Math.max(1e-6, opts.sampleRate ?? 1));
     this.sampleEvery = Math.max(1, Math.round(1 / rate));
   }
@@ -246,9 +270,67 @@ export class Mirror {
   }
 
   private ready(job: Queued): void {
+    const shipping = 'ship' in this.opts;
+    if (shipping) job.readyAt = performance.now();
     this.queue.push(job);
     this.onChange?.(this.waiting(), false);
-    this.pump();
+    if (shipping) this.shipWhenQuiet();
+    else this.pump();
+  }
+
+  /**
+   * Ships the waiting exchanges, in batches, once the node is quiet or the oldest has waited its
+   * limit. Always from a timer, never in the request's own turn: what one turn enqueues goes together.
+   */
+  private shipWhenQuiet(delayMs = 0): void {
+    if (this.shipTimer !== undefined || this.queue.length === 0 || this.active >= this.concurrency) return;
+    this.shipTimer = setTimeout(
+      () => {
+        this.shipTimer = undefined;
+        const waited = performance.now() - ((this.queue[0] as Queued | undefined)?.readyAt ?? 0);
+        const idle = this.idleFor?.() ?? Infinity;
+        if (idle < this.quietMs && waited < this.maxWaitMs)
+          return this.shipWhenQuiet(Math.min(this.quietMs - idle, this.maxWaitMs - waited));
+        while (this.active < this.concurrency && this.queue.length > 0) {
+          const batch = this.takeBatch();
+          this.onChange?.(this.waiting(), false);
+          this.active++;
+          void this.shipBatch(batch).finally(() => {
+            this.active--;
+            this.shipWhenQuiet();
+          });
+        }
+      },
+      Math.max(1, Math.ceil(delayMs)),
+    );
+    this.shipTimer.unref();
+  }
+
+  /** The oldest exchanges, up to SHIP_BATCH of them and SHIP_BATCH_BYTES of bodies (at least one). */
+  private takeBatch(): Queued[] {
+    const batch: Queued[] = [];
+    let bytes = 0;
+    while (batch.length < SHIP_BATCH && this.queue.length > 0) {
+      const next = this.queue[0] as Queued;
+      const size = next.request.body.length + next.primary.body.length;
+      if (batch.length > 0 && bytes + size > SHIP_BATCH_BYTES) break;
+      batch.push(this.queue.shift() as Queued);
+      bytes += size;
+    }
+    return batch;
+  }
+
+  private async shipBatch(batch: Queued[]): Promise<void> {
+    const opts = this.opts as ShippingMirror;
+    this.counts.sent += batch.length;
+    const exchanges = batch.map(({ request, primary, primaryDoneAt }) => ({
+      request,
+      primary,
+      primaryDoneAt,
+    }));
+    await opts
+      .ship(exchanges, AbortSignal.timeout(this.timeoutMs))
+      .catch(() => (this.counts.failed += batch.length));
   }
 
   private pump(): void {
@@ -264,16 +346,10 @@ export class Mirror {
   }
 
   private async send(job: Queued): Promise<void> {
-    const { request, primary, primaryDoneAt } = job;
     // What the barrier left of the deadline (at least 1 ms: a copy still waiting is failed by its signal).
     const left = job.deadlineAt === undefined ? this.timeoutMs : job.deadlineAt - performance.now();
     const signal = AbortSignal.timeout(Math.max(1, Math.round(left)));
-    if ('ship' in this.opts) {
-      this.counts.sent++;
-      await this.opts.ship({ request, primary, primaryDoneAt }, signal).catch(() => this.counts.failed++);
-      return;
-    }
-    await this.compare(job, this.opts, signal);
+    await this.compare(job, this.opts as ComparingMirror, signal);
   }
 
   private async compare(job: Queued, opts: ComparingMirror, signal: AbortSignal): Promise<void> {

@@ -54,7 +54,19 @@ export class Router {
   observer: RequestObserver = {};
   /** Client sockets handed over for an upgrade (open or pending), closed at shutdown: the front end no longer tracks them. */
   private readonly upgradedSockets = new Set<Socket>();
-  mirror: Mirror | undefined;
+  private mirrorInForce: Mirror | undefined;
+  /** performance.now() when the last request in flight ended (for the mirror's quiet moments). */
+  private lastDoneAt = 0;
+
+  get mirror(): Mirror | undefined {
+    return this.mirrorInForce;
+  }
+
+  /** The mirror in force; it learns from the router how long this node has had no request in flight. */
+  set mirror(mirror: Mirror | undefined) {
+    this.mirrorInForce = mirror;
+    if (mirror) mirror.idleFor = () => this.idleFor();
+  }
 
   constructor(
     private readonly opts: RouterOptions,
@@ -170,6 +182,12 @@ export class Router {
     });
   }
 
+  /** How long (ms) no request from this node has been in flight to either universe; 0 while one is. */
+  private idleFor(): number {
+    if (this.drain.inFlight('old') > 0 || this.drain.inFlight('new') > 0) return 0;
+    return performance.now() - this.lastDoneAt;
+  }
+
   private refuse(req: ClientRequest): void {
     const { status, retryAfterS } = this.opts.holdRefusal;
     answerError(req.response, status, 'Service Unavailable: upgrade in progress, retry shortly', {
@@ -246,6 +264,7 @@ export class Router {
           : undefined,
       done: (outcome, info) => {
         this.drain.end(universe);
+        this.lastDoneAt = performance.now();
         if (outcome === 'ok') this.backends.markHealthy(backend);
         else if (info.connectFailed && outcome !== 'retried') this.backends.markFailed(backend);
         if (outcome === 'upstream-error') this.errors[universe]++;

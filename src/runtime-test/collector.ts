@@ -1,6 +1,6 @@
 /**
- * The runtime test's door for ingress nodes in other processes: they ship each mirrored read (the
- * request and the old universe's answer) here, and the runtime test takes it from there (barrier,
+ * The runtime test's door for ingress nodes in other processes: they ship the mirrored reads (the
+ * request and the old universe's answer of each, in batches) here, and the runtime test takes it from there (barrier,
  * copy to the new universe, comparison). Loopback and a bearer token by default; a body limit, a
  * read deadline, and precise 4xx answers for what is malformed. Accepting an exchange only queues it:
  * the answer never waits for the comparison, so a node's shipping queue never backs up behind it.
@@ -8,7 +8,7 @@
 import { listen } from '../universe/listen.js';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
-import { decodeExchange, EXCHANGES_PATH, type ShippedExchange } from '../ingress/index.js';
+import { decodeExchanges, EXCHANGES_PATH, type ShippedExchange } from '../ingress/index.js';
 
 export interface CollectorOptions {
   /** Default 127.0.0.1: reachable from other hosts only when asked for. */
@@ -19,7 +19,10 @@ export interface CollectorOptions {
   advertise?: string;
   /** Default: 32 random bytes, hex. */
   token?: string;
-  /** Largest exchange accepted, bytes of JSON. Default 8 MiB (two 1 MiB bodies in base64, headers). */
+  /**
+   * Largest batch accepted, bytes of JSON. Default 8 MiB: a node's batches stay under 2 MiB of
+   * bodies, or are one exchange (two 1 MiB bodies at most), about 2.7 MiB in base64 with headers.
+   */
   maxBodyBytes?: number;
   onExchange: (exchange: ShippedExchange) => void;
 }
@@ -61,19 +64,19 @@ export async function startCollector(o: CollectorOptions): Promise<Collector> {
       else chunks.push(chunk);
     });
     req.on('end', () => {
-      if (over) return answer(413, `exchange larger than ${maxBody} bytes`);
-      let exchange: ShippedExchange;
+      if (over) return answer(413, `exchange batch larger than ${maxBody} bytes`);
+      let exchanges: ShippedExchange[];
       try {
-        exchange = decodeExchange(JSON.parse(Buffer.concat(chunks, size).toString('utf8')));
+        exchanges = decodeExchanges(JSON.parse(Buffer.concat(chunks, size).toString('utf8')));
       } catch (err) {
         return answer(
           400,
           err instanceof SyntaxError ? `not JSON: ${err.message}` : String((err as Error).message),
         );
       }
-      counts.accepted++;
+      counts.accepted += exchanges.length;
       answer(202, 'queued');
-      o.onExchange(exchange);
+      for (const x of exchanges) o.onExchange(x);
     });
     req.on('error', () => {});
   });

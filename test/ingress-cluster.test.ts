@@ -220,6 +220,8 @@ describe('ingress with 2 worker processes', () => {
         false,
       );
       await (await request(`${cluster.url}/item/after-off`)).body.text();
+      // Absence takes a wait to show: past the longest a read waits for a quiet moment (50 ms).
+      await new Promise((resolve) => setTimeout(resolve, 200));
       assert.equal(shipped.length, 40, 'nothing shipped once mirroring is off');
     } finally {
       await collector.close();
@@ -244,13 +246,25 @@ describe('ingress with 2 worker processes', () => {
       );
       assert.equal(malformed.statusCode, 400);
       assert.match(await malformed.body.text(), /malformed exchange batch: 0\.request\.url/);
-      const notBatch = await post(`Bearer ${collector.sink.token}`, '{}');
-      assert.equal(notBatch.statusCode, 400);
-      assert.match(await notBatch.body.text(), /malformed exchange batch: \(root\)/);
+      const empty = await post(`Bearer ${collector.sink.token}`, '[]');
+      assert.equal(empty.statusCode, 400);
+      assert.match(await empty.body.text(), /malformed exchange batch: \(root\)/);
+      // A batch is taken whole or not at all: one bad exchange refuses the good one with it.
+      const good = {
+        request: { method: 'GET', url: '/x', headers: [], body: '' },
+        primary: { universe: 'old', status: 200, headers: [], body: '', truncated: false },
+        primaryDoneAt: 1,
+      };
+      const mixed = await post(
+        `Bearer ${collector.sink.token}`,
+        JSON.stringify([good, { ...good, primary: { ...good.primary, status: 'ok' } }]),
+      );
+      assert.equal(mixed.statusCode, 400);
+      assert.match(await mixed.body.text(), /malformed exchange batch: 1\.primary\.status/);
       const notJson = await post(`Bearer ${collector.sink.token}`, '{');
       assert.equal(notJson.statusCode, 400);
       assert.match(await notJson.body.text(), /not JSON/);
-      assert.deepEqual(collector.counts, { accepted: 0, refused: 4 });
+      assert.deepEqual(collector.counts, { accepted: 0, refused: 5 });
     } finally {
       await collector.close();
     }

@@ -6,8 +6,17 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { request } from 'undici';
+import { startEchoBackend } from '../src/bench/proxy-backend.js';
 import { waitUntil } from '../src/deadline.js';
-import { BackendSet, Mirror, type ShippedExchange } from '../src/ingress/index.js';
+import {
+  BackendSet,
+  decodeExchanges,
+  Mirror,
+  startIngress,
+  type ShippedExchange,
+} from '../src/ingress/index.js';
+import { startCollector } from '../src/runtime-test/collector.js';
 
 type Shipment = { at: number; exchanges: ShippedExchange[] };
 
@@ -67,6 +76,7 @@ describe('shipping mirror', () => {
     await new Promise((resolve) => setTimeout(resolve, 50));
     assert.equal(shipments.length, 0, 'nothing shipped while a request is in flight');
     quietSince = performance.now();
+    mirror.nodeIdle();
     await until(shipments, 2);
     const at = shipments[0]?.at ?? 0;
     assert.ok(at - quietSince >= 19, `shipped ${(at - quietSince).toFixed(1)} ms after the node went quiet`);
@@ -121,5 +131,102 @@ describe('shipping mirror', () => {
       intervalMs: 5,
     });
     assert.equal(mirror.stats().sent, 3);
+  });
+
+  test('through a real node: a read answered while another is in flight ships after that one ends', async () => {
+    let release = () => {};
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let slowArrived = false;
+    const old = await startEchoBackend({
+      name: 'old',
+      handler: (req, res) => {
+        if (req.url !== '/slow') return false;
+        slowArrived = true;
+        void released.then(() => res.end('slow'));
+        return true;
+      },
+    });
+    const shipped: { url: string; at: number }[] = [];
+    const collector = await startCollector({
+      onExchange: (x) => shipped.push({ url: x.request.url, at: performance.now() }),
+    });
+    const ingress = await startIngress({
+      upstreams: { old: [old.url], new: [old.url] },
+      route: 'old',
+      mirrorLimits: { shipMaxWaitMs: 10_000 },
+    });
+    try {
+      await ingress.mirror(true, collector.sink);
+      const slow = request(`${ingress.url}/slow`).then((r) => r.body.text());
+      await waitUntil('the slow read at the backend', async () => (slowArrived ? true : undefined), {
+        timeoutMs: 5_000,
+        intervalMs: 5,
+      });
+      assert.equal((await request(`${ingress.url}/fast`)).statusCode, 200);
+      // A measurement, not a synchronisation: /slow stays in flight a while.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.equal(shipped.length, 0, 'nothing shipped while /slow is in flight');
+      const endedAt = performance.now();
+      release();
+      assert.equal(await slow, 'slow');
+      await waitUntil('both reads shipped', async () => (shipped.length === 2 ? true : undefined), {
+        timeoutMs: 5_000,
+        intervalMs: 5,
+      });
+      assert.deepEqual(
+        shipped.map((x) => x.url),
+        ['/fast', '/slow'],
+      );
+      assert.ok((shipped[0]?.at ?? 0) > endedAt);
+      assert.equal(collector.counts.accepted, 2);
+      assert.deepEqual(
+        { sent: ingress.mirrorStats()?.sent, queued: ingress.mirrorStats()?.queued },
+        { sent: 2, queued: 0 },
+      );
+    } finally {
+      await ingress.close();
+      await collector.close();
+      await old.close();
+    }
+  });
+
+  test('what waits for a quiet moment is shipped, not lost, when the node closes', async () => {
+    const old = await startEchoBackend({ name: 'old' });
+    const shipped: string[] = [];
+    const collector = await startCollector({ onExchange: (x) => shipped.push(x.request.url) });
+    const ingress = await startIngress({
+      upstreams: { old: [old.url], new: [old.url] },
+      route: 'old',
+      // Never quiet enough: only the flush at close ships.
+      mirrorLimits: { shipQuietMs: 60_000, shipMaxWaitMs: 60_000 },
+    });
+    try {
+      await ingress.mirror(true, collector.sink);
+      for (let i = 0; i < 3; i++) assert.equal((await request(`${ingress.url}/p/${i}`)).statusCode, 200);
+      assert.equal(ingress.mirrorStats()?.queued, 3);
+      await ingress.close();
+      assert.deepEqual(shipped, ['/p/0', '/p/1', '/p/2']);
+    } finally {
+      await ingress.close();
+      await collector.close();
+      await old.close();
+    }
+  });
+
+  test('a bare exchange (one per POST, the previous release) is a batch of one', () => {
+    const wire = {
+      request: { method: 'GET', url: '/x', headers: [], body: '' },
+      primary: {
+        universe: 'old',
+        status: 200,
+        headers: [],
+        body: Buffer.from('hi').toString('base64'),
+        truncated: false,
+      },
+      primaryDoneAt: 1,
+    };
+    const [x, ...rest] = decodeExchanges(wire);
+    assert.equal(rest.length, 0);
+    assert.equal(x?.primary.body.toString(), 'hi');
   });
 });

@@ -143,6 +143,13 @@ export interface Ingress {
   readonly control: { url: string; port: number; epoch(): number } | undefined;
 }
 
+/** How long a mirror may take to ship what it holds before its sink is replaced or the node closes. */
+const SINK_FLUSH_MS = 2_000;
+
+function sameSink(a: MirrorSink, b: MirrorSink | undefined): boolean {
+  return b !== undefined && a.url === b.url && a.token === b.token && a.sampleRate === b.sampleRate;
+}
+
 export async function startIngress(options: IngressOptions): Promise<Ingress> {
   if (options.workers !== undefined && options.workers !== 1) {
     throw new Error(
@@ -200,15 +207,21 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
     held: (ms) => metrics.holdDuration.observe(ms / 1000),
   };
   let sinkClient: SinkClient | undefined;
-  /** With a sink, copies are shipped there (replacing any earlier sink); else the configured mirror. */
+  let sinkInForce: MirrorSink | undefined;
+  /**
+   * With a sink, copies are shipped there (replacing an earlier, different sink: what its mirror still
+   * holds is shipped first); else the configured mirror.
+   */
   const setMirror = async (enabled: boolean, sink?: MirrorSink): Promise<void> => {
-    if (sink) {
-      const previous = sinkClient;
+    if (sink && !sameSink(sink, sinkInForce)) {
+      const previous = { client: sinkClient, mirror: router.mirror };
       sinkClient = shipTo(sink);
+      sinkInForce = sink;
       const limits = { ...options.mirrorLimits, ...(sink.sampleRate ? { sampleRate: sink.sampleRate } : {}) };
       router.mirror = new Mirror({ ...limits, ship: sinkClient.ship }, backends);
       router.mirror.onChange = (_q, dropped) => dropped && metrics.mirrorDropped.inc();
-      await previous?.close().catch(() => {});
+      await previous.mirror?.flush(SINK_FLUSH_MS);
+      await previous.client?.close().catch(() => {});
     }
     if (!router.mirror)
       throw new Error(
@@ -298,6 +311,7 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
       (closing ??= (async () => {
         await control?.close();
         router.shutdown();
+        await router.mirror?.flush(SINK_FLUSH_MS);
         await sinkClient?.close().catch(() => {});
         const closed = front.close();
         await backends.close();

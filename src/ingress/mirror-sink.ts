@@ -84,7 +84,8 @@ const wireBatch = z.array(wireExchange).min(1);
  * message naming the first bad field.
  */
 export function decodeExchanges(json: unknown): ShippedExchange[] {
-  const parsed = wireBatch.safeParse(json);
+  // A bare exchange is a batch of one: what nodes of the previous release send, one per POST.
+  const parsed = wireBatch.safeParse(Array.isArray(json) ? json : [json]);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     throw new Error(

@@ -12,6 +12,7 @@
 import { withDeadline } from '../deadline.js';
 import type { BackendSet } from './backends.js';
 import type { ResponseTap } from './forward.js';
+import { Shipper } from './mirror-shipper.js';
 import type { UniverseName } from './universe.js';
 
 export interface CapturedResponse {
@@ -71,7 +72,7 @@ export interface MirrorLimits {
   /** Copies waiting to be sent; beyond, copies are dropped and counted. Default 1000. */
   maxQueue?: number;
   /**
-   * Copies in flight at once. Default 16. Reads waiting for the barrier do not hold a slot: they wait
+   * Copies in flight at once (a shipping mirror's: shipments, each a batch of reads). Default 16. Reads waiting for the barrier do not hold a slot: they wait
    * together (one fence serves them all) and take a slot once it has passed.
    */
   concurrency?: number;
@@ -112,8 +113,6 @@ interface Job {
 interface Queued extends Job {
   /** performance.now() by which barrier and copy must be done. */
   deadlineAt?: number;
-  /** performance.now() when it was ready to be shipped. */
-  readyAt?: number;
   barrierError?: string;
 }
 
@@ -154,13 +153,9 @@ export class ResponseCapture implements ResponseTap {
   }
 }
 
-/** At most this many exchanges, and this many bytes of bodies, go in one shipment. */
-const SHIP_BATCH = 64;
-const SHIP_BATCH_BYTES = 2 * 1024 * 1024;
-
 export class Mirror {
   enabled = false;
-  /** Ready to be sent: shipped as they come, compared ones once past their barrier. */
+  /** Ready to be compared: past their barrier. */
   private readonly queue: Queued[] = [];
   /** Waiting for their barrier (counted in `queued`, holding no slot). */
   private atBarrier = 0;
@@ -183,14 +178,8 @@ export class Mirror {
   private readonly timeoutMs: number;
   /** Notified on queue length changes and drops (metrics). */
   onChange?: (queued: number, dropped: boolean) => void;
-  /**
-   * How long (ms) the node has had no request in flight, 0 while one is (set by the router). Without
-   * it a shipping mirror ships at once.
-   */
-  idleFor?: () => number;
-  private readonly quietMs: number;
-  private readonly maxWaitMs: number;
-  private shipTimer: NodeJS.Timeout | undefined;
+  /** A shipping mirror's batches (mirror-shipper.ts). */
+  private readonly shipper: Shipper | undefined;
 
   constructor(
     private readonly opts: MirrorOptions,
@@ -201,8 +190,16 @@ export class Mirror {
     this.maxQueue = opts.maxQueue ?? 1000;
     this.concurrency = opts.concurrency ?? 16;
     this.timeoutMs = opts.timeoutMs ?? 10_000;
-    this.quietMs = Math.max(0, opts.shipQuietMs ?? 2);
-    this.maxWaitMs = Math.max(0, opts.shipMaxWaitMs ?? 50);
+    if ('ship' in opts) {
+      this.shipper = new Shipper({
+        ship: opts.ship,
+        concurrency: this.concurrency,
+        timeoutMs: this.timeoutMs,
+        quietMs: Math.max(0, opts.shipQuietMs ?? 2),
+        maxWaitMs: Math.max(0, opts.shipMaxWaitMs ?? 50),
+      });
+      this.shipper.onChange = () => this.onChange?.(this.waiting(), false);
+    }
     const rate = Math.min(1, Math.max(1e-6, opts.sampleRate ?? 1));
     this.sampleEvery = Math.max(1, Math.round(1 / rate));
   }
@@ -224,7 +221,9 @@ export class Mirror {
    */
   enqueue(job: Job): boolean {
     const comparing = 'ship' in this.opts ? undefined : this.opts;
-    if (comparing && !this.backends.has(job.target)) {
+    // A shipped batch is taken whole or not at all: what the collector would refuse (`OPTIONS *`)
+    // must not sink the reads shipped with it.
+    if (comparing ? !this.backends.has(job.target) : !job.request.url.startsWith('/')) {
       this.counts.skipped++;
       return false;
     }
@@ -237,18 +236,51 @@ export class Mirror {
       this.counts.unsampled++;
       return true;
     }
+    if (this.shipper) {
+      const { request, primary, primaryDoneAt } = job;
+      this.shipper.add({ request, primary, primaryDoneAt });
+      this.onChange?.(this.waiting(), false);
+      return true;
+    }
     const barrier = comparing?.barrier;
     if (barrier) void this.pass({ ...job, deadlineAt: performance.now() + this.timeoutMs }, barrier);
     else this.ready(job);
     return true;
   }
 
+  /** How long (ms) the node has had no request in flight, 0 while one is (the router's). */
+  set idleFor(idleFor: () => number) {
+    if (this.shipper) this.shipper.idleFor = idleFor;
+  }
+
+  /** The node's last request in flight has ended (the router): a shipping mirror's quiet starts. */
+  nodeIdle(): void {
+    this.shipper?.nodeIdle();
+  }
+
+  /** Ships what waits for a quiet moment now, and waits for it (bounded); a no-op when comparing. */
+  async flush(timeoutMs: number): Promise<void> {
+    await this.shipper?.flush(timeoutMs);
+  }
+
+  /**
+   * `queued` counts reads waiting (for the barrier, a slot, or a shipping mirror's quiet moment);
+   * `inFlight` counts copies being compared, or a shipping mirror's shipments (batches) on the wire.
+   */
   stats(): MirrorStats {
-    return { enabled: this.enabled, queued: this.waiting(), inFlight: this.active, ...this.counts };
+    const shipped = this.shipper?.counts ?? { sent: 0, failed: 0 };
+    return {
+      enabled: this.enabled,
+      queued: this.waiting(),
+      inFlight: this.active + (this.shipper?.active ?? 0),
+      ...this.counts,
+      sent: this.counts.sent + shipped.sent,
+      failed: this.counts.failed + shipped.failed,
+    };
   }
 
   private waiting(): number {
-    return this.queue.length + this.atBarrier;
+    return this.queue.length + this.atBarrier + (this.shipper?.waiting ?? 0);
   }
 
   /**
@@ -270,67 +302,9 @@ export class Mirror {
   }
 
   private ready(job: Queued): void {
-    const shipping = 'ship' in this.opts;
-    if (shipping) job.readyAt = performance.now();
     this.queue.push(job);
     this.onChange?.(this.waiting(), false);
-    if (shipping) this.shipWhenQuiet();
-    else this.pump();
-  }
-
-  /**
-   * Ships the waiting exchanges, in batches, once the node is quiet or the oldest has waited its
-   * limit. Always from a timer, never in the request's own turn: what one turn enqueues goes together.
-   */
-  private shipWhenQuiet(delayMs = 0): void {
-    if (this.shipTimer !== undefined || this.queue.length === 0 || this.active >= this.concurrency) return;
-    this.shipTimer = setTimeout(
-      () => {
-        this.shipTimer = undefined;
-        const waited = performance.now() - ((this.queue[0] as Queued | undefined)?.readyAt ?? 0);
-        const idle = this.idleFor?.() ?? Infinity;
-        if (idle < this.quietMs && waited < this.maxWaitMs)
-          return this.shipWhenQuiet(Math.min(this.quietMs - idle, this.maxWaitMs - waited));
-        while (this.active < this.concurrency && this.queue.length > 0) {
-          const batch = this.takeBatch();
-          this.onChange?.(this.waiting(), false);
-          this.active++;
-          void this.shipBatch(batch).finally(() => {
-            this.active--;
-            this.shipWhenQuiet();
-          });
-        }
-      },
-      Math.max(1, Math.ceil(delayMs)),
-    );
-    this.shipTimer.unref();
-  }
-
-  /** The oldest exchanges, up to SHIP_BATCH of them and SHIP_BATCH_BYTES of bodies (at least one). */
-  private takeBatch(): Queued[] {
-    const batch: Queued[] = [];
-    let bytes = 0;
-    while (batch.length < SHIP_BATCH && this.queue.length > 0) {
-      const next = this.queue[0] as Queued;
-      const size = next.request.body.length + next.primary.body.length;
-      if (batch.length > 0 && bytes + size > SHIP_BATCH_BYTES) break;
-      batch.push(this.queue.shift() as Queued);
-      bytes += size;
-    }
-    return batch;
-  }
-
-  private async shipBatch(batch: Queued[]): Promise<void> {
-    const opts = this.opts as ShippingMirror;
-    this.counts.sent += batch.length;
-    const exchanges = batch.map(({ request, primary, primaryDoneAt }) => ({
-      request,
-      primary,
-      primaryDoneAt,
-    }));
-    await opts
-      .ship(exchanges, AbortSignal.timeout(this.timeoutMs))
-      .catch(() => (this.counts.failed += batch.length));
+    this.pump();
   }
 
   private pump(): void {
@@ -338,21 +312,17 @@ export class Mirror {
       const job = this.queue.shift() as Queued;
       this.onChange?.(this.waiting(), false);
       this.active++;
-      void this.send(job).finally(() => {
+      void this.compare(job, this.opts as ComparingMirror).finally(() => {
         this.active--;
         this.pump();
       });
     }
   }
 
-  private async send(job: Queued): Promise<void> {
+  private async compare(job: Queued, opts: ComparingMirror): Promise<void> {
     // What the barrier left of the deadline (at least 1 ms: a copy still waiting is failed by its signal).
     const left = job.deadlineAt === undefined ? this.timeoutMs : job.deadlineAt - performance.now();
     const signal = AbortSignal.timeout(Math.max(1, Math.round(left)));
-    await this.compare(job, this.opts as ComparingMirror, signal);
-  }
-
-  private async compare(job: Queued, opts: ComparingMirror, signal: AbortSignal): Promise<void> {
     let mirror: MirrorExchange['mirror'];
     let sentAt: number | undefined;
     try {

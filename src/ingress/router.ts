@@ -184,8 +184,11 @@ export class Router {
 
   /** How long (ms) no request from this node has been in flight to either universe; 0 while one is. */
   private idleFor(): number {
-    if (this.drain.inFlight('old') > 0 || this.drain.inFlight('new') > 0) return 0;
-    return performance.now() - this.lastDoneAt;
+    return this.busy() ? 0 : performance.now() - this.lastDoneAt;
+  }
+
+  private busy(): boolean {
+    return this.drain.inFlight('old') > 0 || this.drain.inFlight('new') > 0;
   }
 
   private refuse(req: ClientRequest): void {
@@ -284,6 +287,7 @@ export class Router {
             primaryDoneAt: Date.now(),
           });
         }
+        if (!this.busy()) this.mirror?.nodeIdle();
       },
     });
   }

@@ -20,8 +20,9 @@ export interface CollectorOptions {
   /** Default: 32 random bytes, hex. */
   token?: string;
   /**
-   * Largest batch accepted, bytes of JSON. Default 8 MiB: a node's batches stay under 2 MiB of
-   * bodies, or are one exchange (two 1 MiB bodies at most), about 2.7 MiB in base64 with headers.
+   * Largest batch accepted, bytes of JSON. Default 8 MiB: a node's batch holds at most 2 MiB of
+   * bodies, or one exchange (two 1 MiB bodies at most): about 2.7 MiB in base64, plus up to 64
+   * requests' headers (the front end's header limit each; a few KiB in practice).
    */
   maxBodyBytes?: number;
   onExchange: (exchange: ShippedExchange) => void;
@@ -30,6 +31,7 @@ export interface CollectorOptions {
 export interface Collector {
   /** What a node needs to ship here. */
   readonly sink: { url: string; token: string };
+  /** Exchanges accepted; POSTs refused (a batch is taken whole or not at all). */
   readonly counts: { accepted: number; refused: number };
   close(): Promise<void>;
 }

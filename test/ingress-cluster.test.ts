@@ -202,6 +202,8 @@ describe('ingress with 2 worker processes', () => {
       await waitUntil('40 reads shipped', async () => (shipped.length >= 40 ? true : undefined), {
         timeoutMs: 10_000,
       });
+      // Absence takes a wait to show: past the longest a read waits for a quiet moment (50 ms).
+      await new Promise((resolve) => setTimeout(resolve, 200));
       assert.equal(shipped.length, 40, 'each read once, the write never');
       const x = shipped.find((e) => e.request.url === '/item/7?q=1');
       assert.ok(x);

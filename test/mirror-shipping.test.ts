@@ -52,7 +52,7 @@ async function until(shipments: Shipment[], n: number): Promise<void> {
 describe('shipping mirror', () => {
   test('reads enqueued together while the node is quiet go in one shipment, in arrival order', async () => {
     const { mirror, shipments, read } = shippingMirror({});
-    mirror.idleFor = () => 1_000;
+    mirror.watchIdle(() => 1_000);
     for (let i = 0; i < 5; i++) assert.equal(read(i), true);
     await until(shipments, 5);
     assert.equal(shipments.length, 1);
@@ -69,7 +69,7 @@ describe('shipping mirror', () => {
   test('while requests are in flight it waits, and ships once the node has been quiet', async () => {
     const { mirror, shipments, read } = shippingMirror({ shipQuietMs: 20, shipMaxWaitMs: 5_000 });
     let quietSince = Infinity;
-    mirror.idleFor = () => Math.max(0, performance.now() - quietSince);
+    mirror.watchIdle(() => Math.max(0, performance.now() - quietSince));
     read(1);
     read(2);
     // A measurement, not a synchronisation: the node stays busy for a while.
@@ -85,7 +85,9 @@ describe('shipping mirror', () => {
 
   test('a node that is never quiet still ships, once the oldest read has waited its limit', async () => {
     const { mirror, shipments, read } = shippingMirror({ shipMaxWaitMs: 100 });
-    mirror.idleFor = () => 0;
+    mirror.watchIdle(() => 0);
+    // A flush with nothing to ship leaves the waiting rule as it was.
+    await mirror.flush(1_000);
     const started = performance.now();
     read(1);
     await until(shipments, 1);
@@ -95,7 +97,7 @@ describe('shipping mirror', () => {
 
   test('batches are bounded by count and by body bytes', async () => {
     const { mirror, shipments, read } = shippingMirror({ concurrency: 1 });
-    mirror.idleFor = () => 1_000;
+    mirror.watchIdle(() => 1_000);
     for (let i = 0; i < 100; i++) read(i);
     await until(shipments, 100);
     assert.deepEqual(
@@ -103,7 +105,7 @@ describe('shipping mirror', () => {
       [64, 36],
     );
     const big = shippingMirror({ concurrency: 1 });
-    big.mirror.idleFor = () => 1_000;
+    big.mirror.watchIdle(() => 1_000);
     for (let i = 0; i < 3; i++) big.read(i, 900 * 1024);
     await until(big.shipments, 3);
     assert.deepEqual(
@@ -202,8 +204,16 @@ describe('shipping mirror', () => {
     });
     try {
       await ingress.mirror(true, collector.sink);
-      for (let i = 0; i < 3; i++) assert.equal((await request(`${ingress.url}/p/${i}`)).statusCode, 200);
-      assert.equal(ingress.mirrorStats()?.queued, 3);
+      for (let i = 0; i < 3; i++)
+        assert.match(await (await request(`${ingress.url}/p/${i}`)).body.text(), /"universe":"old"/);
+      await waitUntil(
+        '3 reads waiting',
+        async () => (ingress.mirrorStats()?.queued === 3 ? true : undefined),
+        {
+          timeoutMs: 5_000,
+          intervalMs: 5,
+        },
+      );
       await ingress.close();
       assert.deepEqual(shipped, ['/p/0', '/p/1', '/p/2']);
     } finally {
@@ -211,6 +221,67 @@ describe('shipping mirror', () => {
       await collector.close();
       await old.close();
     }
+  });
+
+  test('another sink: what the old mirror holds goes to the old sink; the same sink keeps the mirror', async () => {
+    const old = await startEchoBackend({ name: 'old' });
+    const toA: string[] = [];
+    const toB: string[] = [];
+    const a = await startCollector({ onExchange: (x) => toA.push(x.request.url) });
+    const b = await startCollector({ onExchange: (x) => toB.push(x.request.url) });
+    const ingress = await startIngress({
+      upstreams: { old: [old.url], new: [old.url] },
+      route: 'old',
+      mirrorLimits: { shipQuietMs: 60_000, shipMaxWaitMs: 60_000 },
+    });
+    const waiting = (n: number) =>
+      waitUntil(`${n} reads waiting`, async () => (ingress.mirrorStats()?.queued === n ? true : undefined), {
+        timeoutMs: 5_000,
+        intervalMs: 5,
+      });
+    try {
+      await ingress.mirror(true, a.sink);
+      for (const p of ['/a/1', '/a/2']) await (await request(`${ingress.url}${p}`)).body.text();
+      await waiting(2);
+      await ingress.mirror(true, a.sink);
+      assert.equal(
+        ingress.mirrorStats()?.queued,
+        2,
+        'the same sink again: the same mirror, its reads still waiting',
+      );
+      await ingress.mirror(true, b.sink);
+      await waitUntil('the old mirror flushed to A', async () => (toA.length === 2 ? true : undefined), {
+        timeoutMs: 5_000,
+        intervalMs: 5,
+      });
+      await (await request(`${ingress.url}/b/1`)).body.text();
+      await waiting(1);
+      await ingress.close();
+      assert.deepEqual({ toA, toB }, { toA: ['/a/1', '/a/2'], toB: ['/b/1'] });
+    } finally {
+      await ingress.close();
+      await a.close();
+      await b.close();
+      await old.close();
+    }
+  });
+
+  test('a read the collector would refuse (not origin-form, as OPTIONS *) is skipped at the node', async () => {
+    const { mirror, shipments, read } = shippingMirror({});
+    const refused = mirror.enqueue({
+      target: 'new',
+      request: { method: 'OPTIONS', url: '*', headers: [], body: Buffer.alloc(0) },
+      primary: { universe: 'old', status: 200, headers: [], body: Buffer.alloc(0), truncated: false },
+      primaryDoneAt: Date.now(),
+    });
+    assert.equal(refused, false);
+    read(1);
+    await until(shipments, 1);
+    assert.deepEqual(
+      shipments.flatMap((s) => s.exchanges.map((x) => x.request.url)),
+      ['/page/1'],
+    );
+    assert.equal(mirror.stats().skipped, 1);
   });
 
   test('a bare exchange (one per POST, the previous release) is a batch of one', () => {

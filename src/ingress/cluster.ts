@@ -229,6 +229,7 @@ export async function startIngressCluster(options: IngressClusterOptions): Promi
     hold: options.hold,
     limits: options.limits,
     classify: options.classify,
+    mirrorLimits: options.mirrorLimits,
   });
 
   const { exec, loader } = workerEntry();

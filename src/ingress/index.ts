@@ -220,8 +220,11 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
       const limits = { ...options.mirrorLimits, ...(sink.sampleRate ? { sampleRate: sink.sampleRate } : {}) };
       router.mirror = new Mirror({ ...limits, ship: sinkClient.ship }, backends);
       router.mirror.onChange = (_q, dropped) => dropped && metrics.mirrorDropped.inc();
-      await previous.mirror?.flush(SINK_FLUSH_MS);
-      await previous.client?.close().catch(() => {});
+      // In the background: this is a control call, and the old collector may be slow or gone.
+      void (async () => {
+        await previous.mirror?.flush(SINK_FLUSH_MS);
+        await previous.client?.close().catch(() => {});
+      })();
     }
     if (!router.mirror)
       throw new Error(
@@ -311,11 +314,13 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
       (closing ??= (async () => {
         await control?.close();
         router.shutdown();
-        await router.mirror?.flush(SINK_FLUSH_MS);
-        await sinkClient?.close().catch(() => {});
+        if (router.mirror) router.mirror.enabled = false;
         const closed = front.close();
         await backends.close();
         await closed;
+        // After the last request has ended: what those mirrored is shipped too.
+        await router.mirror?.flush(SINK_FLUSH_MS);
+        await sinkClient?.close().catch(() => {});
       })()),
   };
 }

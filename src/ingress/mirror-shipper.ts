@@ -2,7 +2,7 @@
  * The shipping side of a mirror: the reads an ingress node hands to a remote runtime test wait here
  * and go in batches, once the node is quiet. Shipping right after an answer (encoding, the POST)
  * competed with the client reading that answer, on the CPUs the node shares with the old universe
- * and the clients: it was the whole p50 cost of mirroring in the runtime-test bench (docs/ingress.md).
+ * and the clients: most of the p50 cost of mirroring in the runtime-test bench (docs/benchmarks.md).
  */
 import { waitUntil } from '../deadline.js';
 import type { ShippedExchange, ShippingMirror } from './mirror.js';
@@ -59,10 +59,13 @@ export class Shipper {
 
   /** The node's last request in flight has ended: the quiet period starts now. */
   nodeIdle(): void {
-    if (this.queue.length === 0) return;
+    const oldest = this.queue[0];
+    if (oldest === undefined || this.flushing) return;
+    // The timer armed may be the deadline (later), never sooner than this: the deadline is kept.
+    const deadline = this.o.maxWaitMs - (performance.now() - oldest.readyAt);
     clearTimeout(this.timer);
     this.timer = undefined;
-    this.arm(this.o.quietMs);
+    this.arm(Math.min(this.o.quietMs, deadline));
   }
 
   /**
@@ -70,18 +73,25 @@ export class Shipper {
    * other side; before the sink is replaced or the node closes, so that nothing waiting is lost.
    */
   async flush(timeoutMs: number): Promise<void> {
+    if (this.queue.length === 0 && this.active === 0) return;
     this.flushing = true;
     clearTimeout(this.timer);
     this.timer = undefined;
     this.arm(0);
-    await waitUntil(
-      'the mirror to ship what waits',
-      async () => (this.queue.length === 0 && this.active === 0 ? true : undefined),
-      { timeoutMs, intervalMs: 5 },
-    ).catch(() => {});
+    try {
+      await waitUntil(
+        'the mirror to ship what waits',
+        async () => (this.queue.length === 0 && this.active === 0 ? true : undefined),
+        { timeoutMs, intervalMs: 5 },
+      );
+    } catch {
+      // Bounded on purpose: what is still waiting then is given up (the caller is replacing or closing).
+    } finally {
+      this.flushing = false;
+    }
   }
 
-  /** One timer at a time; the earliest reason to come back wins (nodeIdle() re-arms sooner). */
+  /** One timer at a time: a later reason to come back waits for it (nodeIdle() replaces it). */
   private arm(delayMs: number): void {
     if (this.timer !== undefined) return;
     this.timer = setTimeout(
@@ -100,7 +110,9 @@ export class Shipper {
     if (oldest === undefined || this.active >= this.o.concurrency) return;
     const waited = performance.now() - oldest.readyAt;
     const idle = this.idleFor?.() ?? Infinity;
-    if (!this.flushing && idle < this.o.quietMs && waited < this.o.maxWaitMs) {
+    // A full batch goes at once: waiting would only grow the queue toward maxQueue.
+    const full = this.queue.length >= SHIP_BATCH;
+    if (!this.flushing && !full && idle < this.o.quietMs && waited < this.o.maxWaitMs) {
       // While a request is in flight only the deadline is armed: nodeIdle() comes back sooner.
       const quietLeft = idle === 0 ? Infinity : this.o.quietMs - idle;
       this.arm(Math.min(quietLeft, this.o.maxWaitMs - waited));
@@ -112,7 +124,6 @@ export class Shipper {
     void this.ship(batch).finally(() => {
       this.active--;
       this.onChange?.();
-      if (this.queue.length === 0) this.flushing = false;
       this.arm(0);
     });
     if (this.queue.length > 0) this.arm(0);

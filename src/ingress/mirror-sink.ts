@@ -23,7 +23,7 @@ export interface SinkClient {
   close(): Promise<void>;
 }
 
-/** A client for one collector; at most `connections` exchanges are on the wire at once. */
+/** A client for one collector; at most `connections` shipments (batches) are on the wire at once. */
 export function shipTo(sink: MirrorSink, connections = 4): SinkClient {
   const base = new URL(sink.url);
   const prefix = base.pathname.replace(/\/$/, '');

@@ -72,8 +72,9 @@ export interface MirrorLimits {
   /** Copies waiting to be sent; beyond, copies are dropped and counted. Default 1000. */
   maxQueue?: number;
   /**
-   * Copies in flight at once (a shipping mirror's: shipments, each a batch of reads). Default 16. Reads waiting for the barrier do not hold a slot: they wait
-   * together (one fence serves them all) and take a slot once it has passed.
+   * Copies in flight at once (a shipping mirror's: shipments, each a batch of reads). Default 16.
+   * Reads waiting for the barrier do not hold a slot: they wait together (one fence serves them all)
+   * and take a slot once it has passed.
    */
   concurrency?: number;
   /** Deadline for one copy, barrier included. Default 10 000 ms. */
@@ -248,8 +249,11 @@ export class Mirror {
     return true;
   }
 
-  /** How long (ms) the node has had no request in flight, 0 while one is (the router's). */
-  set idleFor(idleFor: () => number) {
+  /**
+   * Where a shipping mirror learns how long (ms) the node has had no request in flight, 0 while one
+   * is (the router). A comparing mirror does not need it.
+   */
+  watchIdle(idleFor: () => number): void {
     if (this.shipper) this.shipper.idleFor = idleFor;
   }
 

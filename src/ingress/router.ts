@@ -65,7 +65,7 @@ export class Router {
   /** The mirror in force; it learns from the router how long this node has had no request in flight. */
   set mirror(mirror: Mirror | undefined) {
     this.mirrorInForce = mirror;
-    if (mirror) mirror.idleFor = () => this.idleFor();
+    mirror?.watchIdle(() => this.idleFor());
   }
 
   constructor(

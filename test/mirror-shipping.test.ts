@@ -14,6 +14,7 @@ import {
   decodeExchanges,
   Mirror,
   startIngress,
+  type MirrorLimits,
   type ShippedExchange,
 } from '../src/ingress/index.js';
 import { startCollector } from '../src/runtime-test/collector.js';
@@ -40,13 +41,29 @@ function shippingMirror(limits: { shipQuietMs?: number; shipMaxWaitMs?: number; 
   return { mirror, shipments, read };
 }
 
+/** An ingress node in front of an echo backend (standing in for both universes). */
+async function startNode(
+  mirrorLimits: MirrorLimits,
+  handler?: Parameters<typeof startEchoBackend>[0]['handler'],
+) {
+  const old = await startEchoBackend({ name: 'old', ...(handler ? { handler } : {}) });
+  const ingress = await startIngress({
+    upstreams: { old: [old.url], new: [old.url] },
+    route: 'old',
+    mirrorLimits,
+  });
+  return { old, ingress };
+}
+
+/** Waits (5 s at most) until `ok()` holds. */
+async function eventually(what: string, ok: () => boolean): Promise<void> {
+  await waitUntil(what, async () => (ok() ? true : undefined), { timeoutMs: 5_000, intervalMs: 5 });
+}
+
 const shipped = (shipments: Shipment[]) => shipments.reduce((n, s) => n + s.exchanges.length, 0);
 
 async function until(shipments: Shipment[], n: number): Promise<void> {
-  await waitUntil(`${n} exchanges shipped`, async () => (shipped(shipments) >= n ? true : undefined), {
-    timeoutMs: 5_000,
-    intervalMs: 5,
-  });
+  await eventually(`${n} exchanges shipped`, () => shipped(shipments) >= n);
 }
 
 describe('shipping mirror', () => {
@@ -128,10 +145,7 @@ describe('shipping mirror', () => {
         primary: { universe: 'old', status: 200, headers: [], body: Buffer.alloc(0), truncated: false },
         primaryDoneAt: Date.now(),
       });
-    await waitUntil('3 failed', async () => (mirror.stats().failed === 3 ? true : undefined), {
-      timeoutMs: 5_000,
-      intervalMs: 5,
-    });
+    await eventually('3 failed', () => mirror.stats().failed === 3);
     assert.equal(mirror.stats().sent, 3);
   });
 
@@ -139,31 +153,20 @@ describe('shipping mirror', () => {
     let release = () => {};
     const released = new Promise<void>((resolve) => (release = resolve));
     let slowArrived = false;
-    const old = await startEchoBackend({
-      name: 'old',
-      handler: (req, res) => {
-        if (req.url !== '/slow') return false;
-        slowArrived = true;
-        void released.then(() => res.end('slow'));
-        return true;
-      },
-    });
     const shipped: { url: string; at: number }[] = [];
     const collector = await startCollector({
       onExchange: (x) => shipped.push({ url: x.request.url, at: performance.now() }),
     });
-    const ingress = await startIngress({
-      upstreams: { old: [old.url], new: [old.url] },
-      route: 'old',
-      mirrorLimits: { shipMaxWaitMs: 10_000 },
+    const { old, ingress } = await startNode({ shipMaxWaitMs: 10_000 }, (req, res) => {
+      if (req.url !== '/slow') return false;
+      slowArrived = true;
+      void released.then(() => res.end('slow'));
+      return true;
     });
     try {
       await ingress.mirror(true, collector.sink);
       const slow = request(`${ingress.url}/slow`).then((r) => r.body.text());
-      await waitUntil('the slow read at the backend', async () => (slowArrived ? true : undefined), {
-        timeoutMs: 5_000,
-        intervalMs: 5,
-      });
+      await eventually('the slow read at the backend', () => slowArrived);
       assert.equal((await request(`${ingress.url}/fast`)).statusCode, 200);
       // A measurement, not a synchronisation: /slow stays in flight a while.
       await new Promise((resolve) => setTimeout(resolve, 100));
@@ -171,10 +174,7 @@ describe('shipping mirror', () => {
       const endedAt = performance.now();
       release();
       assert.equal(await slow, 'slow');
-      await waitUntil('both reads shipped', async () => (shipped.length === 2 ? true : undefined), {
-        timeoutMs: 5_000,
-        intervalMs: 5,
-      });
+      await eventually('both reads shipped', () => shipped.length === 2);
       assert.deepEqual(
         shipped.map((x) => x.url),
         ['/fast', '/slow'],
@@ -193,27 +193,15 @@ describe('shipping mirror', () => {
   });
 
   test('what waits for a quiet moment is shipped, not lost, when the node closes', async () => {
-    const old = await startEchoBackend({ name: 'old' });
     const shipped: string[] = [];
     const collector = await startCollector({ onExchange: (x) => shipped.push(x.request.url) });
-    const ingress = await startIngress({
-      upstreams: { old: [old.url], new: [old.url] },
-      route: 'old',
-      // Never quiet enough: only the flush at close ships.
-      mirrorLimits: { shipQuietMs: 60_000, shipMaxWaitMs: 60_000 },
-    });
+    // Never quiet enough: only the flush at close ships.
+    const { old, ingress } = await startNode({ shipQuietMs: 60_000, shipMaxWaitMs: 60_000 });
     try {
       await ingress.mirror(true, collector.sink);
       for (let i = 0; i < 3; i++)
         assert.match(await (await request(`${ingress.url}/p/${i}`)).body.text(), /"universe":"old"/);
-      await waitUntil(
-        '3 reads waiting',
-        async () => (ingress.mirrorStats()?.queued === 3 ? true : undefined),
-        {
-          timeoutMs: 5_000,
-          intervalMs: 5,
-        },
-      );
+      await eventually('3 reads waiting', () => ingress.mirrorStats()?.queued === 3);
       await ingress.close();
       assert.deepEqual(shipped, ['/p/0', '/p/1', '/p/2']);
     } finally {
@@ -224,21 +212,13 @@ describe('shipping mirror', () => {
   });
 
   test('another sink: what the old mirror holds goes to the old sink; the same sink keeps the mirror', async () => {
-    const old = await startEchoBackend({ name: 'old' });
     const toA: string[] = [];
     const toB: string[] = [];
     const a = await startCollector({ onExchange: (x) => toA.push(x.request.url) });
     const b = await startCollector({ onExchange: (x) => toB.push(x.request.url) });
-    const ingress = await startIngress({
-      upstreams: { old: [old.url], new: [old.url] },
-      route: 'old',
-      mirrorLimits: { shipQuietMs: 60_000, shipMaxWaitMs: 60_000 },
-    });
+    const { old, ingress } = await startNode({ shipQuietMs: 60_000, shipMaxWaitMs: 60_000 });
     const waiting = (n: number) =>
-      waitUntil(`${n} reads waiting`, async () => (ingress.mirrorStats()?.queued === n ? true : undefined), {
-        timeoutMs: 5_000,
-        intervalMs: 5,
-      });
+      eventually(`${n} reads waiting`, () => ingress.mirrorStats()?.queued === n);
     try {
       await ingress.mirror(true, a.sink);
       for (const p of ['/a/1', '/a/2']) await (await request(`${ingress.url}${p}`)).body.text();
@@ -250,10 +230,7 @@ describe('shipping mirror', () => {
         'the same sink again: the same mirror, its reads still waiting',
       );
       await ingress.mirror(true, b.sink);
-      await waitUntil('the old mirror flushed to A', async () => (toA.length === 2 ? true : undefined), {
-        timeoutMs: 5_000,
-        intervalMs: 5,
-      });
+      await eventually('the old mirror flushed to A', () => toA.length === 2);
       await (await request(`${ingress.url}/b/1`)).body.text();
       await waiting(1);
       await ingress.close();

@@ -13,6 +13,10 @@ interface Waiter {
 export class DrainTracker {
   private readonly counts: Record<UniverseName, number> = { old: 0, new: 0 };
   private readonly waiters: Record<UniverseName, Set<Waiter>> = { old: new Set(), new: new Set() };
+  /** performance.now() when the node last had nothing in flight to either universe. */
+  private idleSince = 0;
+  /** Called when the node's last request in flight to either universe ends (the mirror's quiet). */
+  onIdle?: () => void;
 
   begin(universe: UniverseName): void {
     this.counts[universe]++;
@@ -20,6 +24,10 @@ export class DrainTracker {
 
   end(universe: UniverseName): void {
     const left = --this.counts[universe];
+    if (left === 0 && this.counts.old + this.counts.new === 0) {
+      this.idleSince = performance.now();
+      this.onIdle?.();
+    }
     if (left === 0 && this.waiters[universe].size > 0) {
       const waiting = [...this.waiters[universe]];
       this.waiters[universe].clear();
@@ -29,6 +37,11 @@ export class DrainTracker {
 
   inFlight(universe: UniverseName): number {
     return this.counts[universe];
+  }
+
+  /** How long (ms) nothing has been in flight to either universe; 0 while something is. */
+  idleFor(): number {
+    return this.counts.old + this.counts.new > 0 ? 0 : performance.now() - this.idleSince;
   }
 
   /** Resolves when `universe` has nothing in flight; rejects naming the count when the deadline passes. */

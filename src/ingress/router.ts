@@ -55,17 +55,15 @@ export class Router {
   /** Client sockets handed over for an upgrade (open or pending), closed at shutdown: the front end no longer tracks them. */
   private readonly upgradedSockets = new Set<Socket>();
   private mirrorInForce: Mirror | undefined;
-  /** performance.now() when the last request in flight ended (for the mirror's quiet moments). */
-  private lastDoneAt = 0;
 
   get mirror(): Mirror | undefined {
     return this.mirrorInForce;
   }
 
-  /** The mirror in force; it learns from the router how long this node has had no request in flight. */
+  /** The mirror in force; it learns from the drain tracker how long this node has had no request in flight. */
   set mirror(mirror: Mirror | undefined) {
     this.mirrorInForce = mirror;
-    mirror?.watchIdle(() => this.idleFor());
+    mirror?.watchIdle(() => this.drain.idleFor());
   }
 
   constructor(
@@ -77,6 +75,8 @@ export class Router {
     this.current = opts.route;
     this.queue = new HoldQueue<Pending>(opts.hold, (p) => this.refuse(p.req));
     this.queue.onLeave = (ms) => this.observer.held?.(ms);
+    // A shipping mirror ships in the node's quiet moments: they start when the last request ends.
+    drain.onIdle = () => this.mirrorInForce?.nodeIdle();
   }
 
   route(): UniverseName {
@@ -182,15 +182,6 @@ export class Router {
     });
   }
 
-  /** How long (ms) no request from this node has been in flight to either universe; 0 while one is. */
-  private idleFor(): number {
-    return this.busy() ? 0 : performance.now() - this.lastDoneAt;
-  }
-
-  private busy(): boolean {
-    return this.drain.inFlight('old') > 0 || this.drain.inFlight('new') > 0;
-  }
-
   private refuse(req: ClientRequest): void {
     const { status, retryAfterS } = this.opts.holdRefusal;
     answerError(req.response, status, 'Service Unavailable: upgrade in progress, retry shortly', {
@@ -267,7 +258,6 @@ export class Router {
           : undefined,
       done: (outcome, info) => {
         this.drain.end(universe);
-        this.lastDoneAt = performance.now();
         if (outcome === 'ok') this.backends.markHealthy(backend);
         else if (info.connectFailed && outcome !== 'retried') this.backends.markFailed(backend);
         if (outcome === 'upstream-error') this.errors[universe]++;
@@ -287,7 +277,6 @@ export class Router {
             primaryDoneAt: Date.now(),
           });
         }
-        if (!this.busy()) this.mirror?.nodeIdle();
       },
     });
   }

@@ -208,6 +208,31 @@ describe('noise', () => {
     assert.deepEqual(paths(real), ['id']);
   });
 
+  test('in a list edits shift, old disagreeing anywhere in an element makes its fields noisy', () => {
+    // Recent changes, newest first: one edit before the candidate read, another before the sample.
+    const change = (comment: string, user: string) => ({ comment, user });
+    const [a, b, c, d] = [change('a', 'w1'), change('b', 'w2'), change('c', 'w3'), change('d', 'w1')];
+    const x = change('x', 'w2');
+    const y = change('y', 'w5');
+    const shifted = judge(
+      {},
+      json({ changes: [a, b, c, d] }),
+      json({ changes: [x, a, b, c] }),
+      json({ changes: [y, x, a, b] }),
+    );
+    // At index 3 old said w1 twice (d, then b): a coincidence, not old agreeing with itself.
+    assert.equal(shifted.outcome, 'noisy', JSON.stringify(shifted.unexplained));
+    assert.ok(paths(shifted, 'noisy').includes('changes.3.user'));
+    // Without an edit between the old answers, a wrong user in one element is still unexplained.
+    const wrong = judge(
+      {},
+      json({ changes: [a, b, c, d] }),
+      json({ changes: [a, b, change('c', 'w9'), d] }),
+      json({ changes: [a, b, c, d] }),
+    );
+    assert.deepEqual(paths(wrong), ['changes.2.user']);
+  });
+
   test('learned per endpoint and path; a difference is forgiven only within the noise rate', () => {
     const learner = new NoiseLearner({ minOccurrences: 2 });
     for (let i = 0; i < 100; i++) learner.observe(i < 10 ? ['changes.*.title'] : [], []);

@@ -55,6 +55,17 @@ function matchFrom(pattern: string[], pi: number, path: readonly Segment[], si: 
   return matchFrom(pattern, pi + 1, path, si + 1);
 }
 
+/**
+ * The array element a path lies in: the path cut after its last index (`changes.3.user` →
+ * `changes.3`); a path through no array is its own. Noise is judged per element, because a list that
+ * edits shift (recent changes) puts a different record at each index in each answer, and two of them
+ * can agree on one field (the same user) by coincidence.
+ */
+export function enclosingElement(path: readonly Segment[]): readonly Segment[] {
+  for (let i = path.length - 1; i >= 0; i--) if (typeof path[i] === 'number') return path.slice(0, i + 1);
+  return path;
+}
+
 /** True when one path is a prefix of the other (a change to `a` and one to `a.b` touch each other). */
 export function overlaps(a: readonly Segment[], b: readonly Segment[]): boolean {
   const n = Math.min(a.length, b.length);

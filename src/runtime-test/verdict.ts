@@ -6,7 +6,8 @@
  * at least as new as the candidate's, so for data read from the database
  *   primary ≤ candidate ≤ secondary.
  * A candidate difference is then: expected (declared by the plan), explained (the candidate agrees
- * with the secondary: data changed meanwhile), noisy (old disagreed with itself there), or
+ * with the secondary: data changed meanwhile), noisy (old disagreed with itself there, or anywhere in
+ * the same array element), or
  * unexplained — the only kind that can make a mismatch, and only beyond learned noise (report.ts).
  */
 import type { Answer } from './answer.js';
@@ -15,7 +16,7 @@ import { diffViews, type Difference } from './differ.js';
 import { compileScope } from './endpoints.js';
 import { expectedAnswer, isDeclaration, isDeclared, isMapping } from './expected.js';
 import { normalise, type View } from './normalise.js';
-import { overlaps } from './paths.js';
+import { enclosingElement, overlaps } from './paths.js';
 
 export interface ExchangeInput {
   method: string;
@@ -107,7 +108,8 @@ export class Judge {
     const againstSecondary = s ? diffViews(s, c, normalisers).filter((d) => !isDeclared(d, declared)) : left;
     for (const d of left) {
       if (!againstSecondary.some((x) => overlaps(x.path, d.path))) result.explained.push(d);
-      else if (noise.some((x) => overlaps(x.path, d.path))) result.noisy.push(d);
+      // Old disagreed with itself anywhere in the element: at this index it may not hold the same record.
+      else if (noise.some((x) => overlaps(x.path, enclosingElement(d.path)))) result.noisy.push(d);
       else result.unexplained.push(d);
     }
     const outcome = result.unexplained.length > 0 ? 'differs' : result.noisy.length > 0 ? 'noisy' : 'match';

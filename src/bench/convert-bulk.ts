@@ -9,31 +9,47 @@ import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { Converter } from '../conversion/converter.js';
 import { defineConversion, type TargetRow } from '../conversion/api.js';
 import { createDatabase, type Cluster } from '../universe/cluster.js';
+import { ImagoError } from '../errors.js';
 
 const SOURCE_DDL = `CREATE TABLE item (id bigint PRIMARY KEY, name text NOT NULL, price numeric(12, 2), created timestamptz, tags text)`;
 
-export const bulkConversion = defineConversion({
-  tables: {
-    item: {
-      transform: (row): TargetRow[] => [
-        {
-          table: 'product',
-          row: {
-            id: row.id ?? null,
-            title: row.name ?? null, // rename
-            price_cents:
-              row.price === null || row.price === undefined ? null : Math.round(Number(row.price) * 100), // computed
-            created: row.created ?? null,
+/**
+ * How the bulk conversion keeps its lineage: `keyed` (the default) reads it from the target rows,
+ * which carry the item's id (`sourceKeyIn`); `stored` writes a lineage row per item, as a transform
+ * whose outputs do not carry the source key needs.
+ */
+export type BulkLineage = 'keyed' | 'stored';
+
+export function parseBulkLineage(value: unknown): BulkLineage {
+  if (value === undefined || value === 'keyed') return 'keyed';
+  if (value === 'stored') return 'stored';
+  throw new ImagoError(`expected "keyed" or "stored", not ${String(value)}`, 'lineage');
+}
+
+export const bulkConversion = (lineage: BulkLineage) =>
+  defineConversion({
+    tables: {
+      item: {
+        ...(lineage === 'keyed' ? { sourceKeyIn: { product: ['id'], product_tag: ['product_id'] } } : {}),
+        transform: (row): TargetRow[] => [
+          {
+            table: 'product',
+            row: {
+              id: row.id ?? null,
+              title: row.name ?? null, // rename
+              price_cents:
+                row.price === null || row.price === undefined ? null : Math.round(Number(row.price) * 100), // computed
+              created: row.created ?? null,
+            },
           },
-        },
-        // 1:N: one row per tag
-        ...(row.tags ?? '')
-          .split(',')
-          .map((tag, n) => ({ table: 'product_tag', row: { product_id: row.id ?? null, n, tag } })),
-      ],
+          // 1:N: one row per tag
+          ...(row.tags ?? '')
+            .split(',')
+            .map((tag, n) => ({ table: 'product_tag', row: { product_id: row.id ?? null, n, tag } })),
+        ],
+      },
     },
-  },
-});
+  });
 
 export async function seedBulk(oldCluster: Cluster, rows: number): Promise<string> {
   const url = await createDatabase(oldCluster, 'bulk');
@@ -74,6 +90,7 @@ export async function imagoCopySeconds(
   sourceUrl: string,
   newCluster: Cluster,
   run: number,
+  lineage: BulkLineage,
 ): Promise<{ seconds: number; targetRows: number }> {
   const url = await createDatabase(newCluster, `imago${run}`);
   const target = new pg.Client(url);
@@ -84,7 +101,7 @@ export async function imagoCopySeconds(
   const converter = new Converter({
     sourceUrl,
     targetUrl: url,
-    conversion: bulkConversion,
+    conversion: bulkConversion(lineage),
     name: `bench_bulk_${run}`,
   });
   try {

@@ -5,7 +5,7 @@
  */
 import { startCluster } from '../universe/cluster.js';
 import type { Scenario } from './scenarios.js';
-import { imagoCopySeconds, rawCopySeconds, seedBulk } from './convert-bulk.js';
+import { imagoCopySeconds, parseBulkLineage, rawCopySeconds, seedBulk } from './convert-bulk.js';
 import { applyLag, catchUpRates } from './convert-stream.js';
 import { median } from './load.js';
 
@@ -18,6 +18,7 @@ export const convertScenario: Scenario = {
     const rows = Number(options.rows ?? 200_000);
     const small = Number(options.smallTransactions ?? 200_000);
     const lagSeconds = Number(options.duration ?? 5);
+    const lineage = parseBulkLineage(options.lineage);
     out.say(`starting two PostgreSQL clusters (old, new)…`);
     const [oldCluster, newCluster] = await Promise.all([
       startCluster({
@@ -34,7 +35,7 @@ export const convertScenario: Scenario = {
       let targetRows = 0;
       for (let i = 0; i < repetitions; i++) {
         raw.push(rows / (await rawCopySeconds(bulkUrl, newCluster, i)));
-        const b = await imagoCopySeconds(bulkUrl, newCluster, i);
+        const b = await imagoCopySeconds(bulkUrl, newCluster, i, lineage);
         imago.push(rows / b.seconds);
         targetRows = b.targetRows;
         out.say(
@@ -70,6 +71,7 @@ export const convertScenario: Scenario = {
         repetitions,
         rows,
         target_rows: targetRows,
+        lineage,
         copy_rows_per_s: Math.round(median(raw)),
         imago_rows_per_s: Math.round(median(imago)),
         ratio_vs_copy: round(median(imago.map((v, i) => v / (raw[i] as number)))),

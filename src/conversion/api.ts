@@ -1,7 +1,8 @@
 /**
  * The conversion API users write against: per source table, a function from one source row to zero
  * or more target rows (1:N). Imago keeps the lineage (source row → the target rows it produced), so
- * an update replaces exactly those rows and a delete removes them. Lookups into the target database
+ * an update replaces exactly those rows and a delete removes them: stored per source row, or read
+ * from the target rows themselves where they carry the source key (`sourceKeyIn`). Lookups into the target database
  * serve N:1 cases (a revision finds its page by title).
  *
  * Source values arrive in PostgreSQL's text form (`'42'`, `'2026-11-23 10:00:00.123456+00'`, NULL as
@@ -24,7 +25,20 @@ export interface TransformContext {
 }
 
 export type TableConversion = (
-  | { transform(row: Row, ctx: TransformContext): TargetRow[] | Promise<TargetRow[]> }
+  | {
+      transform(row: Row, ctx: TransformContext): TargetRow[] | Promise<TargetRow[]>;
+      /**
+       * Where the target rows carry this source row's key: target table → its columns that hold the
+       * source key's values, in key order (`{ person: ['id'], person_tag: ['person_id'] }`). Imago then
+       * finds what a source row produced through those columns instead of storing a lineage row per
+       * source row (on a 1:N bulk copy, the lineage is the widest thing written). What it promises is
+       * checked as rows convert: every output goes to one of these tables, with these columns equal
+       * to the source key, and no other source table writes to them. Each table needs an index whose
+       * leading columns are these (a primary key or foreign-key index usually is one). List the tables
+       * in the order the transform produces them: on a delete, later ones are removed first.
+       */
+      sourceKeyIn?: Record<string, string[]>;
+    }
   /** Copied unchanged, into the table of the same name or `table`; needs no lineage. */
   | { identity: true; table?: string }
 ) & {

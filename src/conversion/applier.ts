@@ -21,7 +21,7 @@ import {
   writeLineage,
   type Targets,
 } from './lineage.js';
-import type { RowConverter } from './row-converter.js';
+import type { KeyedTarget, RowConverter } from './row-converter.js';
 import { checkpointSql, writeCheckpointAndCommit } from './state.js';
 import type { Lsn } from '../capture/lsn.js';
 import {
@@ -35,6 +35,7 @@ import {
 } from './target.js';
 import { WriteBatch, keyString } from './write-batch.js';
 import { isReorderingConflict } from './copy-in.js';
+import { KeyedLineage } from './keyed-lineage.js';
 import { lookupIn } from './lookup.js';
 
 /** Groups up to this many changes may go as one simple-protocol script. */
@@ -42,6 +43,8 @@ const SCRIPT_MAX_ROWS = 200;
 
 export class Applier {
   private readonly ctx: TransformContext;
+  /** Lineage of tables whose target rows carry the source key (sourceKeyIn): read, never written. */
+  private readonly keyed: KeyedLineage;
 
   constructor(
     private readonly client: pg.Client,
@@ -50,6 +53,7 @@ export class Applier {
     private readonly stream: string,
   ) {
     this.ctx = { lookup: (table, where) => lookupIn(client, table, where) };
+    this.keyed = new KeyedLineage(client, catalog);
   }
 
   private readonly batch = new WriteBatch();
@@ -111,19 +115,31 @@ export class Applier {
   private async prefetchLineage(txns: SourceTransaction[]): Promise<GroupLineage> {
     const lineage = new GroupLineage(this.client);
     const keys: { sourceTable: string; sourceKey: string }[] = [];
+    const keyed = new Map<string, Set<string>>();
     for (const txn of txns) {
       for (const change of txn.changes) {
         if (change.op === 'truncate' || !this.converter.has(change.table)) continue;
         if (this.converter.identityTarget(change.table) !== undefined) continue;
+        const derived = this.converter.keyedBy(change.table) !== undefined;
         for (const row of change.op === 'delete'
           ? [change.old]
           : [change.new, change.op === 'update' ? change.old : null]) {
-          if (row)
-            keys.push({ sourceTable: change.table, sourceKey: this.converter.keyOf(change.table, row) });
+          if (!row) continue;
+          const sourceKey = this.converter.keyOf(change.table, row);
+          if (!derived) keys.push({ sourceTable: change.table, sourceKey });
+          else {
+            let set = keyed.get(change.table);
+            if (!set) keyed.set(change.table, (set = new Set()));
+            set.add(sourceKey);
+          }
         }
       }
     }
     await lineage.prefetch(keys);
+    for (const [table, sourceKeys] of keyed) {
+      const spec = this.converter.keyedBy(table) as KeyedTarget[];
+      lineage.derive(table, await this.keyed.read(spec, [...sourceKeys]));
+    }
     return lineage;
   }
 
@@ -277,7 +293,10 @@ export class Applier {
   private async replace(table: string, keyRow: Row, row: Row | undefined): Promise<void> {
     const outputs = row ? await this.converter.convert(table, row, this.ctx) : [];
     const sourceKey = this.converter.keyOf(table, keyRow);
-    const previous = await readLineage(this.client, table, sourceKey);
+    const keyed = this.converter.keyedBy(table);
+    const previous = keyed
+      ? ((await this.keyed.read(keyed, [sourceKey])).get(sourceKey) ?? [])
+      : await readLineage(this.client, table, sourceKey);
     const produced = await this.write(outputs);
     const kept = new Set(produced.map(([t, k]) => `${t}\0${k.join('\0')}`));
     // Delete in reverse order of production, so that rows referring to others go first.
@@ -285,6 +304,7 @@ export class Applier {
       if (!kept.has(`${t}\0${key.join('\0')}`))
         await deleteByKey(this.client, await this.catalog.table(t), key);
     }
+    if (keyed) return;
     if (row) await writeLineage(this.client, [{ sourceTable: table, sourceKey, targets: produced }]);
     else await deleteLineage(this.client, table, sourceKey);
   }
@@ -305,6 +325,8 @@ export class Applier {
       await this.client.query(`DELETE FROM ${quoteQualified(identity)}`);
       return;
     }
+    const keyed = this.converter.keyedBy(table);
+    if (keyed) return this.keyed.truncate(keyed);
     for (const [t, key] of (await takeTableLineage(this.client, table)).reverse()) {
       await deleteByKey(this.client, await this.catalog.table(t), key);
     }

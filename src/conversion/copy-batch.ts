@@ -30,6 +30,8 @@ export class CopyTextBatch {
   /** Lineage rows (source_table, source_key, targets as JSON), as COPY text. */
   readonly lineage = new CopyTextWriter();
   outputs = 0;
+  /** COPY text written so far, in UTF-16 units (bytes for ASCII): what bounds a batch's size. */
+  chars = 0;
   /** The current source row's targets as JSON array elements. */
   private targets = '';
   private readonly prefixes = new Map<string, string>();
@@ -41,6 +43,7 @@ export class CopyTextBatch {
     let line = copyField(row[columns[0] as string]);
     for (let i = 1; i < columns.length; i++) line += '\t' + copyField(row[columns[i] as string]);
     segment.text.line(line);
+    this.chars += line.length + 1;
     this.outputs++;
     if (target) {
       // The same JSON as JSON.stringify([table, keyOf(target, row)]), built without the arrays.
@@ -57,9 +60,9 @@ export class CopyTextBatch {
 
   /** Ends the current source row: its lineage entry lists the targets added since the last call. */
   endSource(sourceTable: string, sourceKey: string): void {
-    this.lineage.line(
-      `${copyField(sourceTable)}\t${copyField(sourceKey)}\t${copyField(`[${this.targets}]`)}`,
-    );
+    const line = `${copyField(sourceTable)}\t${copyField(sourceKey)}\t${copyField(`[${this.targets}]`)}`;
+    this.lineage.line(line);
+    this.chars += line.length + 1;
     this.targets = '';
   }
 

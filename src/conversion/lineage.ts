@@ -74,6 +74,8 @@ export class GroupLineage {
     string,
     { sourceTable: string; sourceKey: string; targets: Targets | null }
   >();
+  /** Source tables whose lineage is read from the target rows (keyed-lineage.ts): never written. */
+  private readonly derived = new Set<string>();
 
   constructor(private readonly client: pg.Client) {}
 
@@ -88,6 +90,12 @@ export class GroupLineage {
       this.entries.set(id(row.source_table, row.source_key), JSON.parse(row.targets) as Targets);
   }
 
+  /** A keyed table's lineage, read from its target rows: kept up to date here, never written. */
+  derive(sourceTable: string, entries: Map<string, Targets>): void {
+    this.derived.add(sourceTable);
+    for (const [sourceKey, targets] of entries) this.entries.set(id(sourceTable, sourceKey), targets);
+  }
+
   /** What the source row produced so far (prefetched or changed in this group). */
   get(sourceTable: string, sourceKey: string): Targets {
     return this.entries.get(id(sourceTable, sourceKey)) ?? [];
@@ -97,7 +105,7 @@ export class GroupLineage {
     const key = id(sourceTable, sourceKey);
     if (targets) this.entries.set(key, targets);
     else this.entries.delete(key);
-    this.changed.set(key, { sourceTable, sourceKey, targets });
+    if (!this.derived.has(sourceTable)) this.changed.set(key, { sourceTable, sourceKey, targets });
   }
 
   /** Forgets a table's entries (after a truncate, which rewrote its lineage directly). */

@@ -14,7 +14,7 @@ export class TransformError extends ImagoError {
     cause: unknown,
   ) {
     super(
-      `the transform of ${table} threw on the row with key ${key}: ${errorMessage(cause)}`,
+      `the transform of ${table} failed on the row with key ${key}: ${errorMessage(cause)}`,
       `${table} ${key}`,
       'fix the transform; conversion stopped at this row with nothing half-applied, and resumes from it',
       { cause },
@@ -23,8 +23,21 @@ export class TransformError extends ImagoError {
   }
 }
 
+/** A target table whose rows carry their source row's key (TableConversion.sourceKeyIn). */
+export interface KeyedTarget {
+  table: string;
+  /** The columns holding the source key's values, in key order. */
+  columns: string[];
+}
+
+/** `public.person` and `person` are one table. */
+const tableId = (name: string) => (name.startsWith('public.') ? name.slice('public.'.length) : name);
+
 interface ResolvedTable {
   source: SourceTable;
+  /** Set when the target rows carry the source key: lineage is read from them, never stored. */
+  keyedBy?: KeyedTarget[];
+  keyedColumns?: Map<string, string[]>;
   /** Set for tables copied unchanged: the target table's name. */
   identityTarget?: string;
   transform?: (row: Row, ctx: TransformContext) => TargetRow[] | Promise<TargetRow[]>;
@@ -33,6 +46,8 @@ interface ResolvedTable {
 
 export class RowConverter {
   private readonly tables = new Map<string, ResolvedTable>();
+  /** Keyed target table → the source table whose rows alone it holds. */
+  private readonly owners = new Map<string, string>();
 
   constructor(conversion: Conversion, sources: SourceTable[]) {
     for (const source of sources) {
@@ -41,13 +56,56 @@ export class RowConverter {
       const spec = conversion.tables[name] ?? conversion.tables[`${source.schema}.${source.name}`];
       if (!spec) continue;
       const earlier = Object.keys(conversion.tables).slice(0, Object.keys(conversion.tables).indexOf(name));
-      this.tables.set(
-        name,
-        'identity' in spec
-          ? { source, identityTarget: spec.table ?? name, after: spec.after ?? [] }
-          : { source, transform: spec.transform.bind(spec), after: spec.after ?? earlier },
-      );
+      if ('identity' in spec) {
+        this.tables.set(name, { source, identityTarget: spec.table ?? name, after: spec.after ?? [] });
+        continue;
+      }
+      const keyedBy = spec.sourceKeyIn && this.keyed(name, source, spec.sourceKeyIn);
+      this.tables.set(name, {
+        source,
+        transform: spec.transform.bind(spec),
+        after: spec.after ?? earlier,
+        ...(keyedBy
+          ? { keyedBy, keyedColumns: new Map(keyedBy.map((k) => [tableId(k.table), k.columns])) }
+          : {}),
+      });
     }
+    for (const [name, t] of this.tables) {
+      const owner = t.identityTarget === undefined ? undefined : this.owners.get(tableId(t.identityTarget));
+      if (owner !== undefined)
+        throw new ImagoError(
+          `${name} is copied unchanged into ${t.identityTarget}, whose rows ${owner}'s sourceKeyIn says are all ${owner}'s`,
+          `${owner}.sourceKeyIn`,
+          'a table named in sourceKeyIn takes rows from that one source table only',
+        );
+    }
+  }
+
+  /** Validates a table's sourceKeyIn against its source key, and records which tables it owns. */
+  private keyed(name: string, source: SourceTable, spec: Record<string, string[]>): KeyedTarget[] {
+    const keyed = Object.entries(spec).map(([table, columns]) => ({ table, columns }));
+    for (const { table, columns } of keyed) {
+      if (!Array.isArray(columns) || columns.length !== source.key.length)
+        throw new ImagoError(
+          `${name}.sourceKeyIn names ${Array.isArray(columns) ? columns.length : 'no'} column(s) of ${table}, but ${name}'s key has ${source.key.length} (${source.key.join(', ')})`,
+          `${name}.sourceKeyIn.${table}`,
+          `list the ${table} columns that hold ${source.key.join(', ')}, in that order`,
+        );
+      const other = this.owners.get(tableId(table));
+      if (other !== undefined)
+        throw new ImagoError(
+          `${table} is in the sourceKeyIn of both ${other} and ${name}`,
+          `${name}.sourceKeyIn.${table}`,
+          'a table named in sourceKeyIn takes rows from one source table only; drop it from one of them',
+        );
+      this.owners.set(tableId(table), name);
+    }
+    return keyed;
+  }
+
+  /** Where the table's target rows carry its key (lineage read from them), or undefined (stored). */
+  keyedBy(table: string): KeyedTarget[] | undefined {
+    return this.tables.get(table)?.keyedBy;
   }
 
   /** Tables whose bulk copy must be finished before this one's starts. */
@@ -135,7 +193,49 @@ export class RowConverter {
       const what = out === null ? 'null' : typeof out;
       this.fail(table, row, new Error(`the transform returned ${what}, not an array of target rows`));
     }
+    if (this.owners.size > 0) this.checkKeyed(table, row, out as TargetRow[]);
     return out as TargetRow[];
+  }
+
+  /** What sourceKeyIn promises, checked per output: nothing is written that its lineage would miss. */
+  private checkKeyed(table: string, row: Row, outputs: TargetRow[]): void {
+    const t = this.tables.get(table) as ResolvedTable;
+    const key = t.source.key;
+    for (let i = 0; i < outputs.length; i++) {
+      const o = outputs[i] as TargetRow;
+      const id = tableId(o.table);
+      const columns = t.keyedColumns?.get(id);
+      if (columns === undefined) {
+        const owner = this.owners.get(id);
+        if (t.keyedColumns)
+          this.fail(
+            table,
+            row,
+            new Error(`it produced a row for ${o.table}, which is not in its sourceKeyIn`),
+          );
+        if (owner !== undefined)
+          this.fail(
+            table,
+            row,
+            new Error(
+              `it produced a row for ${o.table}, whose rows ${owner}'s sourceKeyIn says are all ${owner}'s`,
+            ),
+          );
+        continue;
+      }
+      for (let c = 0; c < columns.length; c++) {
+        const value = o.row[columns[c] as string];
+        const expected = row[key[c] as string];
+        if (value === null || value === undefined || String(value) !== expected)
+          this.fail(
+            table,
+            row,
+            new Error(
+              `its ${o.table} row has ${columns[c]} = ${value === undefined ? 'nothing' : JSON.stringify(value)}, not the source row's ${key[c]} (${JSON.stringify(expected)}), which sourceKeyIn promises`,
+            ),
+          );
+      }
+    }
   }
 
   private fail(table: string, row: Row, err: unknown): never {

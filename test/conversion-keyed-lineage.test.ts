@@ -9,6 +9,7 @@ import { startClusterPair, streamingUntilFailure, type ClusterPair } from './fix
 import { Converter } from '../src/conversion/converter.js';
 import { defineConversion, type Row, type TargetRow } from '../src/conversion/api.js';
 import { TransformError } from '../src/conversion/row-converter.js';
+import { canonicalKey } from '../src/conversion/keyed-lineage.js';
 
 let pair: ClusterPair;
 let oldDb: pg.Client;
@@ -171,5 +172,74 @@ describe('lineage read from the target rows (sourceKeyIn)', () => {
     } finally {
       await converter.stop({ dropCapture: true });
     }
+  });
+
+  test('a resume must keep the lineage as its copy did; one spelling per table', async () => {
+    await tables('_mode');
+    const keyed = new Converter({
+      sourceUrl: pair.old.url,
+      targetUrl: pair.new.url,
+      conversion: keyedConversion('_mode'),
+      name: 'keyed_mode',
+    });
+    await keyed.prepare();
+    await keyed.copy();
+    await keyed.stop(); // interrupted: the slot stays, the copy is done
+    const stored = new Converter({
+      sourceUrl: pair.old.url,
+      targetUrl: pair.new.url,
+      conversion: defineConversion({ tables: { author_mode: { transform: toPerson('_mode') } } }),
+      name: 'keyed_mode',
+    });
+    try {
+      await assert.rejects(
+        stored.prepare(),
+        /author_mode's lineage was kept in its target rows \(sourceKeyIn .*\) when keyed_mode copied it, and the plan now keeps it as lineage rows/,
+      );
+    } finally {
+      await stored.stop({ dropCapture: true });
+    }
+
+    await tables('_sp');
+    const spelled = new Converter({
+      sourceUrl: pair.old.url,
+      targetUrl: pair.new.url,
+      conversion: defineConversion({
+        tables: {
+          author_sp: {
+            sourceKeyIn: { 'public.person_sp': ['id'], person_tag_sp: ['person_id'] },
+            transform: toPerson('_sp'),
+          },
+        },
+      }),
+      name: 'keyed_sp',
+    });
+    try {
+      await spelled.prepare();
+      await assert.rejects(
+        spelled.copy(),
+        /it produced a row for person_sp, which its sourceKeyIn spells otherwise/,
+      );
+    } finally {
+      await spelled.stop({ dropCapture: true });
+    }
+  });
+
+  test('keys compare in the text form PostgreSQL prints them in', () => {
+    const target = {
+      name: 't',
+      key: ['a', 'b', 'c'],
+      columns: new Set(['a', 'b', 'c']),
+      types: new Map<string, string | undefined>([
+        ['a', 'bigint'],
+        ['b', 'uuid'],
+        ['c', 'character varying(20)'],
+      ]),
+    };
+    assert.deepEqual(canonicalKey(target, ['+007', '{A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11}', ' x ']), [
+      '7',
+      'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+      ' x ',
+    ]);
   });
 });

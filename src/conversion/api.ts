@@ -34,8 +34,10 @@ export type TableConversion = (
        * source row (on a 1:N bulk copy, the lineage is the widest thing written). What it promises is
        * checked as rows convert: every output goes to one of these tables, with these columns equal
        * to the source key, and no other source table writes to them. Each table needs an index whose
-       * leading columns are these (a primary key or foreign-key index usually is one). List the tables
-       * in the order the transform produces them: on a delete, later ones are removed first.
+       * leading columns are these (a primary key or foreign-key index usually is one), and their keys
+       * must be integers, text or uuid. Every row of these tables counts as this source table's, rows
+       * the new version writes there itself too: leave it out for tables the new version writes.
+       * List the tables in the order the transform produces them: on a delete, later ones go first.
        */
       sourceKeyIn?: Record<string, string[]>;
     }

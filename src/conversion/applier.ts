@@ -35,7 +35,7 @@ import {
 } from './target.js';
 import { WriteBatch, keyString } from './write-batch.js';
 import { isReorderingConflict } from './copy-in.js';
-import { KeyedLineage } from './keyed-lineage.js';
+import { KeyedLineage, canonicalKey } from './keyed-lineage.js';
 import { lookupIn } from './lookup.js';
 
 /** Groups up to this many changes may go as one simple-protocol script. */
@@ -156,6 +156,8 @@ export class Applier {
       return;
     }
     const ctx: TransformContext = { lookup: (t, where) => this.lookupThroughBatch(t, where) };
+    // Keyed lineage is read back in PostgreSQL's text form: what is produced is compared in it too.
+    const keyed = this.converter.keyedBy(table) !== undefined;
     const replace = async (keyRow: Row, row: Row | undefined) => {
       const outputs = row ? await this.converter.convert(table, row, ctx) : [];
       const sourceKey = this.converter.keyOf(table, keyRow);
@@ -163,7 +165,8 @@ export class Applier {
       for (const output of outputs) {
         const target = this.catalog.known(output.table) ?? (await this.catalog.table(output.table));
         this.batch.upsertValues(target, output.row);
-        produced.push([output.table, keyOf(target, output.row)]);
+        const key = keyOf(target, output.row);
+        produced.push([output.table, keyed ? canonicalKey(target, key) : key]);
       }
       const kept = new Set(produced.map(([t, k]) => `${t}\0${k.join('\0')}`));
       for (const [t, key] of lineage.get(table, sourceKey)) {
@@ -297,7 +300,7 @@ export class Applier {
     const previous = keyed
       ? ((await this.keyed.read(keyed, [sourceKey])).get(sourceKey) ?? [])
       : await readLineage(this.client, table, sourceKey);
-    const produced = await this.write(outputs);
+    const produced = await this.write(outputs, keyed !== undefined);
     const kept = new Set(produced.map(([t, k]) => `${t}\0${k.join('\0')}`));
     // Delete in reverse order of production, so that rows referring to others go first.
     for (const [t, key] of [...previous].reverse()) {
@@ -309,12 +312,16 @@ export class Applier {
     else await deleteLineage(this.client, table, sourceKey);
   }
 
-  private async write(outputs: TargetRow[]): Promise<Targets> {
+  /** Upserts the outputs; returns their keys (in PostgreSQL's text form for keyed lineage). */
+  private async write(outputs: TargetRow[], canonical: boolean): Promise<Targets> {
     const produced: Targets = [];
     for (const [name, rows] of toRows(outputs)) {
       const target = await this.catalog.table(name);
       await upsert(this.client, target, rows);
-      for (const row of rows) produced.push([name, keyOf(target, row)]);
+      for (const row of rows) {
+        const key = keyOf(target, row);
+        produced.push([name, canonical ? canonicalKey(target, key) : key]);
+      }
     }
     return produced;
   }

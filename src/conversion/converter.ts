@@ -38,7 +38,14 @@ import { RowConverter } from './row-converter.js';
 import { readFence } from './read-fence.js';
 import { bringSequencesPast } from './sequences.js';
 import { emptyTargets } from './empty-targets.js';
-import { ensureStateSchema, readCheckpoint, resetTargets, writeCheckpoint } from './state.js';
+import {
+  ensureStateSchema,
+  readCheckpoint,
+  readLineageModes,
+  recordLineageModes,
+  resetTargets,
+  writeCheckpoint,
+} from './state.js';
 import { DuplicateKeysError, restoreDeferred } from './deferred-indexes.js';
 import { TargetCatalog } from './target.js';
 
@@ -160,6 +167,7 @@ export class Converter {
     const hasSlot = await slotExists(this.source, this.slotName);
     if (hasSlot) await releaseSlot(this.source, this.slotName);
     if (checkpoint?.copied && hasSlot) {
+      await this.checkLineageModes();
       this.resumed = true;
       this.applied = checkpoint.lsn;
       log(`resuming ${this.options.name} from its checkpoint at ${formatLsn(checkpoint.lsn)}`);
@@ -185,8 +193,25 @@ export class Converter {
     await markPublication(this.source, this.publicationName, this.options.name);
     this.slot = await createSlotWithSnapshot(this.options.sourceUrl, this.slotName, { onWait: log });
     await writeCheckpoint(this.target, this.options.name, this.slot.consistentPoint, false);
+    await recordLineageModes(this.target, this.options.name, this.converter.lineageModes());
     this.watchWal();
     return { tables, resumed: false };
+  }
+
+  /** A resume keeps each table's lineage as its copy did: otherwise updates and deletes miss rows. */
+  private async checkLineageModes(): Promise<void> {
+    const recorded = await readLineageModes(this.target, this.options.name);
+    for (const [table, mode] of this.converter.lineageModes()) {
+      const was = recorded.get(table) ?? 'stored';
+      if (was === mode) continue;
+      const say = (m: string) =>
+        m === 'stored' ? 'as lineage rows' : `in its target rows (sourceKeyIn ${m.slice('keyed '.length)})`;
+      throw new ImagoError(
+        `${table}'s lineage was kept ${say(was)} when ${this.options.name} copied it, and the plan now keeps it ${say(mode)}: updates and deletes would miss rows or remove the wrong ones`,
+        `${table}.sourceKeyIn`,
+        'put sourceKeyIn back as it was when the copy ran, or abort the upgrade and start it again (the copy is redone)',
+      );
+    }
   }
 
   /** Copies and converts every table as of the slot's snapshot. */

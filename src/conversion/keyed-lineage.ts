@@ -29,8 +29,22 @@ export class KeyedLineage {
     const values = sourceKeys.map((k) => JSON.parse(k) as (string | null)[]);
     for (const { table, columns } of keyed) {
       const target = await this.catalog.table(table);
-      await this.checkIndex(target, columns);
       const types = columns.map((c) => columnType(target, c));
+      for (const c of target.key) comparableType(target, c);
+      await this.checkIndex(target, columns);
+      // A source key the column would store otherwise ('01' in an integer) could match another's rows.
+      columns.forEach((column, c) => {
+        const canonical = canonicalOf(types[c] as string);
+        for (const v of values) {
+          const value = v[c];
+          if (value !== null && value !== undefined && canonical(value) !== value)
+            throw new ImagoError(
+              `the source key ${JSON.stringify(value)} is stored as ${JSON.stringify(canonical(value))} in ${table}.${column} (${types[c]}): two source rows could share its rows`,
+              `${table}.${column}`,
+              "give the column the source key column's type, or leave sourceKeyIn out for this table",
+            );
+        }
+      });
       const keys = columns.map((_, c) => `k${c}`);
       const { rows } = await this.client.query<{ i: number; pk: string[] }>(
         `SELECT k.i::int AS i, ARRAY[${target.key.map((c) => `t.${quote(c)}::text`).join(', ')}] AS pk
@@ -58,7 +72,8 @@ export class KeyedLineage {
     const { rows } = await this.client.query<{ ok: boolean }>(
       `SELECT EXISTS (
          SELECT 1 FROM pg_index i
-          WHERE i.indrelid = to_regclass($1) AND i.indpred IS NULL AND i.indnkeyatts >= $3
+          WHERE i.indrelid = to_regclass($1) AND i.indpred IS NULL AND i.indisvalid AND i.indisready
+            AND i.indnkeyatts >= $3
             AND (SELECT array_agg(x ORDER BY x) FROM unnest((i.indkey::int2[])[0:$3 - 1]) x)
               = (SELECT array_agg(a.attnum ORDER BY a.attnum) FROM pg_attribute a
                   WHERE a.attrelid = to_regclass($1) AND a.attname = ANY ($2::text[]))
@@ -76,14 +91,49 @@ export class KeyedLineage {
 }
 
 function columnType(target: TargetTable, column: string): string {
-  const type = target.types.get(column);
-  if (!target.columns.has(column) || type === undefined)
+  if (!target.columns.has(column))
     throw new ImagoError(
-      target.columns.has(column)
-        ? `sourceKeyIn names ${target.name}.${column}, an array column: it cannot hold a source key`
-        : `sourceKeyIn names ${target.name}.${column}, which the new database does not have`,
+      `sourceKeyIn names ${target.name}.${column}, which the new database does not have`,
       `${target.name}.${column}`,
       'name the columns of the target table that hold the source key',
     );
+  return comparableType(target, column);
+}
+
+/**
+ * What a transform produced is compared with what the database holds as text, so a key column must
+ * have one text form per value; for these types it is computed here (canonical), for others (numeric
+ * `1.5` / `1.50`, timestamps, booleans) the comparison could miss and delete a row just written.
+ */
+const CANONICAL: [RegExp, (v: string) => string][] = [
+  [/^(smallint|integer|bigint)$/, (v) => (/^\s*[+-]?\d+\s*$/.test(v) ? BigInt(v.trim()).toString() : v)],
+  [/^(text|character varying(\(\d+\))?)$/, (v) => v],
+  [/^uuid$/, canonicalUuid],
+];
+
+function canonicalOf(type: string): (v: string) => string {
+  return CANONICAL.find(([re]) => re.test(type))?.[1] ?? ((v) => v);
+}
+
+function comparableType(target: TargetTable, column: string): string {
+  const type = target.types.get(column) ?? 'an array type';
+  if (!CANONICAL.some(([re]) => re.test(type)))
+    throw new ImagoError(
+      `${target.name}.${column} is ${type}: sourceKeyIn needs the listed tables' key columns and primary keys to be integers, text or uuid`,
+      `${target.name}.${column}`,
+      'leave sourceKeyIn out for this table: its lineage is then stored',
+    );
   return type;
+}
+
+/** A target key as PostgreSQL prints it (what read() returns), from the values a transform produced. */
+export function canonicalKey(target: TargetTable, key: string[]): string[] {
+  return key.map((v, i) => canonicalOf(target.types.get(target.key[i] as string) ?? '')(v));
+}
+
+function canonicalUuid(v: string): string {
+  const hex = v.replace(/[{}-]/g, '').toLowerCase();
+  return /^[0-9a-f]{32}$/.test(hex)
+    ? `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`
+    : v;
 }

@@ -66,7 +66,9 @@ export class RowConverter {
         transform: spec.transform.bind(spec),
         after: spec.after ?? earlier,
         ...(keyedBy
-          ? { keyedBy, keyedColumns: new Map(keyedBy.map((k) => [tableId(k.table), k.columns])) }
+          ? // Keyed by the spelling sourceKeyIn uses: lineage read back is named that way, and must
+            // compare equal to what the transform produced.
+            { keyedBy, keyedColumns: new Map(keyedBy.map((k) => [k.table, k.columns])) }
           : {}),
       });
     }
@@ -94,13 +96,27 @@ export class RowConverter {
       const other = this.owners.get(tableId(table));
       if (other !== undefined)
         throw new ImagoError(
-          `${table} is in the sourceKeyIn of both ${other} and ${name}`,
+          other === name
+            ? `${name}.sourceKeyIn names ${table} twice (as ${table} and with or without its schema)`
+            : `${table} is in the sourceKeyIn of both ${other} and ${name}`,
           `${name}.sourceKeyIn.${table}`,
           'a table named in sourceKeyIn takes rows from one source table only; drop it from one of them',
         );
       this.owners.set(tableId(table), name);
     }
     return keyed;
+  }
+
+  /**
+   * How each transform table keeps its lineage: `stored`, or `keyed` and its sourceKeyIn. A resumed
+   * conversion must keep what its copy started with (Converter.prepare checks).
+   */
+  lineageModes(): Map<string, string> {
+    const modes = new Map<string, string>();
+    for (const [name, t] of this.tables)
+      if (t.identityTarget === undefined)
+        modes.set(name, t.keyedBy ? `keyed ${JSON.stringify(t.keyedBy)}` : 'stored');
+    return modes;
   }
 
   /** Where the table's target rows carry its key (lineage read from them), or undefined (stored). */
@@ -203,10 +219,17 @@ export class RowConverter {
     const key = t.source.key;
     for (let i = 0; i < outputs.length; i++) {
       const o = outputs[i] as TargetRow;
-      const id = tableId(o.table);
-      const columns = t.keyedColumns?.get(id);
+      const columns = t.keyedColumns?.get(o.table);
       if (columns === undefined) {
-        const owner = this.owners.get(id);
+        const owner = this.owners.get(tableId(o.table));
+        if (owner === table)
+          this.fail(
+            table,
+            row,
+            new Error(
+              `it produced a row for ${o.table}, which its sourceKeyIn spells otherwise: use one spelling in both`,
+            ),
+          );
         if (t.keyedColumns)
           this.fail(
             table,

@@ -28,7 +28,37 @@ export async function ensureStateSchema(client: pg.Client): Promise<void> {
       targets text NOT NULL, -- JSON; text is cheaper to write than jsonb and only Imago reads it
       PRIMARY KEY (source_key, source_table) -- see addLineageKey()
     );
+    -- How each transform table's lineage is kept (RowConverter.lineageModes): a resume must not change it.
+    CREATE TABLE IF NOT EXISTS imago.lineage_mode (
+      stream text NOT NULL,
+      source_table text NOT NULL,
+      mode text NOT NULL,
+      PRIMARY KEY (stream, source_table)
+    );
     ${DEFERRED_INDEX_DDL}`);
+}
+
+/** Records how a fresh copy keeps each table's lineage. */
+export async function recordLineageModes(
+  client: pg.Client,
+  stream: string,
+  modes: Map<string, string>,
+): Promise<void> {
+  await client.query(
+    `BEGIN;
+     DELETE FROM imago.lineage_mode WHERE stream = ${quoteLiteral(stream)};
+     ${[...modes].map(([t, m]) => `INSERT INTO imago.lineage_mode VALUES (${quoteLiteral(stream)}, ${quoteLiteral(t)}, ${quoteLiteral(m)});`).join('\n')}
+     COMMIT`,
+  );
+}
+
+/** How the copy being resumed kept each table's lineage; a table not recorded kept lineage rows. */
+export async function readLineageModes(client: pg.Client, stream: string): Promise<Map<string, string>> {
+  const { rows } = await client.query<{ source_table: string; mode: string }>(
+    'SELECT source_table, mode FROM imago.lineage_mode WHERE stream = $1',
+    [stream],
+  );
+  return new Map(rows.map((r) => [r.source_table, r.mode]));
 }
 
 export async function readCheckpoint(

@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type pg from 'pg';
 import { startClusterPair, streamingUntilFailure, type ClusterPair } from './fixtures/cluster-pair.js';
-import { Converter } from '../src/conversion/converter.js';
+import { Converter, type ConverterOptions } from '../src/conversion/converter.js';
 import { defineConversion, type Row, type TargetRow } from '../src/conversion/api.js';
 import { TransformError } from '../src/conversion/row-converter.js';
 import { canonicalKey } from '../src/conversion/keyed-lineage.js';
@@ -36,6 +36,10 @@ const keyedConversion = (suffix: string, tagKey?: (row: Row) => string | null) =
     },
   });
 
+/** A converter from the old cluster to the new one. */
+const converterFor = (options: Omit<ConverterOptions, 'sourceUrl' | 'targetUrl'>) =>
+  new Converter({ sourceUrl: pair.old.url, targetUrl: pair.new.url, ...options });
+
 async function rows(client: pg.Client, sql: string): Promise<unknown[]> {
   return (await client.query(sql)).rows;
 }
@@ -58,9 +62,7 @@ describe('lineage read from the target rows (sourceKeyIn)', () => {
 
   test('no lineage is stored, and every kind of change leaves exactly the transform of the source', async () => {
     await tables('');
-    const converter = new Converter({
-      sourceUrl: pair.old.url,
-      targetUrl: pair.new.url,
+    const converter = converterFor({
       conversion: keyedConversion(''),
       name: 'keyed',
     });
@@ -115,9 +117,7 @@ describe('lineage read from the target rows (sourceKeyIn)', () => {
 
   test('an output without the source key stops the copy, naming the row, the table and the column', async () => {
     await tables('_bad');
-    const converter = new Converter({
-      sourceUrl: pair.old.url,
-      targetUrl: pair.new.url,
+    const converter = converterFor({
       // Alan's tags are filed under the next author.
       conversion: keyedConversion('_bad', (row) => (row.name === 'Alan' ? '3' : (row.id ?? null))),
       name: 'keyed_bad',
@@ -140,9 +140,7 @@ describe('lineage read from the target rows (sourceKeyIn)', () => {
   });
 
   test('a sourceKeyIn that does not fit the key, or a table without an index on it, is refused with the fix', async () => {
-    const wrongArity = new Converter({
-      sourceUrl: pair.old.url,
-      targetUrl: pair.new.url,
+    const wrongArity = converterFor({
       conversion: defineConversion({
         tables: { author: { sourceKeyIn: { person: ['id', 'name'] }, transform: toPerson('') } },
       }),
@@ -176,18 +174,14 @@ describe('lineage read from the target rows (sourceKeyIn)', () => {
 
   test('a resume must keep the lineage as its copy did; one spelling per table', async () => {
     await tables('_mode');
-    const keyed = new Converter({
-      sourceUrl: pair.old.url,
-      targetUrl: pair.new.url,
+    const keyed = converterFor({
       conversion: keyedConversion('_mode'),
       name: 'keyed_mode',
     });
     await keyed.prepare();
     await keyed.copy();
     await keyed.stop(); // interrupted: the slot stays, the copy is done
-    const stored = new Converter({
-      sourceUrl: pair.old.url,
-      targetUrl: pair.new.url,
+    const stored = converterFor({
       conversion: defineConversion({ tables: { author_mode: { transform: toPerson('_mode') } } }),
       name: 'keyed_mode',
     });
@@ -201,9 +195,7 @@ describe('lineage read from the target rows (sourceKeyIn)', () => {
     }
 
     await tables('_sp');
-    const spelled = new Converter({
-      sourceUrl: pair.old.url,
-      targetUrl: pair.new.url,
+    const spelled = converterFor({
       conversion: defineConversion({
         tables: {
           author_sp: {

@@ -155,6 +155,27 @@ describe('lineage read from the target rows (sourceKeyIn)', () => {
       await wrongArity.stop({ dropCapture: true });
     }
 
+    // A text key held in an integer column: '01' and '1' would share rows.
+    await oldDb.query(`CREATE TABLE author_fam (id text PRIMARY KEY, name text NOT NULL, tags text NOT NULL DEFAULT '');
+      INSERT INTO author_fam VALUES ('01', 'Ada', '');`);
+    await newDb.query(`CREATE TABLE person_fam (id int PRIMARY KEY, name text NOT NULL);
+      CREATE TABLE person_tag_fam (person_id int, n int, tag text NOT NULL, PRIMARY KEY (person_id, n));`);
+    const family = converterFor({ conversion: keyedConversion('_fam'), name: 'keyed_fam' });
+    try {
+      await family.prepare();
+      await assert.rejects(
+        family.copy(),
+        /person_fam\.id is integer but the source key column author_fam\.id it holds is text/,
+      );
+      assert.deepEqual(
+        await rows(newDb, 'SELECT count(*)::int AS n FROM person_fam'),
+        [{ n: 0 }],
+        'nothing copied',
+      );
+    } finally {
+      await family.stop({ dropCapture: true });
+    }
+
     // The tag table's key leads with n: reading it by person_id would scan it for every change.
     await tables('_noidx', 'n, person_id');
     const { converter, failure } = await streamingUntilFailure(pair, {
@@ -225,7 +246,7 @@ describe('lineage read from the target rows (sourceKeyIn)', () => {
       types: new Map<string, string | undefined>([
         ['a', 'bigint'],
         ['b', 'uuid'],
-        ['c', 'character varying(20)'],
+        ['c', 'text'],
       ]),
     };
     assert.deepEqual(canonicalKey(target, ['+007', '{A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11}', ' x ']), [
@@ -233,5 +254,8 @@ describe('lineage read from the target rows (sourceKeyIn)', () => {
       'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
       ' x ',
     ]);
+    // PostgreSQL 16 and later read these integers too.
+    const ints = ['0x1F', '-0o17', '0b101', '1_000', ' -0 '].map((v) => canonicalKey(target, [v, '', ''])[0]);
+    assert.deepEqual(ints, ['31', '-15', '5', '1000', '0']);
   });
 });

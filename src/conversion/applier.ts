@@ -38,6 +38,17 @@ import { isReorderingConflict } from './copy-in.js';
 import { KeyedLineage, canonicalKey } from './keyed-lineage.js';
 import { lookupIn } from './lookup.js';
 
+/** The row with its primary key's values replaced (by their canonical spelling). */
+function withKey(
+  target: TargetTable,
+  row: Record<string, TargetValue>,
+  key: string[],
+): Record<string, TargetValue> {
+  const copy = { ...row };
+  target.key.forEach((c, i) => (copy[c] = key[i] as string));
+  return copy;
+}
+
 /** Groups up to this many changes may go as one simple-protocol script. */
 const SCRIPT_MAX_ROWS = 200;
 
@@ -164,9 +175,13 @@ export class Applier {
       const produced: Targets = [];
       for (const output of outputs) {
         const target = this.catalog.known(output.table) ?? (await this.catalog.table(output.table));
-        this.batch.upsertValues(target, output.row);
-        const key = keyOf(target, output.row);
-        produced.push([output.table, keyed ? canonicalKey(target, key) : key]);
+        const raw = keyOf(target, output.row);
+        const key = keyed ? canonicalKey(target, raw) : raw;
+        // The batch collapses a row's writes by its key's spelling: a later delete of this row (read
+        // back in PostgreSQL's form) must find the upsert under the same one.
+        const same = key.every((v, i) => v === raw[i]);
+        this.batch.upsertValues(target, same ? output.row : withKey(target, output.row, key));
+        produced.push([output.table, key]);
       }
       const kept = new Set(produced.map(([t, k]) => `${t}\0${k.join('\0')}`));
       for (const [t, key] of lineage.get(table, sourceKey)) {

@@ -22,6 +22,7 @@ import { quote, quoteQualified, upsert } from './target.js';
 import { CopyTargets } from './copy-targets.js';
 import { restoreDeferred } from './deferred-indexes.js';
 import { addLineageKey, dropLineageKey } from './lineage.js';
+import { checkKeyedTypes } from './keyed-lineage.js';
 
 export interface CopyProgress {
   table: string;
@@ -171,6 +172,7 @@ async function copyTable(
   const { targets } = ctx;
   const result: CopyResult = { rows: 0, bytes: 0, targetRows: 0 };
   try {
+    await checkKeyed(source, converter, table, targets);
     await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     await source.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(options.snapshotName)}`);
     const { columns } = converter.source(table);
@@ -237,6 +239,25 @@ async function copyTable(
     await source.end().catch(() => {});
     await target.end().catch(() => {});
   }
+}
+
+/** A keyed table's listed targets can hold its key as it is, checked before anything is copied. */
+async function checkKeyed(
+  source: pg.Client,
+  converter: RowConverter,
+  table: string,
+  targets: CopyTargets,
+): Promise<void> {
+  const keyed = converter.keyedBy(table);
+  if (!keyed) return;
+  const { rows } = await source.query<{ attname: string; type: string }>(
+    `SELECT attname, format_type(atttypid, atttypmod) AS type FROM pg_attribute
+      WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`,
+    [quoteQualified(table)],
+  );
+  const types = new Map(rows.map((r) => [r.attname, r.type]));
+  for (const k of keyed)
+    checkKeyedTypes(converter.source(table), types, await targets.table(k.table), k.columns);
 }
 
 /** Row estimates (planner statistics, live tuple counts) for the ETA; never a full count. */

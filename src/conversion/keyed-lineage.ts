@@ -8,6 +8,7 @@ import type pg from 'pg';
 import { ImagoError } from '../errors.js';
 import type { Targets } from './lineage.js';
 import type { KeyedTarget } from './row-converter.js';
+import type { SourceTable } from '../capture/publication.js';
 import { quote, quoteQualified, type TargetCatalog, type TargetTable } from './target.js';
 
 export class KeyedLineage {
@@ -32,19 +33,6 @@ export class KeyedLineage {
       const types = columns.map((c) => columnType(target, c));
       for (const c of target.key) comparableType(target, c);
       await this.checkIndex(target, columns);
-      // A source key the column would store otherwise ('01' in an integer) could match another's rows.
-      columns.forEach((column, c) => {
-        const canonical = canonicalOf(types[c] as string);
-        for (const v of values) {
-          const value = v[c];
-          if (value !== null && value !== undefined && canonical(value) !== value)
-            throw new ImagoError(
-              `the source key ${JSON.stringify(value)} is stored as ${JSON.stringify(canonical(value))} in ${table}.${column} (${types[c]}): two source rows could share its rows`,
-              `${table}.${column}`,
-              "give the column the source key column's type, or leave sourceKeyIn out for this table",
-            );
-        }
-      });
       const keys = columns.map((_, c) => `k${c}`);
       const { rows } = await this.client.query<{ i: number; pk: string[] }>(
         `SELECT k.i::int AS i, ARRAY[${target.key.map((c) => `t.${quote(c)}::text`).join(', ')}] AS pk
@@ -103,32 +91,80 @@ function columnType(target: TargetTable, column: string): string {
 /**
  * What a transform produced is compared with what the database holds as text, so a key column must
  * have one text form per value; for these types it is computed here (canonical), for others (numeric
- * `1.5` / `1.50`, timestamps, booleans) the comparison could miss and delete a row just written.
+ * `1.5` / `1.50`, timestamps, booleans, `varchar(n)` cutting trailing spaces) the comparison could
+ * miss and delete a row just written.
  */
-const CANONICAL: [RegExp, (v: string) => string][] = [
-  [/^(smallint|integer|bigint)$/, (v) => (/^\s*[+-]?\d+\s*$/.test(v) ? BigInt(v.trim()).toString() : v)],
-  [/^(text|character varying(\(\d+\))?)$/, (v) => v],
-  [/^uuid$/, canonicalUuid],
+type Family = 'integer' | 'text' | 'uuid';
+const TARGET_FAMILIES: [RegExp, Family][] = [
+  [/^(smallint|integer|bigint)$/, 'integer'],
+  [/^(text|character varying)$/, 'text'],
+  [/^uuid$/, 'uuid'],
 ];
+/** A source key's text is what its column holds: a bounded varchar is fine there. */
+const SOURCE_FAMILIES: [RegExp, Family][] = [...TARGET_FAMILIES, [/^character varying\(\d+\)$/, 'text']];
+const CANONICAL: Record<Family, (v: string) => string> = {
+  integer: canonicalInteger,
+  text: (v) => v,
+  uuid: canonicalUuid,
+};
 
-function canonicalOf(type: string): (v: string) => string {
-  return CANONICAL.find(([re]) => re.test(type))?.[1] ?? ((v) => v);
-}
+const familyOf = (type: string, families = TARGET_FAMILIES): Family | undefined =>
+  families.find(([re]) => re.test(type))?.[1];
 
 function comparableType(target: TargetTable, column: string): string {
   const type = target.types.get(column) ?? 'an array type';
-  if (!CANONICAL.some(([re]) => re.test(type)))
+  if (familyOf(type) === undefined)
     throw new ImagoError(
-      `${target.name}.${column} is ${type}: sourceKeyIn needs the listed tables' key columns and primary keys to be integers, text or uuid`,
+      `${target.name}.${column} is ${type}: sourceKeyIn needs the listed tables' key columns and primary keys to be integers, text (unbounded) or uuid`,
       `${target.name}.${column}`,
       'leave sourceKeyIn out for this table: its lineage is then stored',
     );
   return type;
 }
 
+/**
+ * Before a keyed table is copied: each listed column holds its source key column's values as they
+ * are (same family of types: '01' from a text key would become 1 in an integer and share rows with
+ * '1'), and the listed tables' keys can be compared. `sourceTypes`: the source table's column types.
+ */
+export function checkKeyedTypes(
+  source: SourceTable,
+  sourceTypes: ReadonlyMap<string, string>,
+  target: TargetTable,
+  columns: string[],
+): void {
+  for (const c of target.key) comparableType(target, c);
+  columns.forEach((column, i) => {
+    const type = columnType(target, column);
+    const sourceColumn = source.key[i] as string;
+    const sourceType = sourceTypes.get(sourceColumn) ?? 'unknown';
+    if (familyOf(sourceType, SOURCE_FAMILIES) !== familyOf(type))
+      throw new ImagoError(
+        `${target.name}.${column} is ${type} but the source key column ${source.name}.${sourceColumn} it holds is ${sourceType}: the values would not compare as they are`,
+        `${target.name}.${column}`,
+        `give ${target.name}.${column} a type of the same kind as ${source.name}.${sourceColumn} (integer, text or uuid), or leave sourceKeyIn out for this table`,
+      );
+  });
+}
+
 /** A target key as PostgreSQL prints it (what read() returns), from the values a transform produced. */
 export function canonicalKey(target: TargetTable, key: string[]): string[] {
-  return key.map((v, i) => canonicalOf(target.types.get(target.key[i] as string) ?? '')(v));
+  return key.map((v, i) => {
+    const family = familyOf(target.types.get(target.key[i] as string) ?? '');
+    return family ? CANONICAL[family](v) : v;
+  });
+}
+
+/** As PostgreSQL (16 and later) reads an integer: sign, 0x / 0o / 0b prefixes, `_` between digits. */
+function canonicalInteger(v: string): string {
+  const m = /^\s*([+-]?)(0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+|[0-9][0-9_]*)\s*$/.exec(v);
+  if (!m) return v;
+  try {
+    const n = BigInt((m[2] as string).replace(/_/g, ''));
+    return (m[1] === '-' ? -n : n).toString();
+  } catch {
+    return v; // PostgreSQL refuses it too: the write fails before any comparison matters
+  }
 }
 
 function canonicalUuid(v: string): string {

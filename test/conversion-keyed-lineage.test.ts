@@ -10,6 +10,7 @@ import { Converter, type ConverterOptions } from '../src/conversion/converter.js
 import { defineConversion, type Row, type TargetRow } from '../src/conversion/api.js';
 import { TransformError } from '../src/conversion/row-converter.js';
 import { canonicalKey } from '../src/conversion/keyed-lineage.js';
+import { withDeadline } from '../src/deadline.js';
 
 let pair: ClusterPair;
 let oldDb: pg.Client;
@@ -185,7 +186,7 @@ describe('lineage read from the target rows (sourceKeyIn)', () => {
     try {
       await oldDb.query(`UPDATE author_noidx SET tags = 'math' WHERE id = 1`);
       assert.match(
-        String(await failure),
+        String(await withDeadline('the stream stopping on the missing index', failure, 30_000)),
         /target table person_tag_noidx has no index leading with person_id, which sourceKeyIn reads it by/,
       );
     } finally {

@@ -2,6 +2,7 @@
 // through both the copy and the stream; unchanged TOAST values are never overwritten; tables without a
 // replica identity are refused with the statement to run, and consenting to FULL identity works.
 import { after, before, describe, test } from 'node:test';
+import { withDeadline } from '../src/deadline.js';
 import assert from 'node:assert/strict';
 import pg from 'pg';
 import type { Cluster } from '../src/universe/cluster.js';
@@ -161,7 +162,7 @@ describe('conversion fidelity', () => {
     const { converter, failure } = await streamingUntilFailure(pair, { conversion, name: 'toast_t' });
     try {
       await oldDb.query(`UPDATE note SET title = 'b' WHERE id = 1`);
-      const err = await failure;
+      const err = await withDeadline('the stream stopping', failure, 30_000);
       assert.ok(err instanceof ImagoError);
       assert.match(err.hint ?? '', /ALTER TABLE note REPLICA IDENTITY FULL/);
     } finally {

@@ -1,6 +1,7 @@
 // The conversion pipeline against two real clusters: snapshot copy, streamed changes (insert, update,
 // delete, key change, truncate), 1:N transforms with lineage, lookups, fence catch-up and a failing transform.
 import { after, before, describe, test } from 'node:test';
+import { withDeadline } from '../src/deadline.js';
 import assert from 'node:assert/strict';
 import pg from 'pg';
 import type { Cluster } from '../src/universe/cluster.js';
@@ -148,7 +149,7 @@ describe('conversion', () => {
       await oldDb.query(
         `BEGIN; INSERT INTO item VALUES (9001, 1, now(), '{}', '{}', 1); INSERT INTO author VALUES (77, 'boom'); COMMIT;`,
       );
-      const err = await failure;
+      const err = await withDeadline('the stream stopping on the throwing transform', failure, 30_000);
       assert.ok(err instanceof TransformError, String(err));
       assert.equal(err.table, 'author');
       assert.equal(err.key, '["77"]');

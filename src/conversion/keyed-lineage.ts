@@ -12,8 +12,8 @@ import type { SourceTable } from '../capture/publication.js';
 import { quote, quoteQualified, type TargetCatalog, type TargetTable } from './target.js';
 
 export class KeyedLineage {
-  /** Target tables whose index on the key columns has been checked. */
-  private readonly indexed = new Set<string>();
+  /** Target tables checked (types, index) once, with their key columns' SQL types. */
+  private readonly checked = new Map<string, string[]>();
 
   constructor(
     private readonly client: pg.Client,
@@ -30,9 +30,7 @@ export class KeyedLineage {
     const values = sourceKeys.map((k) => JSON.parse(k) as (string | null)[]);
     for (const { table, columns } of keyed) {
       const target = await this.catalog.table(table);
-      const types = columns.map((c) => columnType(target, c));
-      for (const c of target.key) comparableType(target, c);
-      await this.checkIndex(target, columns);
+      const types = await this.check(target, columns);
       const keys = columns.map((_, c) => `k${c}`);
       const { rows } = await this.client.query<{ i: number; pk: string[] }>(
         `SELECT k.i::int AS i, ARRAY[${target.key.map((c) => `t.${quote(c)}::text`).join(', ')}] AS pk
@@ -54,9 +52,15 @@ export class KeyedLineage {
       await this.client.query(`DELETE FROM ${quoteQualified(table)}`);
   }
 
-  /** Each read is an index lookup, or the table is scanned per change: refused, with the fix. */
-  private async checkIndex(target: TargetTable, columns: string[]): Promise<void> {
-    if (this.indexed.has(target.name)) return;
+  /**
+   * Once per table: its key columns' types can be compared, and each read is an index lookup (or the
+   * table would be scanned per change: refused, with the fix). Returns the key columns' SQL types.
+   */
+  private async check(target: TargetTable, columns: string[]): Promise<string[]> {
+    const known = this.checked.get(target.name);
+    if (known) return known;
+    const types = columns.map((c) => columnType(target, c));
+    for (const c of target.key) comparableType(target, c);
     const { rows } = await this.client.query<{ ok: boolean }>(
       `SELECT EXISTS (
          SELECT 1 FROM pg_index i
@@ -74,7 +78,8 @@ export class KeyedLineage {
         `${target.name}(${columns.join(', ')})`,
         `create one in the new schema: CREATE INDEX ON ${quoteQualified(target.name)} (${columns.map(quote).join(', ')})`,
       );
-    this.indexed.add(target.name);
+    this.checked.set(target.name, types);
+    return types;
   }
 }
 

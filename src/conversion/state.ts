@@ -44,11 +44,10 @@ export async function recordLineageModes(
   stream: string,
   modes: Map<string, string>,
 ): Promise<void> {
+  await client.query('DELETE FROM imago.lineage_mode WHERE stream = $1', [stream]);
   await client.query(
-    `BEGIN;
-     DELETE FROM imago.lineage_mode WHERE stream = ${quoteLiteral(stream)};
-     ${[...modes].map(([t, m]) => `INSERT INTO imago.lineage_mode VALUES (${quoteLiteral(stream)}, ${quoteLiteral(t)}, ${quoteLiteral(m)});`).join('\n')}
-     COMMIT`,
+    'INSERT INTO imago.lineage_mode SELECT $1, t, m FROM unnest($2::text[], $3::text[]) AS u(t, m)',
+    [stream, [...modes.keys()], [...modes.values()]],
   );
 }
 

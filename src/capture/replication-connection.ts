@@ -4,14 +4,16 @@
  * CopyData messages are cut out of the socket's chunks by Imago's framer, XLogData decoded
  * (pgoutput.ts) into the caller's sink synchronously, keepalives answered, and standby status
  * updates carry only the position the caller confirms. Backpressure is the socket itself:
- * `pause()` stops reading, so the server's send buffer fills and the walsender waits.
+ * `pause()` stops reading, so the server's send buffer fills and the walsender waits. Catching up,
+ * small reads are coalesced (read-coalescer.ts).
  *
  * (pg-logical-replication's service queues every message behind a promise and an event emitter; at
  * hundreds of thousands of messages per second that overhead dominated the pipeline.)
  */
 import pg from 'pg';
-import { PgoutputDecoder, PG_EPOCH_US, type PgoutputSink } from './pgoutput.js';
+import { PgoutputDecoder, PG_EPOCH_US, pgTimestampMs, type PgoutputSink } from './pgoutput.js';
 import { CopyDataFramer } from './copy-data-framer.js';
+import { ReadCoalescer } from './read-coalescer.js';
 import type { Lsn } from './lsn.js';
 
 const STATUS_INTERVAL_MS = 10_000;
@@ -47,6 +49,10 @@ export class ReplicationConnection {
   private sent: Lsn = 0n;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
+  private coalescer: ReadCoalescer | undefined;
+  /** The newest XLogData message of the read being handled: its header has the server's send time. */
+  private sentIn: Buffer | undefined;
+  private sentAt = 0;
 
   constructor(private readonly options: ReplicationOptions) {
     // Answer keepalives from the start: an idle stream must not be dropped after wal_sender_timeout.
@@ -91,17 +97,20 @@ export class ReplicationConnection {
   }
 
   pause(): void {
-    this.connection()?.stream.pause();
+    if (this.coalescer) this.coalescer.hold();
+    else this.connection()?.stream.pause();
   }
 
   resume(): void {
-    this.connection()?.stream.resume();
+    if (this.coalescer) this.coalescer.release();
+    else this.connection()?.stream.resume();
   }
 
   async stop(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
+    this.coalescer?.stop();
     this.sendStatus();
     await this.client.end().catch(() => {});
   }
@@ -124,7 +133,14 @@ export class ReplicationConnection {
         for (const parse of parsers) parse(bytes);
       },
     );
-    socket.on('data', (chunk: Buffer) => framer.push(chunk));
+    const coalescer = (this.coalescer = new ReadCoalescer(socket));
+    socket.on('data', (chunk: Buffer) => {
+      framer.push(chunk);
+      const sent = this.sentIn;
+      if (sent === undefined || this.closed) return;
+      this.sentIn = undefined;
+      coalescer.afterRead(chunk.length, pgTimestampMs(sent, this.sentAt) - this.decoder.commitTimeMs);
+    });
   }
 
   private onCopyData(chunk: Buffer, start: number, end: number): void {
@@ -132,6 +148,8 @@ export class ReplicationConnection {
     try {
       if (chunk[start] === 0x77 /* w: XLogData, after its 24-byte header */) {
         this.decoder.decode(chunk, start + 25, end);
+        this.sentIn = chunk;
+        this.sentAt = start + 17; // dataStart, walEnd, then the send time
       } else if (chunk[start] === 0x6b /* k: keepalive */) {
         const walEnd = chunk.readBigUInt64BE(start + 1);
         if (this.options.isIdle()) this.confirm(walEnd);
@@ -165,6 +183,7 @@ export class ReplicationConnection {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
+    this.coalescer?.stop();
     void this.client.end().catch(() => {});
     this.options.onError(err);
   }

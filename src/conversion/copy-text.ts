@@ -4,7 +4,6 @@
  * escaped), so rows can be cut out of chunks without knowing the columns' types.
  */
 import type { TargetValue } from './api.js';
-import { utf8Slice } from '../utf8.js';
 
 const SPECIAL = /[\\\n\r\t]/;
 
@@ -59,71 +58,43 @@ const PENDING_CHARS = 8192;
 const ESCAPES: Record<string, string> = { b: '\b', f: '\f', n: '\n', r: '\r', t: '\t', v: '\v', '\\': '\\' };
 
 export class CopyTextParser {
-  /** The bytes of an incomplete last line, until its newline arrives (one very long row: many chunks). */
-  private rest: Buffer[] = [];
+  private rest = '';
+  private readonly decoder = new TextDecoder('utf-8');
 
   constructor(private readonly columns: string[]) {}
 
-  /**
-   * Rows completed by this chunk. Only whole lines are decoded: a newline byte is never part of a
-   * multi-byte UTF-8 sequence, so the text is cut there without a streaming decoder, and the lines
-   * are read in place with indexOf, with no array of lines or of fields per row.
-   */
+  /** Rows completed by this chunk. */
   push(chunk: Uint8Array): Record<string, string | null>[] {
-    const rows: Record<string, string | null>[] = [];
-    let bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-    const last = bytes.lastIndexOf(0x0a);
-    if (last < 0) {
-      // Kept, not joined: a row longer than many chunks is joined once, when its newline arrives.
-      this.rest.push(Buffer.from(bytes));
-      return rows;
+    const decoded = this.decoder.decode(chunk, { stream: true });
+    // No row ends here (a value longer than the chunk): joined lazily, not split and copied again
+    // with every chunk, which was quadratic in a very long row.
+    if (!decoded.includes('\n')) {
+      this.rest += decoded;
+      return [];
     }
-    let cut = last + 1;
-    if (this.rest.length > 0) {
-      const held = this.rest.reduce((n, b) => n + b.length, 0);
-      bytes = Buffer.concat([...this.rest, bytes]);
-      cut += held;
-      this.rest = [];
-    }
-    if (cut < bytes.length) this.rest.push(Buffer.from(bytes.subarray(cut)));
-    const text = utf8Slice.call(bytes, 0, cut);
-    // The next backslash, found once and passed over: a line without one has no escape and no NULL.
-    let backslash = text.indexOf('\\');
-    for (let start = 0; start < text.length;) {
-      const end = text.indexOf('\n', start);
-      if (backslash >= 0 && backslash < start) backslash = text.indexOf('\\', start);
-      rows.push(this.row(text, start, end, backslash >= 0 && backslash < end));
-      start = end + 1;
-    }
-    return rows;
+    const text = this.rest + decoded;
+    const lines = text.split('\n');
+    this.rest = lines.pop() ?? '';
+    return lines.map((line) => this.row(line));
   }
 
   /** Throws if the stream ended in the middle of a row. */
   end(): void {
-    if (this.rest.length > 0) throw new Error('COPY stream ended in the middle of a row');
+    this.rest += this.decoder.decode();
+    if (this.rest !== '') throw new Error('COPY stream ended in the middle of a row');
   }
 
-  /** The row in `text` from `start` to `end` (its newline); `escaped`: the line has a backslash. */
-  private row(text: string, start: number, end: number, escaped: boolean): Record<string, string | null> {
-    const { columns } = this;
-    const row: Record<string, string | null> = {};
-    let from = start;
-    for (let i = 0; i < columns.length; i++) {
-      let to = text.indexOf('\t', from);
-      if (to < 0 || to > end) to = end;
-      if ((to === end) !== (i === columns.length - 1)) {
-        throw new Error(`COPY row has ${fieldCount(text, start, end)} fields, expected ${columns.length}`);
-      }
-      const field = text.slice(from, to);
-      row[columns[i] as string] = escaped ? unescape(field) : field;
-      from = to + 1;
+  private row(line: string): Record<string, string | null> {
+    const fields = line.split('\t');
+    if (fields.length !== this.columns.length) {
+      throw new Error(`COPY row has ${fields.length} fields, expected ${this.columns.length}`);
     }
+    const row: Record<string, string | null> = {};
+    this.columns.forEach((column, i) => {
+      row[column] = unescape(fields[i] as string);
+    });
     return row;
   }
-}
-
-function fieldCount(text: string, start: number, end: number): number {
-  return text.slice(start, end).split('\t').length;
 }
 
 function unescape(field: string): string | null {

@@ -19,6 +19,10 @@ export function registerBench(program: Command): void {
     .option('--pages <n>', 'switchover: pages seeded in the old wiki (default 300)')
     .option('--rows <n>', 'convert: rows of the bulk-copy table (default 200000)')
     .option(
+      '--bulk-repetitions <n>',
+      'convert: bulk-copy repetitions after one warm-up round (default 7; --repetitions counts the catch-up ones)',
+    )
+    .option(
       '--lineage <how>',
       'convert: "keyed" (default: read from the target rows, which carry the source key) or "stored" (a lineage row per source row)',
     )

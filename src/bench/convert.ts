@@ -8,6 +8,7 @@ import type { Scenario } from './scenarios.js';
 import { imagoCopySeconds, parseBulkLineage, rawCopySeconds, seedBulk } from './convert-bulk.js';
 import { applyLag, catchUpRates } from './convert-stream.js';
 import { median } from './load.js';
+import { ImagoError } from '../errors.js';
 
 const round = (n: number, digits = 2) => Math.round(n * 10 ** digits) / 10 ** digits;
 
@@ -16,6 +17,8 @@ export const convertScenario: Scenario = {
   async run({ out, options }) {
     const repetitions = Number(options.repetitions ?? 3);
     const bulkRepetitions = Number(options.bulkRepetitions ?? 7);
+    if (!Number.isInteger(bulkRepetitions) || bulkRepetitions < 1)
+      throw new ImagoError(`expected a whole number of at least 1`, 'bulk-repetitions');
     const rows = Number(options.rows ?? 200_000);
     const small = Number(options.smallTransactions ?? 200_000);
     const lagSeconds = Number(options.duration ?? 5);

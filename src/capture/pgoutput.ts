@@ -57,8 +57,8 @@ export class PgoutputDecoder {
   private readonly relations = new Map<number, Relation>();
   private buf: Buffer = Buffer.alloc(0);
   private pos = 0;
-  /** The commit time of the newest transaction begun (Unix ms, server clock); 0 before any. */
-  commitTimeMs = 0;
+  /** The commit time of the newest transaction begun (Unix ms, server clock); NaN before any. */
+  commitTimeMs = Number.NaN;
 
   constructor(private readonly sink: PgoutputSink) {}
 

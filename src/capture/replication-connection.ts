@@ -21,7 +21,12 @@ const STATUS_INTERVAL_MS = 10_000;
 interface Connection {
   sendCopyFromChunk(chunk: Buffer): void;
   once(event: 'replicationStart', listener: () => void): void;
-  stream: NodeJS.EventEmitter & { pause(): void; resume(): void };
+  stream: NodeJS.EventEmitter & {
+    pause(): void;
+    resume(): void;
+    read(): unknown;
+    readonly readableLength: number;
+  };
 }
 
 export interface ReplicationOptions {
@@ -137,8 +142,8 @@ export class ReplicationConnection {
     socket.on('data', (chunk: Buffer) => {
       framer.push(chunk);
       const sent = this.sentIn;
-      if (sent === undefined || this.closed) return;
       this.sentIn = undefined;
+      if (sent === undefined || this.closed) return;
       coalescer.afterRead(chunk.length, pgTimestampMs(sent, this.sentAt) - this.decoder.commitTimeMs);
     });
   }

@@ -21,3 +21,17 @@ export async function connectClient(url: string, which: string): Promise<pg.Clie
   }
   return client;
 }
+
+/**
+ * Opens connections side by side (each connect is a few round trips and, with SCRAM, a key
+ * derivation at both ends): all of them, or none left open and the first failure thrown.
+ */
+export async function connectClients(...targets: [url: string, which: string][]): Promise<pg.Client[]> {
+  const results = await Promise.allSettled(targets.map(([url, which]) => connectClient(url, which)));
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) {
+    for (const r of results) if (r.status === 'fulfilled') await r.value.end().catch(() => {});
+    throw failed.reason;
+  }
+  return results.map((r) => (r as PromiseFulfilledResult<pg.Client>).value);
+}

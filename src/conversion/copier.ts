@@ -9,7 +9,7 @@
  */
 import pg from 'pg';
 import { quoteLiteral } from '../sql.js';
-import { connectClient } from '../database.js';
+import { connectClient, connectClients } from '../database.js';
 import { settleAll } from '../deadline.js';
 import { to as copyTo } from 'pg-copy-streams';
 import { setImmediate } from 'node:timers/promises';
@@ -73,7 +73,10 @@ const YIELD_ROWS = 500;
 export async function copySnapshot(options: CopyOptions): Promise<CopyResult> {
   const { converter } = options;
   const tables = converter.tableNames();
-  const estimatedRows = await estimateRows(options.sourceUrl, tables);
+  // The estimate, the connections and the index check go side by side: each costs connects.
+  const estimating = estimateRows(options.sourceUrl, tables);
+  estimating.catch(() => {}); // awaited below, once the connections are there to close
+  let estimatedRows = 0;
   const total: CopyResult = { rows: 0, bytes: 0, targetRows: 0 };
   const started = performance.now();
   const copied = new Map<string, number>();
@@ -89,12 +92,11 @@ export async function copySnapshot(options: CopyOptions): Promise<CopyResult> {
       ...(rate > 0 ? { etaSeconds: Math.round(left / rate) } : {}),
     });
   };
-  const lookups = await connectClient(options.targetUrl, 'new');
-  const targets = new CopyTargets(
-    await connectClient(options.targetUrl, 'new'),
-    options.targetUrl,
-    options.deferIndexes ?? false,
-  );
+  const [lookups, written] = (await connectClients(
+    [options.targetUrl, 'new'],
+    [options.targetUrl, 'new'],
+  )) as [pg.Client, pg.Client];
+  const targets = new CopyTargets(written, options.targetUrl, options.deferIndexes ?? false);
   const cached = cachedLookup(lookups);
   const ctx: CopyContext = {
     targets,
@@ -118,11 +120,11 @@ export async function copySnapshot(options: CopyOptions): Promise<CopyResult> {
     },
   };
   try {
-    // Left deferred by an interrupted copy: rebuilt on the tables emptied since (instant), so that
-    // each is described with its key and deferred again from its full set of indexes.
-    await restoreDeferred(options.targetUrl);
-    // Built once after the copy (a sort), as the targets' deferred indexes are.
-    await dropLineageKey(lookups);
+    // Indexes left deferred by an interrupted copy are rebuilt on the tables emptied since (instant),
+    // so that each is described with its key and deferred again from its full set of indexes; the
+    // lineage's key is dropped, to be built once after the copy (a sort) as the targets' indexes are.
+    await settleAll([restoreDeferred(options.targetUrl), dropLineageKey(lookups)]);
+    estimatedRows = await estimating;
     for (const table of tables) {
       const task = (async () => {
         await Promise.all(converter.after(table).map((t) => done.get(t)));
@@ -163,8 +165,10 @@ async function copyTable(
   report: (p: Pick<CopyProgress, 'table' | 'rows' | 'bytes'>) => void,
 ): Promise<CopyResult> {
   const { converter } = options;
-  const source = await connectClient(options.sourceUrl, 'old');
-  const target = await connectClient(options.targetUrl, 'new');
+  const [source, target] = (await connectClients([options.sourceUrl, 'old'], [options.targetUrl, 'new'])) as [
+    pg.Client,
+    pg.Client,
+  ];
   // The batches need not wait for their WAL to reach disk: a copy cut short by a crash is started
   // over with its targets emptied, and the commit that marks it done (Converter.copy, synchronous)
   // flushes the WAL of every batch before it. It took a tenth to a quarter of the copy's time.

@@ -24,14 +24,19 @@ export async function connectClient(url: string, which: string): Promise<pg.Clie
 
 /**
  * Opens connections side by side (each connect is a few round trips and, with SCRAM, a key
- * derivation at both ends): all of them, or none left open and the first failure thrown.
+ * derivation at both ends): all of them, or none left open and the first failure (in argument
+ * order) thrown.
  */
-export async function connectClients(...targets: [url: string, which: string][]): Promise<pg.Client[]> {
+export async function connectClients<T extends [url: string, which: string][]>(
+  ...targets: T
+): Promise<{ [K in keyof T]: pg.Client }> {
   const results = await Promise.allSettled(targets.map(([url, which]) => connectClient(url, which)));
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) {
-    for (const r of results) if (r.status === 'fulfilled') await r.value.end().catch(() => {});
+    await Promise.all(
+      results.map((r) => (r.status === 'fulfilled' ? r.value.end().catch(() => {}) : undefined)),
+    );
     throw failed.reason;
   }
-  return results.map((r) => (r as PromiseFulfilledResult<pg.Client>).value);
+  return results.map((r) => (r as PromiseFulfilledResult<pg.Client>).value) as { [K in keyof T]: pg.Client };
 }

@@ -13,8 +13,9 @@
  * gathers the rest, which later reads take in tens of kilobytes. (Handing the buffer over as one
  * read instead kept the socket reading eagerly: 1,200 reads per backlog instead of 850 and more
  * walsender CPU.) Only reads of data over 100 ms old wait, so a live stream is never delayed and
- * apply lag is unchanged; the end of a catch-up can take a few milliseconds longer. The caller's own pause (backpressure) and this
- * one are kept apart: the socket reads again only when neither holds it.
+ * apply lag is unchanged; the end of a catch-up can take a few milliseconds longer. The caller's
+ * own pause (backpressure) and this one are kept apart: the socket reads again only when neither
+ * holds it.
  */
 
 /** Behind by more than this: catching up (the apply queue's threshold too). */

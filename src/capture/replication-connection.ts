@@ -21,12 +21,7 @@ const STATUS_INTERVAL_MS = 10_000;
 interface Connection {
   sendCopyFromChunk(chunk: Buffer): void;
   once(event: 'replicationStart', listener: () => void): void;
-  stream: NodeJS.EventEmitter & {
-    pause(): void;
-    resume(): void;
-    read(): unknown;
-    readonly readableLength: number;
-  };
+  stream: NodeJS.EventEmitter & { pause(): void; resume(): void };
 }
 
 export interface ReplicationOptions {

@@ -92,10 +92,7 @@ export async function copySnapshot(options: CopyOptions): Promise<CopyResult> {
       ...(rate > 0 ? { etaSeconds: Math.round(left / rate) } : {}),
     });
   };
-  const [lookups, written] = (await connectClients(
-    [options.targetUrl, 'new'],
-    [options.targetUrl, 'new'],
-  )) as [pg.Client, pg.Client];
+  const [lookups, written] = await connectClients([options.targetUrl, 'new'], [options.targetUrl, 'new']);
   const targets = new CopyTargets(written, options.targetUrl, options.deferIndexes ?? false);
   const cached = cachedLookup(lookups);
   const ctx: CopyContext = {
@@ -123,6 +120,7 @@ export async function copySnapshot(options: CopyOptions): Promise<CopyResult> {
     // Indexes left deferred by an interrupted copy are rebuilt on the tables emptied since (instant),
     // so that each is described with its key and deferred again from its full set of indexes; the
     // lineage's key is dropped, to be built once after the copy (a sort) as the targets' indexes are.
+    // (A source that cannot be reached is reported after this: harmless, the next copy does the same.)
     await settleAll([restoreDeferred(options.targetUrl), dropLineageKey(lookups)]);
     estimatedRows = await estimating;
     for (const table of tables) {
@@ -165,17 +163,14 @@ async function copyTable(
   report: (p: Pick<CopyProgress, 'table' | 'rows' | 'bytes'>) => void,
 ): Promise<CopyResult> {
   const { converter } = options;
-  const [source, target] = (await connectClients([options.sourceUrl, 'old'], [options.targetUrl, 'new'])) as [
-    pg.Client,
-    pg.Client,
-  ];
-  // The batches need not wait for their WAL to reach disk: a copy cut short by a crash is started
-  // over with its targets emptied, and the commit that marks it done (Converter.copy, synchronous)
-  // flushes the WAL of every batch before it. It took a tenth to a quarter of the copy's time.
-  await target.query('SET synchronous_commit = off');
+  const [source, target] = await connectClients([options.sourceUrl, 'old'], [options.targetUrl, 'new']);
   const { targets } = ctx;
   const result: CopyResult = { rows: 0, bytes: 0, targetRows: 0 };
   try {
+    // The batches need not wait for their WAL to reach disk: a copy cut short by a crash is started
+    // over with its targets emptied, and the commit that marks it done (Converter.copy, synchronous)
+    // flushes the WAL of every batch before it. It took a tenth to a quarter of the copy's time.
+    await target.query('SET synchronous_commit = off');
     await checkKeyed(source, converter, table, targets);
     await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     await source.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(options.snapshotName)}`);

@@ -8,23 +8,15 @@ import type { Scenario } from './scenarios.js';
 import { imagoCopySeconds, parseBulkLineage, rawCopySeconds, seedBulk } from './convert-bulk.js';
 import { applyLag, catchUpRates } from './convert-stream.js';
 import { median } from './load.js';
-import { ImagoError } from '../errors.js';
-
-/** A repetition count from the command line: a whole number of at least 1, or a precise error. */
-function atLeastOne(value: unknown, option: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1)
-    throw new ImagoError(`expected a whole number of at least 1, not ${String(value)}`, `--${option}`);
-  return n;
-}
 
 const round = (n: number, digits = 2) => Math.round(n * 10 ** digits) / 10 ** digits;
 
 export const convertScenario: Scenario = {
   describe: 'conversion: bulk vs COPY pipe, catch-up and lag vs native logical replication',
   async run({ out, options }) {
-    const repetitions = atLeastOne(options.repetitions ?? 3, 'repetitions');
-    const bulkRepetitions = atLeastOne(options.bulkRepetitions ?? 7, 'bulk-repetitions');
+    // Counts: checked as options are parsed (cli/arguments.ts).
+    const repetitions = Number(options.repetitions ?? 3);
+    const bulkRepetitions = Number(options.bulkRepetitions ?? 7);
     const rows = Number(options.rows ?? 200_000);
     const small = Number(options.smallTransactions ?? 200_000);
     const lagSeconds = Number(options.duration ?? 5);

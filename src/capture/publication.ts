@@ -14,6 +14,8 @@ export interface SourceTable {
   /** Key columns the change stream carries for updates and deletes. */
   key: string[];
   columns: string[];
+  /** SQL type of each column (format_type). */
+  types: ReadonlyMap<string, string>;
 }
 
 export async function describeSourceTables(client: pg.Client, tables: string[]): Promise<SourceTable[]> {
@@ -36,12 +38,15 @@ export async function describeSourceTables(client: pg.Client, tables: string[]):
         'check the table list of the conversion',
       );
     }
-    const columns = (
-      await client.query<{ attname: string }>(
-        `SELECT attname FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
+    const described = (
+      await client.query<{ attname: string; type: string }>(
+        `SELECT attname, format_type(atttypid, atttypmod) AS type FROM pg_attribute
+          WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
         [rel.oid],
       )
-    ).rows.map((r) => r.attname);
+    ).rows;
+    const columns = described.map((r) => r.attname);
+    const types = new Map(described.map((r) => [r.attname, r.type]));
     const identityIndex = rel.relreplident === 'i' ? 'indisreplident' : 'indisprimary';
     const key = (
       await client.query<{ attname: string }>(
@@ -59,7 +64,13 @@ export async function describeSourceTables(client: pg.Client, tables: string[]):
         `add a primary key, or run: ALTER TABLE ${schema}.${name} REPLICA IDENTITY FULL`,
       );
     }
-    result.push({ schema, name, key: rel.relreplident === 'f' && key.length === 0 ? columns : key, columns });
+    result.push({
+      schema,
+      name,
+      key: rel.relreplident === 'f' && key.length === 0 ? columns : key,
+      columns,
+      types,
+    });
   }
   return result;
 }

@@ -130,19 +130,14 @@ function comparableType(target: TargetTable, column: string): string {
 /**
  * Before a keyed table is copied: each listed column holds its source key column's values as they
  * are (same family of types: '01' from a text key would become 1 in an integer and share rows with
- * '1'), and the listed tables' keys can be compared. `sourceTypes`: the source table's column types.
+ * '1'), and the listed tables' keys can be compared.
  */
-export function checkKeyedTypes(
-  source: SourceTable,
-  sourceTypes: ReadonlyMap<string, string>,
-  target: TargetTable,
-  columns: string[],
-): void {
+export function checkKeyedTypes(source: SourceTable, target: TargetTable, columns: string[]): void {
   for (const c of target.key) comparableType(target, c);
   columns.forEach((column, i) => {
     const type = columnType(target, column);
     const sourceColumn = source.key[i] as string;
-    const sourceType = sourceTypes.get(sourceColumn) ?? 'unknown';
+    const sourceType = source.types.get(sourceColumn) ?? 'unknown';
     if (familyOf(sourceType, SOURCE_FAMILIES) !== familyOf(type))
       throw new ImagoError(
         `${target.name}.${column} is ${type} but the source key column ${source.name}.${sourceColumn} it holds is ${sourceType}: the values would not compare as they are`,

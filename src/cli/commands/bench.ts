@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { ImagoError } from '../../errors.js';
 import { scenarios } from '../../bench/scenarios.js';
 import { output, reportError } from '../output.js';
+import { count } from '../arguments.js';
 
 export function registerBench(program: Command): void {
   program
@@ -11,7 +12,7 @@ export function registerBench(program: Command): void {
     )
     .argument('<scenario>', 'which benchmark')
     .option('--json', 'end with one JSON line on stdout')
-    .option('--repetitions <n>', 'alternating repetitions per target (medians are reported)')
+    .option('--repetitions <n>', 'alternating repetitions per target (medians are reported)', count)
     .option('--duration <s>', 'seconds per measurement')
     .option('--trials <n>', 'trials (switchover)')
     .option('--workers <n>', 'proxy: ingress worker processes (default: one per core)')
@@ -21,6 +22,7 @@ export function registerBench(program: Command): void {
     .option(
       '--bulk-repetitions <n>',
       'convert: bulk-copy repetitions after one warm-up round (default 7; --repetitions counts the catch-up ones)',
+      count,
     )
     .option(
       '--lineage <how>',

@@ -1,12 +1,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { runDemo } from '../../demo/wiki-demo.js';
 import { output, reportError } from '../output.js';
-
-function positiveInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive whole number');
-  return n;
-}
+import { count } from '../arguments.js';
 
 function seconds(value: string): number {
   const n = Number(value);
@@ -21,16 +16,16 @@ export function registerDemo(program: Command): void {
       'upgrade the example wiki v1 → v2 online under live load, then verify every acknowledged write',
     )
     .option('--json', 'end with one JSON line on stdout (human lines go to stderr)')
-    .option('--pages <n>', 'pages seeded in the old wiki', positiveInt, 2000)
-    .option('--revisions <n>', 'revisions per seeded page', positiveInt, 5)
-    .option('--rate <n>', 'requests per second of the live load', positiveInt, 200)
-    .option('--workers <n>', 'concurrent clients of the live load', positiveInt, 16)
+    .option('--pages <n>', 'pages seeded in the old wiki', count, 2000)
+    .option('--revisions <n>', 'revisions per seeded page', count, 5)
+    .option('--rate <n>', 'requests per second of the live load', count, 200)
+    .option('--workers <n>', 'concurrent clients of the live load', count, 16)
     .option('--stream-seconds <s>', 'load on the change stream before the switch', seconds, 4)
     .option('--after-switch-seconds <s>', 'load after the switch', seconds, 3)
     .option(
       '--min-compared <n>',
       'runtime test: reads compared per endpoint before the gate opens',
-      positiveInt,
+      count,
       30,
     )
     .option(

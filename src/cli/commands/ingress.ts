@@ -10,6 +10,7 @@ import { dirname, resolve } from 'node:path';
 import { mkdirSync } from 'node:fs';
 import { InvalidArgumentError, type Command } from 'commander';
 import { ImagoError } from '../../errors.js';
+import { count } from '../arguments.js';
 import { startIngress, startIngressCluster } from '../../ingress/index.js';
 import { onTeardown } from '../../universe/teardown.js';
 import { output, reportError } from '../output.js';
@@ -21,12 +22,6 @@ function hostPort(value: string): { host: string; port: number } {
   const port = Number(m?.[3]);
   if (!m || port > 65535) throw new InvalidArgumentError('expected host:port or a port, e.g. 0.0.0.0:8080');
   return { host: m[1] || m[2] || '127.0.0.1', port };
-}
-
-function count(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a whole number ≥ 1');
-  return n;
 }
 
 function url(value: string, previous: string[] = []): string[] {

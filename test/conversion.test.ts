@@ -10,6 +10,7 @@ import { Converter } from '../src/conversion/converter.js';
 import type { CopyProgress } from '../src/conversion/copier.js';
 import { defineConversion, identity, type TargetRow } from '../src/conversion/api.js';
 import { TransformError } from '../src/conversion/row-converter.js';
+import { analyzeTargets } from '../src/conversion/statistics.js';
 
 let pair: ClusterPair;
 let oldCluster: Cluster;
@@ -96,6 +97,18 @@ describe('conversion', () => {
       assert.equal(last?.copiedRows, 504);
       assert.ok((last?.estimatedRows ?? 0) > 0, 'an estimate of the total for the ETA');
       await converter.startStreaming((err) => errors.push(err));
+      // Planner statistics for every table the copy filled, gathered beside the stream.
+      await withDeadline('the targets analyzed', converter.statisticsReady(), 30_000);
+      assert.equal(converter.conversionStats().analyzedTables, 4);
+      assert.deepEqual(
+        await rows(newDb, `SELECT DISTINCT tablename FROM pg_stats WHERE schemaname = 'public' ORDER BY 1`),
+        ['book2', 'item', 'person', 'person_tag'].map((tablename) => ({ tablename })),
+      );
+      assert.deepEqual(
+        await analyzeTargets(newCluster.url, 2),
+        [],
+        'tables with statistics are not analyzed again',
+      );
 
       await oldDb.query(`
         BEGIN;

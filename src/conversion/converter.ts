@@ -37,6 +37,7 @@ import { copySnapshot, type CopyProgress, type CopyResult } from './copier.js';
 import { RowConverter } from './row-converter.js';
 import { readFence } from './read-fence.js';
 import { bringSequencesPast } from './sequences.js';
+import { analyzeTargets } from './statistics.js';
 import { emptyTargets } from './empty-targets.js';
 import {
   ensureStateSchema,
@@ -81,6 +82,9 @@ export interface ConversionStats {
   appliedLsn: string;
   /** Commit time of the last applied source transaction → now, at the moment it was applied. */
   lastApplyLagMs: number;
+  /** Target tables ANALYZEd after the copy (or on resume), and how long that took; set when done. */
+  analyzedTables?: number;
+  analyzeMs?: number;
 }
 
 const MARKER_PREFIX = 'imago';
@@ -106,6 +110,8 @@ export class Converter {
   private slot: ExportedSlot | undefined;
   private resumed = false;
   private stopWalWatch: (() => Promise<void>) | undefined;
+  /** The targets' ANALYZE after the copy (statistics.ts); never rejects. */
+  private statistics: Promise<void> | undefined;
   private onFailure: ((err: unknown) => void) | undefined;
   private applied: Lsn = 0n;
   private failure: unknown;
@@ -249,6 +255,7 @@ export class Converter {
       }
       await writeCheckpoint(this.target, this.options.name, slot.consistentPoint, true);
       this.applied = slot.consistentPoint;
+      this.gatherStatistics();
       this.stats.copiedRows = result.rows;
       this.stats.convertedRows = result.targetRows;
       return result;
@@ -261,6 +268,8 @@ export class Converter {
   async startStreaming(onError: (err: unknown) => void): Promise<void> {
     const checkpoint = await readCheckpoint(this.target, this.options.name);
     this.applied = checkpoint?.lsn ?? 0n;
+    // A resume skipped the copy: analyze whatever a crash left without statistics.
+    if (this.resumed) this.gatherStatistics();
     this.onFailure = onError;
     if (this.failure) throw this.failure;
     const failed = (err: unknown) => this.fail(err);
@@ -348,6 +357,27 @@ export class Converter {
     return result;
   }
 
+  /**
+   * Starts the targets' ANALYZE beside the stream, off the copy's path: the copy is done once its rows
+   * and indexes are, and the stream should not wait (the slot retains WAL meanwhile). The switch's
+   * precheck waits for it (statisticsReady). A failure is a warning: statistics only guide plans.
+   */
+  private gatherStatistics(): void {
+    const started = performance.now();
+    this.statistics ??= analyzeTargets(this.options.targetUrl, Math.max(1, this.options.parallel ?? 2)).then(
+      (tables) => {
+        this.stats.analyzedTables = tables.length;
+        this.stats.analyzeMs = Math.round(performance.now() - started);
+      },
+      (err: unknown) => this.options.onWarning?.(`could not analyze the target tables: ${errorMessage(err)}`),
+    );
+  }
+
+  /** Resolves once the target tables have planner statistics (at once when nothing was started). */
+  async statisticsReady(): Promise<void> {
+    await this.statistics;
+  }
+
   async bringSequencesPast(): Promise<number> {
     return bringSequencesPast(this.target);
   }
@@ -400,6 +430,7 @@ export class Converter {
   /** Stops streaming and closes connections; the slot stays (for a resume) unless `dropCapture`. */
   async stop({ dropCapture = false } = {}): Promise<void> {
     await this.stopWalWatch?.();
+    await this.statistics; // a bounded sample per table: seconds at most, and no connection left open
     await this.stream?.stop();
     await this.slot?.release().catch(() => {});
     if (dropCapture && this.source) {

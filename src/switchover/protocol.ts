@@ -59,6 +59,8 @@ export class CommitInDoubtError extends Error {
 export interface CatchUpSource {
   catchUp(timeoutMs: number): Promise<{ markerLsn: bigint; waitedMs: number }>;
   bringSequencesPast(): Promise<number>;
+  /** Resolves once the new database's tables have planner statistics (the ANALYZE after the copy). */
+  statisticsReady?(): Promise<void>;
 }
 
 export interface SwitchOptions {
@@ -125,6 +127,13 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
     // A node without backends for the new universe would refuse the flip (or answer 502 after it).
     const bare = o.nodes.filter((_, i) => !states[i]?.upstreams?.new?.length).map((n) => n.name);
     if (bare.length > 0) throw new Error(`no upstreams for the new universe on ${bare.join(', ')}`);
+    // The new version's first queries must not be planned from empty-table guesses (statistics.ts).
+    if (o.converter.statisticsReady)
+      await withDeadline(
+        'the new database’s planner statistics (ANALYZE)',
+        o.converter.statisticsReady(),
+        d.precheckMs,
+      );
     r.predictedCatchUpMs = await predictCatchUp(o.converter, o.budget.maxCatchUpLagMs, d.precheckMs, log);
     fenceRecord = await o.fence.plan();
     // Connected now, before anything is held: inside the pause a connect would cost tens of ms.

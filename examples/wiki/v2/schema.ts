@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS revision (
   rev_timestamp timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rev_page_timestamp ON revision (rev_page, rev_timestamp);
+-- Recent changes read the newest revisions first (MediaWiki 1.5 has this index too).
+CREATE INDEX IF NOT EXISTS rev_timestamp ON revision (rev_timestamp);
 CREATE TABLE IF NOT EXISTS text (
   old_id bigserial PRIMARY KEY,
   old_text text NOT NULL,

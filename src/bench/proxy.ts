@@ -2,7 +2,8 @@
  * `imago bench proxy`: Imago's ingress against nginx, both in front of the same small backend, on
  * loopback, in one run (this machine is shared and noisy, so only figures from the same run are
  * compared). Targets: direct to the backend, through Imago's ingress, through nginx (worker_processes
- * auto, upstream keep-alive, access log off). Workloads: small JSON GET and 4 KB POST. Warm-up, then
+ * auto, upstream keep-alive, access log off), and through the issue's baseline, a minimal node:http +
+ * undici proxy with Imago's process count (minimal-proxy.ts). Workloads: small JSON GET and 4 KB POST. Warm-up, then
  * alternating repetitions, medians. Installs nothing: a missing nginx or wrk is reported with the
  * command that installs it.
  */
@@ -20,9 +21,9 @@ import { runWrk, writePostScript, type WrkResult } from './proxy-wrk.js';
 import { TS_LOADER } from '../loader/args.js';
 import { processTree, procStat } from './process-tree.js';
 
-type Target = 'direct' | 'imago' | 'nginx';
+type Target = 'direct' | 'imago' | 'nginx' | 'minimal';
 type Workload = 'get' | 'post';
-const TARGETS: Target[] = ['direct', 'imago', 'nginx'];
+const TARGETS: Target[] = ['direct', 'imago', 'nginx', 'minimal'];
 const WORKLOADS: Workload[] = ['get', 'post'];
 
 function findExecutable(name: string, extra: string[] = []): string | undefined {
@@ -57,9 +58,12 @@ function cpuSeconds(root: number): number | undefined {
   return ticks / CLK_TCK;
 }
 
-/** Starts a child from proxy-children.ts and waits for its `ready <port>` line. */
-async function startChild(args: string[]): Promise<{ child: ChildProcess; port: number }> {
-  const entry = fileURLToPath(new URL('./proxy-children.ts', import.meta.url));
+/** Starts a child (proxy-children.ts unless named) and waits for its `ready <port>` line. */
+async function startChild(
+  args: string[],
+  script = './proxy-children.ts',
+): Promise<{ child: ChildProcess; port: number }> {
+  const entry = fileURLToPath(new URL(script, import.meta.url));
   const child = spawn(process.execPath, [...TS_LOADER, entry, ...args], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -151,7 +155,7 @@ const round = (x: number, digits = 2): number => Math.round(x * 10 ** digits) / 
 
 export const proxyScenario: Scenario = {
   describe:
-    'HTTP proxy throughput: direct vs Imago ingress vs nginx, small JSON GET and 4 KB POST (wrk; needs nginx and wrk)',
+    'HTTP proxy throughput: direct vs Imago ingress vs nginx vs a minimal Node proxy, small JSON GET and 4 KB POST (wrk; needs nginx and wrk)',
   async run({ out, options }: BenchOptions): Promise<Record<string, unknown>> {
     const repetitions = Math.max(1, Number(options.repetitions ?? 3));
     const seconds = Math.max(1, Number(options.duration ?? 5));
@@ -189,11 +193,22 @@ export const proxyScenario: Scenario = {
       children.push(imago.child);
       const ng = await startNginx(nginx as string, dir, backend.port);
       children.push(ng.child);
-      const ports: Record<Target, number> = { direct: backend.port, imago: imago.port, nginx: ng.port };
+      const minimal = await startChild(
+        [`http://127.0.0.1:${backend.port}`, String(workers)],
+        './minimal-proxy.ts',
+      );
+      children.push(minimal.child);
+      const ports: Record<Target, number> = {
+        direct: backend.port,
+        imago: imago.port,
+        nginx: ng.port,
+        minimal: minimal.port,
+      };
       const pids: Record<Target, number | undefined> = {
         direct: undefined,
         imago: imago.child.pid,
         nginx: ng.child.pid,
+        minimal: minimal.child.pid,
       };
       /** A wrk run, with the CPU the proxy (all its processes) and the backend spent per request. */
       const run = async (
@@ -244,6 +259,8 @@ export const proxyScenario: Scenario = {
         .reduce((a, r) => a + r.errors, 0);
       const ratioGet = med('imago', 'get', 'rps') / med('nginx', 'get', 'rps');
       const ratioPost = med('imago', 'post', 'rps') / med('nginx', 'post', 'rps');
+      const minimalGet = med('minimal', 'get', 'rps') / med('nginx', 'get', 'rps');
+      const minimalPost = med('minimal', 'post', 'rps') / med('nginx', 'post', 'rps');
       const summary = {
         scenario: 'proxy',
         repetitions,
@@ -261,6 +278,11 @@ export const proxyScenario: Scenario = {
         imago_p99_ms: round(Math.max(med('imago', 'get', 'p99Ms'), med('imago', 'post', 'p99Ms'))),
         nginx_p99_ms: round(Math.max(med('nginx', 'get', 'p99Ms'), med('nginx', 'post', 'p99Ms'))),
         direct_p99_ms: round(Math.max(med('direct', 'get', 'p99Ms'), med('direct', 'post', 'p99Ms'))),
+        // The issue's baseline, same process count as Imago (minimal-proxy.ts): what any Node proxy gets here.
+        minimal_rps: Math.round(med('minimal', 'get', 'rps')),
+        minimal_post_rps: Math.round(med('minimal', 'post', 'rps')),
+        minimal_ratio_vs_nginx: round(Math.min(minimalGet, minimalPost), 3),
+        minimal_p99_ms: round(Math.max(med('minimal', 'get', 'p99Ms'), med('minimal', 'post', 'p99Ms'))),
         imago_processes: workers,
         nginx_workers: availableParallelism(),
         // CPU (user + system, all processes) per request, medians; NaN where /proc is unavailable.
@@ -268,14 +290,16 @@ export const proxyScenario: Scenario = {
         imago_post_cpu_us_per_req: Math.round(med('imago', 'post', 'proxyCpuUs')),
         nginx_cpu_us_per_req: Math.round(med('nginx', 'get', 'proxyCpuUs')),
         nginx_post_cpu_us_per_req: Math.round(med('nginx', 'post', 'proxyCpuUs')),
+        minimal_cpu_us_per_req: Math.round(med('minimal', 'get', 'proxyCpuUs')),
+        minimal_post_cpu_us_per_req: Math.round(med('minimal', 'post', 'proxyCpuUs')),
         backend_cpu_us_per_req: Math.round(med('direct', 'get', 'backendCpuUs')),
         errors,
       };
       out.say(
         `GET: direct ${summary.direct_rps}, imago ${summary.imago_rps}, nginx ${summary.nginx_rps} req/s; ` +
           `POST 4 KB: direct ${summary.direct_post_rps}, imago ${summary.imago_post_rps}, nginx ${summary.nginx_post_rps}; ` +
-          `ratio vs nginx ${summary.ratio_vs_nginx}; p99 imago ${summary.imago_p99_ms} ms, nginx ${summary.nginx_p99_ms} ms; ` +
-          `CPU per GET: imago ${summary.imago_cpu_us_per_req} µs (${workers > 1 ? `${workers} workers + primary` : '1 process'}), nginx ${summary.nginx_cpu_us_per_req} µs`,
+          `ratio vs nginx ${summary.ratio_vs_nginx} (minimal Node proxy ${summary.minimal_ratio_vs_nginx}); p99 imago ${summary.imago_p99_ms} ms, nginx ${summary.nginx_p99_ms} ms; ` +
+          `CPU per GET: imago ${summary.imago_cpu_us_per_req} µs (${workers > 1 ? `${workers} workers + primary` : '1 process'}), nginx ${summary.nginx_cpu_us_per_req} µs, minimal ${summary.minimal_cpu_us_per_req} µs`,
       );
       return summary;
     } finally {

@@ -1,0 +1,84 @@
+/**
+ * The issue's baseline for the proxy benchmark: a minimal node:http + undici reverse proxy, with the
+ * same process count as Imago's ingress (node:cluster workers sharing the port). It forwards method,
+ * path, headers (less hop-by-hop, plus X-Forwarded-For) and body both ways, and nothing else: no
+ * hold, drain, mirror, metrics, limits or smuggling checks. Measured in the same run as Imago and
+ * nginx, it tells what the machine gives any Node proxy, so that Imago's ratio to nginx can be read
+ * apart from the machine's (kernel and wake-up costs moved nginx's figure by half between our runs).
+ * Usage: node --import <loader> src/bench/minimal-proxy.ts <upstream-url> <workers>
+ */
+import cluster from 'node:cluster';
+import http from 'node:http';
+import { Pool } from 'undici';
+
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+]);
+
+function forwardable(headers: http.IncomingHttpHeaders | Record<string, string | string[] | undefined>) {
+  const out: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(headers))
+    if (value !== undefined && !HOP_BY_HOP.has(name)) out[name] = value;
+  return out;
+}
+
+function serve(upstream: string, port: number): void {
+  const pool = new Pool(upstream, { connections: 256 });
+  const server = http.createServer((req, res) => {
+    const headers = forwardable(req.headers);
+    headers['x-forwarded-for'] = req.socket.remoteAddress ?? '';
+    const bodyless = req.method === 'GET' || req.method === 'HEAD';
+    pool
+      .request({
+        path: req.url ?? '/',
+        method: (req.method ?? 'GET') as 'GET',
+        headers,
+        body: bodyless ? null : req,
+      })
+      .then(({ statusCode, headers: answer, body }) => {
+        res.writeHead(statusCode, forwardable(answer));
+        body.pipe(res);
+      })
+      .catch(() => {
+        if (!res.headersSent) res.writeHead(502);
+        res.end();
+      });
+  });
+  server.keepAliveTimeout = 60_000;
+  server.listen(port, '127.0.0.1', () => process.send?.('listening'));
+}
+
+const [upstream, workersArg] = process.argv.slice(2);
+if (!upstream) {
+  process.stderr.write('usage: minimal-proxy.ts <upstream-url> <workers>\n');
+  process.exit(2);
+}
+if (cluster.isPrimary) {
+  const workers = Math.max(1, Number(workersArg ?? 1));
+  // One port for every worker: picked here, then shared through node:cluster.
+  const probe = http.createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const port = (probe.address() as { port: number }).port;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  let listening = 0;
+  for (let i = 0; i < workers; i++) {
+    const worker = cluster.fork({ MINIMAL_PROXY_PORT: String(port) });
+    worker.on('message', (m) => {
+      if (m === 'listening' && ++listening === workers) process.stdout.write(`ready ${port}\n`);
+    });
+  }
+  const stop = (): void => {
+    for (const w of Object.values(cluster.workers ?? {})) w?.kill();
+    process.exit(0);
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+} else {
+  serve(upstream, Number(process.env.MINIMAL_PROXY_PORT));
+}

@@ -1,6 +1,7 @@
 // `imago ingress` as an operator runs it: a node in its own process, its control token from the
 // environment. It proxies, answers its control endpoint only with the token, stops on SIGTERM, and
-// restarted on the same state file resumes the route its driver last set (here: new).
+// restarted on the same state file resumes the route its driver last set (here: new). Balancing and
+// health-check options reach every worker, and bad values are refused naming the option.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -10,7 +11,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { request } from 'undici';
 import { startEchoBackend, type EchoBackend } from '../src/bench/proxy-backend.js';
-import { withDeadline } from '../src/deadline.js';
+import { waitUntil, withDeadline } from '../src/deadline.js';
 import { freePort } from '../src/universe/ports.js';
 import { root } from './fixtures/driver-run.js';
 
@@ -40,6 +41,7 @@ interface Node {
 async function startNode(
   env: Record<string, string>,
   ports: { listen: number; control: number },
+  extra: { old?: string; args?: string[] } = {},
 ): Promise<Node> {
   const child = spawn(
     process.execPath,
@@ -47,7 +49,7 @@ async function startNode(
       join(root, 'bin/imago.js'),
       'ingress',
       '--old',
-      oldB.url,
+      extra.old ?? oldB.url,
       '--listen',
       `127.0.0.1:${ports.listen}`,
       '--control-port',
@@ -57,6 +59,7 @@ async function startNode(
       '--workers',
       '1',
       '--json',
+      ...(extra.args ?? []),
     ],
     { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
@@ -108,10 +111,12 @@ test('imago ingress proxies, obeys its control endpoint, stops on SIGTERM and re
   await withDeadline('ingress stopping', again.exit, 15_000);
 });
 
-test('imago ingress without a control token says what to set, without a stack trace', async () => {
-  const env = { ...process.env };
-  delete env.IMAGO_INGRESS_TOKEN;
-  const child = spawn(process.execPath, [join(root, 'bin/imago.js'), 'ingress', '--old', oldB.url], {
+/** Runs `imago ingress` with `args`, expecting it to refuse to start. */
+async function refused(
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(process.execPath, [join(root, 'bin/imago.js'), 'ingress', '--old', oldB.url, ...args], {
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -122,10 +127,81 @@ test('imago ingress without a control token says what to set, without a stack tr
     new Promise<number | null>((resolve) => child.once('exit', resolve)),
     15_000,
   );
+  return { code, stderr };
+}
+
+test('imago ingress without a control token says what to set, without a stack trace', async () => {
+  const env = { ...process.env };
+  delete env.IMAGO_INGRESS_TOKEN;
+  const { code, stderr } = await refused([], env);
   assert.equal(code, 2);
   assert.match(
     stderr,
     /control token is not set\n {2}at fault: IMAGO_INGRESS_TOKEN\n {2}hint: export IMAGO_INGRESS_TOKEN=/,
   );
   assert.doesNotMatch(stderr, /\bat .*\.ts:\d+/);
+});
+
+test('imago ingress refuses an unknown balancing policy and a health interval without a path', async () => {
+  const policy = await refused(['--balance', 'fastest']);
+  assert.notEqual(policy.code, 0);
+  assert.match(policy.stderr, /option '--balance <round-robin\|least-busy>' argument 'fastest' is invalid/);
+  assert.match(policy.stderr, /expected round-robin or least-busy/);
+  const interval = await refused(['--health-interval', '500'], {
+    ...process.env,
+    IMAGO_INGRESS_TOKEN: token,
+  });
+  assert.equal(interval.code, 2);
+  assert.match(
+    interval.stderr,
+    /--health-interval is given without --health-path\n {2}at fault: --health-interval/,
+  );
+});
+
+test('imago ingress --balance and --health-path reach every worker: a failing backend shows down', async () => {
+  const sick = await startEchoBackend({
+    name: 'sick',
+    handler: (req, res) => {
+      if (req.url !== '/healthz') return false;
+      res.writeHead(503).end();
+      return true;
+    },
+  });
+  const ports = { listen: await freePort(), control: await freePort() };
+  const node = await startNode({ IMAGO_INGRESS_TOKEN: token }, ports, {
+    old: sick.url,
+    args: [
+      '--workers',
+      '2',
+      '--balance',
+      'least-busy',
+      '--state',
+      join(dir, 'health.json'),
+      '--health-path',
+      '/healthz',
+      '--health-interval',
+      '50',
+    ],
+  });
+  try {
+    const backends = await waitUntil(
+      'the failing health check in /v1/state',
+      async () => {
+        const state = (await control(node, '/v1/state')).json as { backends: { old: unknown[] } };
+        return (state.backends.old as { up: boolean }[]).some((b) => !b.up) ? state.backends.old : undefined;
+      },
+      { timeoutMs: 10_000, intervalMs: 50 },
+    );
+    assert.deepEqual(backends, [{ url: sick.url, up: false }]);
+    const metrics = await request(`${node.info.control}/metrics`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    assert.match(await metrics.body.text(), /imago_ingress_backends_up\{universe="old"\} 0\n/);
+    // Its only backend: still tried rather than refused.
+    assert.equal(await universe(node), 'sick');
+  } finally {
+    node.child.kill('SIGTERM');
+    await withDeadline('ingress stopping', node.exit, 15_000);
+    await sick.close();
+  }
 });

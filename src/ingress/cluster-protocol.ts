@@ -4,6 +4,7 @@
  * classification rules survive). A channel delivers in order, so a worker applies transitions in the
  * order the primary decided them.
  */
+import type { BackendHealth } from './backends.js';
 import type { IngressOptions } from './index.js';
 import type { MirrorSink } from './mirror-sink.js';
 import type { UniverseName } from './universe.js';
@@ -49,4 +50,6 @@ export interface WorkerStats {
   inFlight: Record<UniverseName, number>;
   route: UniverseName;
   holding: boolean;
+  /** This worker's view: each judges its backends on its own (passive failures, health checks). */
+  backends: Record<UniverseName, BackendHealth[]>;
 }

@@ -16,6 +16,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { AggregatorRegistry } from 'prom-client';
+import { checkBalance, type BackendHealth } from './backends.js';
 import type {
   PrimaryMessage,
   WorkerInit,
@@ -26,6 +27,7 @@ import type {
 } from './cluster-protocol.js';
 import { startControlEndpoint, type ControlEndpoint } from './control-endpoint.js';
 import { FileControlStore, MemoryControlStore, type ControlStore } from './control-store.js';
+import { checkHealthCheckOptions } from './health-check.js';
 import type { IngressOptions } from './index.js';
 import type { MirrorSink } from './mirror-sink.js';
 import { UNIVERSES, type UniverseName } from './universe.js';
@@ -66,6 +68,8 @@ export interface IngressCluster {
     errors: Record<UniverseName, number>;
     held: number;
     maxHoldMs: number;
+    /** A backend is up when every worker has it in rotation. */
+    backends: Record<UniverseName, BackendHealth[]>;
     perWorker: WorkerStats[];
   }>;
   /** Prometheus text, aggregated over workers (sums; the route gauge is the max). */
@@ -184,6 +188,15 @@ class WorkerLink {
   }
 }
 
+function mergeHealth(perWorker: WorkerStats[]): Record<UniverseName, BackendHealth[]> {
+  const merged = { old: new Map<string, boolean>(), new: new Map<string, boolean>() };
+  for (const s of perWorker)
+    for (const u of UNIVERSES)
+      for (const b of s.backends[u]) merged[u].set(b.url, (merged[u].get(b.url) ?? true) && b.up);
+  const list = (m: Map<string, boolean>): BackendHealth[] => [...m].map(([url, up]) => ({ url, up }));
+  return { old: list(merged.old), new: list(merged.new) };
+}
+
 /** The worker entry next to this file: .ts when running from source (through Imago's loader), else .js. */
 function workerEntry(): { exec: string; loader: string[] } {
   const fromSource = import.meta.url.endsWith('.ts');
@@ -196,6 +209,9 @@ export async function startIngressCluster(options: IngressClusterOptions): Promi
   const count = options.workers ?? availableParallelism();
   if (!Number.isInteger(count) || count < 1)
     throw new Error(`workers must be a positive integer, not ${count}`);
+  // Refused here rather than by every worker failing to start.
+  checkBalance(options.balance);
+  if (options.healthCheck) checkHealthCheckOptions(options.healthCheck);
   const ackTimeoutMs = options.ackTimeoutMs ?? 5_000;
   const store: ControlStore =
     typeof options.control?.store === 'string'
@@ -230,6 +246,8 @@ export async function startIngressCluster(options: IngressClusterOptions): Promi
     limits: options.limits,
     classify: options.classify,
     mirrorLimits: options.mirrorLimits,
+    balance: options.balance,
+    healthCheck: options.healthCheck,
   });
 
   const { exec, loader } = workerEntry();
@@ -358,6 +376,7 @@ export async function startIngressCluster(options: IngressClusterOptions): Promi
       errors: sum((s) => s.errors),
       held: perWorker.reduce((n, s) => n + s.held, 0),
       maxHoldMs: perWorker.reduce((m, s) => Math.max(m, s.maxHoldMs), 0),
+      backends: mergeHealth(perWorker),
       perWorker,
     };
   };
@@ -414,6 +433,7 @@ export async function startIngressCluster(options: IngressClusterOptions): Promi
               held: s.held,
               requests: s.requests,
               errors: s.errors,
+              backends: s.backends,
             };
           },
           metrics: async () => ({

@@ -8,13 +8,14 @@
  * drain, backends, forward (hot path), headers, body-limit, upgrade, classify, mirror, metrics,
  * control-endpoint and control-store; front-end and client-connection are its HTTP/1.1 server.
  */
-import { BackendSet } from './backends.js';
+import { BackendSet, type Balance, type BackendHealth } from './backends.js';
 import { Classifier, type ClassRule, type RequestClass } from './classify.js';
 import type { ClientRequest } from './client-request.js';
 import { startControlEndpoint, type ControlEndpoint } from './control-endpoint.js';
 import { FileControlStore, MemoryControlStore, type ControlStore } from './control-store.js';
 import { DrainTracker } from './drain.js';
 import { FrontEnd } from './front-end.js';
+import { checkHealthCheckOptions, HealthChecker, type HealthCheckOptions } from './health-check.js';
 import { DEFAULT_HOLD_LIMITS } from './hold-queue.js';
 import { IngressMetrics } from './metrics.js';
 import { Mirror, type MirrorLimits, type MirrorOptions, type MirrorStats } from './mirror.js';
@@ -36,7 +37,8 @@ export type {
 export type { MirrorSink } from './mirror-sink.js';
 export { decodeExchanges, EXCHANGES_PATH } from './mirror-sink.js';
 export { Mirror } from './mirror.js';
-export { BackendSet } from './backends.js';
+export { BackendSet, BALANCES, type Balance, type BackendHealth } from './backends.js';
+export type { HealthCheckOptions } from './health-check.js';
 export type { ControlState, ControlStore } from './control-store.js';
 export { FileControlStore, MemoryControlStore } from './control-store.js';
 export { startIngressCluster, type IngressCluster } from './cluster.js';
@@ -61,6 +63,10 @@ export interface IngressOptions {
   /** Hold queue limits; defaults 10000 requests, 64 MiB, 10000 ms. Past maxWaitMs → 503 + Retry-After: 1. */
   hold?: { maxRequests?: number; maxBytes?: number; maxWaitMs?: number };
   limits?: IngressLimits;
+  /** How a backend is chosen among a universe's backends that are up. Default 'round-robin'. */
+  balance?: Balance;
+  /** Active health checks of every backend (off when absent); failing backends leave the rotation. */
+  healthCheck?: HealthCheckOptions;
   /** Called as each request is handed to a backend, in dispatch order (tests, tracing). */
   onDispatch?: (universe: UniverseName, req: ClientRequest) => void;
   /** Read/write classification rules (first match wins); default by method. */
@@ -122,6 +128,8 @@ export interface Ingress {
     errors: Record<UniverseName, number>;
     held: number;
     maxHoldMs: number;
+    /** Each backend and whether it is in rotation now (not failed, passively or by its health check). */
+    backends: Record<UniverseName, BackendHealth[]>;
   };
   /** Stops listening, closes upstream pools and open sockets. */
   close(): Promise<void>;
@@ -156,12 +164,16 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
       `startIngress runs one process (workers: 1); use startIngressCluster for workers: ${options.workers}`,
     );
   }
+  if (options.healthCheck) checkHealthCheckOptions(options.healthCheck);
   const limits = options.limits ?? {};
-  const backends = new BackendSet({
-    connectMs: limits.upstreamConnectTimeoutMs ?? 5_000,
-    headersMs: limits.upstreamHeadersTimeoutMs ?? 60_000,
-    bodyMs: limits.upstreamBodyTimeoutMs ?? 60_000,
-  });
+  const backends = new BackendSet(
+    {
+      connectMs: limits.upstreamConnectTimeoutMs ?? 5_000,
+      headersMs: limits.upstreamHeadersTimeoutMs ?? 60_000,
+      bodyMs: limits.upstreamBodyTimeoutMs ?? 60_000,
+    },
+    options.balance,
+  );
   for (const u of UNIVERSES) {
     const urls = options.upstreams[u];
     if (urls) backends.set(u, urls);
@@ -199,7 +211,7 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
     router.mirror = new Mirror(options.mirror, backends);
     router.mirror.enabled = restored?.mirror ?? false;
   }
-  const metrics = new IngressMetrics({ router, drain, mirror: () => router.mirror });
+  const metrics = new IngressMetrics({ router, drain, backends, mirror: () => router.mirror });
   if (router.mirror) router.mirror.onChange = (_q, dropped) => dropped && metrics.mirrorDropped.inc();
   router.observer = {
     dispatched: options.onDispatch,
@@ -250,6 +262,7 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
   );
   const host = options.host ?? '127.0.0.1';
   const { port, url } = await front.listen(options.port ?? 0, host);
+  const checker = options.healthCheck && new HealthChecker(backends, options.healthCheck);
   let closing: Promise<void> | undefined;
 
   let control: ControlEndpoint | undefined;
@@ -274,6 +287,7 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
             requests: { ...router.requests },
             errors: { ...router.errors },
             mirrorStats: router.mirror?.stats(),
+            backends: backends.health(),
           }),
           metrics: async () => ({ contentType: metrics.contentType, text: await metrics.text() }),
         },
@@ -281,6 +295,7 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
         { epoch: restored?.epoch ?? 0, releasedEpoch: restored?.releasedEpoch },
       );
     } catch (err) {
+      checker?.close();
       await front.close();
       await backends.close();
       throw err;
@@ -302,6 +317,7 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
       errors: { ...router.errors },
       held: router.heldCount(),
       maxHoldMs: router.maxHoldMs(),
+      backends: backends.health(),
     }),
     mirror: (enabled, sink) => setMirror(enabled, sink),
     mirrorStats: () => router.mirror?.stats(),
@@ -313,6 +329,7 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
     close: () =>
       (closing ??= (async () => {
         await control?.close();
+        checker?.close();
         router.shutdown();
         if (router.mirror) router.mirror.enabled = false;
         const closed = front.close();

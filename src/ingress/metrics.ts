@@ -1,12 +1,13 @@
 /**
- * Prometheus metrics of one ingress, per universe: requests, latency, errors, in flight, held now,
- * hold duration, mirror queue and drops. Each ingress has its own Registry (several run in one process
- * in tests). The two metrics touched by every request (requests_total, request_duration_seconds) are
- * plain number arrays indexed by universe/class/status, turned into Prometheus values only when
- * scraped: prom-client's observe()/inc() hash their labels on every call, which the proxy, being
- * CPU-bound, cannot spare.
+ * Prometheus metrics of one ingress, per universe: requests, latency, errors, in flight, backends up,
+ * held now, hold duration, mirror queue and drops. Each ingress has its own Registry (several run in
+ * one process in tests). The two metrics touched by every request (requests_total,
+ * request_duration_seconds) are plain number arrays indexed by universe/class/status, turned into
+ * Prometheus values only when scraped: prom-client's observe()/inc() hash their labels on every call,
+ * which the proxy, being CPU-bound, cannot spare.
  */
 import { Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
+import type { BackendSet } from './backends.js';
 import type { DrainTracker } from './drain.js';
 import type { ForwardOutcome } from './forward.js';
 import type { Mirror } from './mirror.js';
@@ -72,7 +73,12 @@ export class IngressMetrics {
   readonly holdDuration: Histogram;
   readonly mirrorDropped: Counter;
 
-  constructor(deps: { router: Router; drain: DrainTracker; mirror: () => Mirror | undefined }) {
+  constructor(deps: {
+    router: Router;
+    drain: DrainTracker;
+    backends: BackendSet;
+    mirror: () => Mirror | undefined;
+  }) {
     const registers = [this.registry];
     this.registry.registerMetric(
       arrayMetric(
@@ -103,6 +109,18 @@ export class IngressMetrics {
       registers,
       collect() {
         for (const u of UNIVERSES) this.labels(u).set(deps.drain.inFlight(u));
+      },
+    });
+    new Gauge({
+      name: 'imago_ingress_backends_up',
+      help: 'Backends in rotation (not failed, passively or by their health check), by universe',
+      labelNames: ['universe'],
+      registers,
+      // Each cluster worker judges the backends on its own: the aggregate is the most pessimistic.
+      aggregator: 'min',
+      collect() {
+        const health = deps.backends.health();
+        for (const u of UNIVERSES) this.labels(u).set(health[u].filter((b) => b.up).length);
       },
     });
     new Gauge({

@@ -513,6 +513,15 @@ export class UpstreamPool {
     this.tickMs = Math.max(10, Math.min(1_000, Math.floor(shortest / 5)));
   }
 
+  /**
+   * Exchanges under way: on a connection (every connection not idle carries one; a connection is put
+   * back in the same step its exchange ends) or queued for one. Counted from the structures the pool
+   * keeps anyway, so least-busy balancing adds no bookkeeping to the hot path.
+   */
+  get busy(): number {
+    return this.all.size - this.idle.length + this.waiting.length;
+  }
+
   dispatch(req: UpstreamRequest, handler: UpstreamHandler): void {
     const ex = new Exchange(this, req, handler);
     handler.onConnect(ex.abort);

@@ -11,7 +11,7 @@ import { mkdirSync } from 'node:fs';
 import { InvalidArgumentError, type Command } from 'commander';
 import { ImagoError } from '../../errors.js';
 import { count } from '../arguments.js';
-import { startIngress, startIngressCluster } from '../../ingress/index.js';
+import { BALANCES, startIngress, startIngressCluster, type Balance } from '../../ingress/index.js';
 import { onTeardown } from '../../universe/teardown.js';
 import { output, reportError } from '../output.js';
 
@@ -28,6 +28,18 @@ function url(value: string, previous: string[] = []): string[] {
   if (!/^https?:\/\/[^/\s]+/.test(value))
     throw new InvalidArgumentError('expected an http(s) URL such as http://127.0.0.1:3000');
   return [...previous, value];
+}
+
+function balance(value: string): Balance {
+  const found = BALANCES.find((b) => b === value);
+  if (found === undefined) throw new InvalidArgumentError(`expected ${BALANCES.join(' or ')}`);
+  return found;
+}
+
+function healthPath(value: string): string {
+  if (!value.startsWith('/'))
+    throw new InvalidArgumentError('expected a path starting with /, e.g. /healthz');
+  return value;
 }
 
 export function registerIngress(program: Command): void {
@@ -47,6 +59,18 @@ export function registerIngress(program: Command): void {
       '.imago/ingress-<name>.json',
     )
     .option('--workers <n>', 'processes serving the port (default: one per core)', count)
+    .option(
+      '--balance <round-robin|least-busy>',
+      'how a backend is chosen: in turn, or the one with the fewest requests under way',
+      balance,
+      'round-robin',
+    )
+    .option(
+      '--health-path <path>',
+      'check every backend with GET <path>; one not answering 2xx leaves the rotation',
+      healthPath,
+    )
+    .option('--health-interval <ms>', 'time between two checks of a backend (default: 2000)', count)
     .option('--json', 'once listening, one JSON line on stdout with the addresses')
     .action(async (opts) => {
       const out = output(Boolean(opts.json));
@@ -58,8 +82,15 @@ export function registerIngress(program: Command): void {
             TOKEN_ENV,
             `export ${TOKEN_ENV}=$(openssl rand -hex 24), and give the same token in the plan`,
           );
+        if (opts.healthInterval !== undefined && opts.healthPath === undefined)
+          throw new ImagoError(
+            '--health-interval is given without --health-path',
+            '--health-interval',
+            'add --health-path /your/health/endpoint, or drop --health-interval',
+          );
         const state = resolve(String(opts.state).replace('<name>', opts.name));
         mkdirSync(dirname(state), { recursive: true });
+        const interval: number = opts.healthInterval ?? 2_000;
         const workers: number = opts.workers ?? availableParallelism();
         const options = {
           host: opts.listen.host,
@@ -67,6 +98,12 @@ export function registerIngress(program: Command): void {
           upstreams: { old: opts.old as string[], ...(opts.new ? { new: opts.new as string[] } : {}) },
           route: 'old' as const,
           control: { token, port: opts.controlPort as number, store: state, nodeId: opts.name as string },
+          balance: opts.balance as Balance,
+          ...(opts.healthPath === undefined
+            ? {}
+            : {
+                healthCheck: { path: opts.healthPath as string, intervalMs: interval },
+              }),
         };
         const node = await (
           workers > 1 ? startIngressCluster({ ...options, workers }) : startIngress(options)
@@ -81,6 +118,9 @@ export function registerIngress(program: Command): void {
         onTeardown(`ingress ${opts.name}`, () => node.close());
         out.say(
           `ingress ${opts.name}: clients on ${node.url} (${workers} process${workers > 1 ? 'es' : ''}), route ${node.route()}`,
+        );
+        out.say(
+          `  balance ${opts.balance}; ${opts.healthPath === undefined ? 'no health checks' : `health checks GET ${opts.healthPath} every ${interval} ms`}`,
         );
         out.say(`  control on ${node.control?.url} (its token in $${TOKEN_ENV}); state in ${state}`);
         out.say('  stop with Ctrl-C or SIGTERM');

@@ -16,6 +16,7 @@ import { NoiseLearner } from '../src/runtime-test/noise.js';
 import { Redactor } from '../src/runtime-test/redact.js';
 import { SettledNoise } from '../src/runtime-test/settled-noise.js';
 import { Collector, type RuntimeTestReport } from '../src/runtime-test/report.js';
+import { p99Bounds } from '../src/runtime-test/quantile-bounds.js';
 import { Judge, type Verdict } from '../src/runtime-test/verdict.js';
 
 const json = (body: unknown, status = 200, headers: string[] = []): Answer =>
@@ -414,6 +415,62 @@ describe('endpoint grouping', () => {
   });
 });
 
+describe('latency verdict', () => {
+  const match: Verdict = {
+    outcome: 'match',
+    new5xx: false,
+    mapped: false,
+    expected: [],
+    explained: [],
+    noisy: [],
+    unexplained: [],
+    noiseKeys: [],
+    sampled: true,
+  };
+  /** A collector fed paired latencies (old, new) for one endpoint. */
+  const gateOn = (pairs: [number, number][]) => {
+    const c = new Collector();
+    for (const [latencyOldMs, latencyNewMs] of pairs)
+      c.record({
+        endpoint: 'GET /p',
+        verdict: match,
+        sample: () => assert.fail(),
+        latencyOldMs,
+        latencyNewMs,
+      });
+    const report = c.report();
+    return { report, verdict: evaluateGate(report, { minComparedPerEndpoint: 50, maxLatencyRatio: 2 }) };
+  };
+  /** Deterministic jitter around `ms`: ±20 %. */
+  const around = (ms: number, i: number) => ms * (0.8 + (0.4 * ((i * 37) % 50)) / 50);
+
+  test('the p99 bound is the order statistic the binomial gives, with no upper end on few samples', () => {
+    const bounds = (n: number) => {
+      const b = p99Bounds(Array.from({ length: n }, (_, i) => i + 1));
+      return [n + 1 - b.low, b.high === null ? null : n + 1 - b.high]; // ranks from the largest
+    };
+    assert.deepEqual(bounds(1), [1, null]);
+    assert.deepEqual(bounds(30), [3, null]);
+    assert.deepEqual(bounds(200), [6, null]);
+    assert.deepEqual(bounds(1000), [18, 4]);
+  });
+
+  test('one stall of the new universe does not close the gate; a slower new universe does', () => {
+    const stall = gateOn(
+      Array.from({ length: 60 }, (_, i) => [around(10, i), i === 7 ? 500 : around(10, i + 3)]),
+    );
+    assert.ok((stall.report.endpoints[0]?.latencyMs.p99Ratio ?? 0) > 2, 'the point ratio alone would block');
+    assert.deepEqual(stall.verdict, { pass: true, reasons: [] });
+
+    const slower = gateOn(Array.from({ length: 60 }, (_, i) => [around(10, i), around(30, i + 3)]));
+    assert.equal(slower.verdict.pass, false);
+    assert.match(
+      slower.verdict.reasons[0] ?? '',
+      /GET \/p: new p99 .* \(at least .* at 97.5 % confidence\) is over 2× old p99/,
+    );
+  });
+});
+
 describe('redaction', () => {
   test('credential headers and configured ones and query parameters are masked', () => {
     const r = new Redactor({ headers: ['X-Api-Key'], query: ['token'] });
@@ -451,7 +508,7 @@ describe('gate', () => {
         expectedDifferences: 98,
         latencyMs: {
           old: { p50: 2, p99: 10, samples: 100 },
-          new: { p50: 2, p99: 12, samples: 100 },
+          new: { p50: 2, p99: 12, samples: 100, p99Low: 11 },
           p99Ratio: 1.2,
         },
         noisePaths: [],
@@ -478,9 +535,14 @@ describe('gate', () => {
     );
     assert.match(blocked({ errors: 1, new5xx: 1 }), /5xx 1 times/);
     assert.match(blocked({ compared: 10 }), /10 compared, at least 50/);
-    assert.match(blocked({}, { maxLatencyRatio: 1.1 }), /1.2× old/);
+    assert.match(
+      blocked({}, { maxLatencyRatio: 1.05 }),
+      /new p99 12 ms \(at least 11 ms .*\) is over 1.05× old p99 10 ms/,
+    );
     assert.match(blocked({}, { endpoints: ['GET /recent'] }), /GET \/recent: never compared/);
     assert.equal(evaluateGate(report({ mismatched: 1 }), { maxMismatchRate: 0.05 }).pass, true);
+    // Over by its point p99, not by its lower bound: the samples do not show it.
+    assert.equal(evaluateGate(report(), { maxLatencyRatio: 1.15 }).pass, true);
     assert.match(evaluateGate({ ...report(), endpoints: [] }).reasons[0] ?? '', /no read/);
   });
 });

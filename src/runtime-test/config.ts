@@ -69,7 +69,10 @@ export interface GateCriteria {
   maxNew5xx?: number;
   /** Share of new-universe timeouts and connection errors per endpoint. Default 0.01. */
   maxErrorRate?: number;
-  /** New p99 ÷ old p99 per endpoint (same requests, same moment). Default 2. */
+  /**
+   * New p99 ÷ old p99 per endpoint (same requests, same moment), at most. Judged on the new p99's lower
+   * bound at 97.5 % confidence, so that a few slow samples do not decide it. Default 2.
+   */
   maxLatencyRatio?: number;
 }
 

@@ -4,7 +4,7 @@
  * decision (`imago switch --force`), and the caller records it in the journal with these reasons.
  */
 import type { GateCriteria } from './config.js';
-import type { RuntimeTestReport } from './report.js';
+import type { EndpointReport, RuntimeTestReport } from './report.js';
 
 export interface GateVerdict {
   pass: boolean;
@@ -53,13 +53,26 @@ export function evaluateGate(report: RuntimeTestReport, criteria: GateCriteria =
       reasons.push(
         `${e.endpoint}: ${failures} new-universe timeouts or connection errors (${pct(failures / attempts)})`,
       );
-    const ratio = e.latencyMs.p99Ratio;
-    if (ratio !== null && e.latencyMs.new.samples >= c.minComparedPerEndpoint && ratio > c.maxLatencyRatio)
-      reasons.push(
-        `${e.endpoint}: new p99 ${e.latencyMs.new.p99} ms is ${ratio}× old ${e.latencyMs.old.p99} ms (max ${c.maxLatencyRatio}×)`,
-      );
+    const slower = latencyRegression(e.latencyMs, c.maxLatencyRatio);
+    if (slower && e.latencyMs.new.samples >= c.minComparedPerEndpoint)
+      reasons.push(`${e.endpoint}: ${slower}`);
   }
   return { pass: reasons.length === 0, reasons };
+}
+
+/**
+ * Why the new universe's p99 is over `max` times the old one's, or undefined when the samples do not
+ * show it: the new p99's lower bound at 97.5 % confidence (quantile-bounds.ts) must pass `max` times
+ * the old p99. A p99 of few samples is their largest, and one stall of a shared machine decided the
+ * point ratio: in healthy demo runs it reached 2.2 (3.9 on 13 samples) while this one stayed under
+ * 1.6; a v2 planned without statistics, ~3.3× slower at the median, gave 2.3–2.5 (docs/runtime-test.md).
+ * Reports saved by earlier versions carry no bound: their point p99 is compared.
+ */
+function latencyRegression(l: EndpointReport['latencyMs'], max: number): string | undefined {
+  if (l.old.samples === 0 || l.new.samples === 0 || l.old.p99 <= 0) return undefined;
+  const newAtLeast = l.new.p99Low ?? l.new.p99;
+  if (newAtLeast <= max * l.old.p99) return undefined;
+  return `new p99 ${l.new.p99} ms (at least ${newAtLeast} ms at 97.5 % confidence) is over ${max}× old p99 ${l.old.p99} ms`;
 }
 
 function pct(x: number): string {

@@ -50,6 +50,7 @@ export function renderReport(report: RuntimeTestReport, criteria?: GateCriteria)
       l.old.samples === 0
         ? '  latency: no paired samples yet'
         : `  latency p50/p99 ms (${l.old.samples} paired): old ${l.old.p50}/${l.old.p99}  new ${l.new.p50}/${l.new.p99}` +
+            (l.new.p99Low === undefined ? '' : ` (p99 ≥ ${l.new.p99Low} at 97.5 %)`) +
             (l.p99Ratio === null ? '' : `  (p99 ×${l.p99Ratio})`),
     );
     if (e.noisePaths.length)

@@ -8,6 +8,7 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { NoiseOptions } from './config.js';
 import { NoiseLearner, type NoisyPath } from './noise.js';
+import { p99Bounds } from './quantile-bounds.js';
 import type { Verdict } from './verdict.js';
 
 export interface AnswerSample {
@@ -32,6 +33,11 @@ export interface LatencySummary {
   p50: number;
   p99: number;
   samples: number;
+  /** The largest sample. (This and the bounds are absent from reports of earlier versions.) */
+  max?: number;
+  /** 95 % interval of the true p99 (quantile-bounds.ts); high null when too few samples to bound it. */
+  p99Low?: number;
+  p99High?: number | null;
 }
 
 export interface EndpointReport {
@@ -90,7 +96,15 @@ class Reservoir {
   summary(): LatencySummary {
     const s = [...this.values].sort((a, b) => a - b);
     const at = (p: number) => s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)] ?? 0;
-    return { p50: round(at(0.5)), p99: round(at(0.99)), samples: s.length };
+    const summary = { p50: round(at(0.5)), p99: round(at(0.99)), samples: s.length };
+    if (s.length === 0) return summary;
+    const { low, high } = p99Bounds(s);
+    return {
+      ...summary,
+      max: round(s[s.length - 1] ?? 0),
+      p99Low: round(low),
+      p99High: high === null ? null : round(high),
+    };
   }
 }
 

@@ -40,6 +40,19 @@ function judge(
 const paths = (v: Verdict, kind: 'unexplained' | 'expected' | 'noisy' | 'explained' = 'unexplained') =>
   v[kind].map((d) => d.path.join('.'));
 
+/** A plain match, for feeding a Collector. */
+const MATCH: Verdict = {
+  outcome: 'match',
+  new5xx: false,
+  mapped: false,
+  expected: [],
+  explained: [],
+  noisy: [],
+  unexplained: [],
+  noiseKeys: [],
+  sampled: false,
+};
+
 describe('differ and normalisers', () => {
   test('JSON is compared structurally by path; key order does not matter', () => {
     const v = judge({}, json({ a: 1, b: { c: [1, 2] } }), json({ b: { c: [1, 3] }, a: 1 }));
@@ -391,17 +404,7 @@ describe('endpoint grouping', () => {
 
   test('regrouping merges what was counted per literal path', () => {
     const c = new Collector();
-    const v: Verdict = {
-      outcome: 'match',
-      new5xx: false,
-      mapped: false,
-      expected: [],
-      explained: [],
-      noisy: [],
-      unexplained: [],
-      noiseKeys: [],
-      sampled: false,
-    };
+    const v = MATCH;
     const none = () => {
       throw new Error('no sample for a match');
     };
@@ -416,24 +419,13 @@ describe('endpoint grouping', () => {
 });
 
 describe('latency verdict', () => {
-  const match: Verdict = {
-    outcome: 'match',
-    new5xx: false,
-    mapped: false,
-    expected: [],
-    explained: [],
-    noisy: [],
-    unexplained: [],
-    noiseKeys: [],
-    sampled: true,
-  };
   /** A collector fed paired latencies (old, new) for one endpoint. */
   const gateOn = (pairs: [number, number][]) => {
     const c = new Collector();
     for (const [latencyOldMs, latencyNewMs] of pairs)
       c.record({
         endpoint: 'GET /p',
-        verdict: match,
+        verdict: MATCH,
         sample: () => assert.fail(),
         latencyOldMs,
         latencyNewMs,

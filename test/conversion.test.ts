@@ -99,15 +99,23 @@ describe('conversion', () => {
       await converter.startStreaming((err) => errors.push(err));
       // Planner statistics for every table the copy filled, gathered beside the stream.
       await withDeadline('the targets analyzed', converter.statisticsReady(), 30_000);
-      assert.equal(converter.conversionStats().analyzedTables, 4);
+      // (By Imago, or by autovacuum had it come first.)
+      assert.deepEqual(
+        await rows(
+          newDb,
+          `SELECT relname FROM pg_stat_user_tables
+            WHERE schemaname = 'public' AND coalesce(last_analyze, last_autoanalyze) IS NOT NULL ORDER BY 1`,
+        ),
+        ['book2', 'item', 'person', 'person_tag'].map((relname) => ({ relname })),
+      );
       assert.deepEqual(
         await rows(newDb, `SELECT DISTINCT tablename FROM pg_stats WHERE schemaname = 'public' ORDER BY 1`),
         ['book2', 'item', 'person', 'person_tag'].map((tablename) => ({ tablename })),
       );
       assert.deepEqual(
         await analyzeTargets(newCluster.url, 2),
-        [],
-        'tables with statistics are not analyzed again',
+        { analyzed: [], missing: [] },
+        'tables analyzed once are not analyzed again',
       );
 
       await oldDb.query(`

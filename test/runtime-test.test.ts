@@ -445,6 +445,11 @@ describe('latency verdict', () => {
     assert.deepEqual(bounds(30), [3, null]);
     assert.deepEqual(bounds(200), [6, null]);
     assert.deepEqual(bounds(1000), [18, 4]);
+    assert.throws(() => p99Bounds([]), RangeError);
+    // Past the point where 0.99^n underflows: still about the 1,000th largest of 100,000.
+    const [low, high] = bounds(100_000);
+    assert.ok(typeof low === 'number' && low > 1000 && low < 1100, `lower bound rank ${low}`);
+    assert.ok(high !== null && high !== undefined && high > 900 && high < 1000, `upper bound rank ${high}`);
   });
 
   test('one stall of the new universe does not close the gate; a slower new universe does', () => {
@@ -535,6 +540,17 @@ describe('gate', () => {
     assert.equal(evaluateGate(report({ mismatched: 1 }), { maxMismatchRate: 0.05 }).pass, true);
     // Over by its point p99, not by its lower bound: the samples do not show it.
     assert.equal(evaluateGate(report(), { maxLatencyRatio: 1.15 }).pass, true);
+    // A report saved before the bounds existed: its point p99s are compared, and said to be.
+    const saved = report({
+      latencyMs: {
+        old: { p50: 2, p99: 10, samples: 100 },
+        new: { p50: 2, p99: 12, samples: 100 },
+        p99Ratio: 1.2,
+      },
+    });
+    assert.deepEqual(evaluateGate(saved, { maxLatencyRatio: 1.1 }).reasons, [
+      'GET /wiki/:title: new p99 12 ms is over 1.1× old p99 10 ms',
+    ]);
     assert.match(evaluateGate({ ...report(), endpoints: [] }).reasons[0] ?? '', /no read/);
   });
 });

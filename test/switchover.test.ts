@@ -143,6 +143,55 @@ test('a node killed during PREPARE aborts: the survivor serves the old universe 
   world.specs[1] = { name: 'node2', control: reborn.control?.url ?? '', token: world.token };
 });
 
+test('the precheck waits for the new database’s statistics and refuses past its deadline, holding nothing', async () => {
+  const result = await runSwitchover(
+    options({
+      converter: {
+        catchUp: (ms) => converter.catchUp(ms),
+        bringSequencesPast: () => converter.bringSequencesPast(),
+        statisticsReady: () => new Promise<void>(() => {}), // an ANALYZE that never ends
+      },
+      budget: { ...BUDGET, deadlines: { ...BUDGET.deadlines, precheckMs: 300 } },
+    }),
+  );
+  assert.equal(result.switched, false);
+  assert.equal(result.step, 'precheck');
+  assert.match(result.reason ?? '', /planner statistics .*300 ms/);
+  assert.ok(world.nodes.every((n) => n.route() === 'old' && !n.holding()));
+});
+
+test('the precheck refuses a node whose new-universe backends all fail their health check', async () => {
+  const { startIngress } = await import('../src/ingress/index.js');
+  const checked = await startIngress({
+    upstreams: { old: [world.v1.url], new: [v2.url] },
+    route: 'old',
+    control: { token: world.token, nodeId: 'checked' },
+    healthCheck: { path: '/no-such-health-path', intervalMs: 50 }, // v2 answers 404
+  });
+  try {
+    const node = new IngressNode({
+      name: 'checked',
+      control: checked.control?.url ?? '',
+      token: world.token,
+    });
+    await withDeadline(
+      'the health check taking v2 out',
+      (async () => {
+        while ((await node.state(1000)).backends?.new?.[0]?.up !== false)
+          await new Promise((r) => setTimeout(r, 20));
+      })(),
+      10_000,
+    );
+    const result = await runSwitchover(options({ nodes: [node] }));
+    assert.equal(result.switched, false);
+    assert.equal(result.step, 'precheck');
+    assert.match(result.reason ?? '', /every new-universe backend fails its health check on checked/);
+    assert.equal(checked.holding(), false);
+  } finally {
+    await checked.close();
+  }
+});
+
 test('a stream stalled past the budget aborts, and the fence is lifted', async () => {
   const load = loadOn(
     world.nodes.map((n) => n.url),

@@ -9,6 +9,7 @@
  */
 import cluster from 'node:cluster';
 import http from 'node:http';
+import { pipeline } from 'node:stream';
 import { Pool } from 'undici';
 
 const HOP_BY_HOP = new Set([
@@ -28,7 +29,7 @@ function forwardable(headers: http.IncomingHttpHeaders | Record<string, string |
   return out;
 }
 
-function serve(upstream: string, port: number): void {
+function serve(upstream: string): void {
   const pool = new Pool(upstream, { connections: 256 });
   const server = http.createServer((req, res) => {
     const headers = forwardable(req.headers);
@@ -43,7 +44,8 @@ function serve(upstream: string, port: number): void {
       })
       .then(({ statusCode, headers: answer, body }) => {
         res.writeHead(statusCode, forwardable(answer));
-        body.pipe(res);
+        // Errors either way end both: an upstream reset cuts the client's answer, a client gone aborts the body.
+        pipeline(body, res, () => {});
       })
       .catch(() => {
         if (!res.headersSent) res.writeHead(502);
@@ -51,7 +53,8 @@ function serve(upstream: string, port: number): void {
       });
   });
   server.keepAliveTimeout = 60_000;
-  server.listen(port, '127.0.0.1', () => process.send?.('listening'));
+  // Port 0 in every worker: node:cluster gives them all the one port the primary picks.
+  server.listen(0, '127.0.0.1');
 }
 
 const [upstream, workersArg] = process.argv.slice(2);
@@ -61,18 +64,20 @@ if (!upstream) {
 }
 if (cluster.isPrimary) {
   const workers = Math.max(1, Number(workersArg ?? 1));
-  // One port for every worker: picked here, then shared through node:cluster.
-  const probe = http.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const port = (probe.address() as { port: number }).port;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
   let listening = 0;
-  for (let i = 0; i < workers; i++) {
-    const worker = cluster.fork({ MINIMAL_PROXY_PORT: String(port) });
-    worker.on('message', (m) => {
-      if (m === 'listening' && ++listening === workers) process.stdout.write(`ready ${port}\n`);
-    });
-  }
+  let ready = false;
+  cluster.on('listening', (_worker, address) => {
+    if (++listening === workers) {
+      ready = true;
+      process.stdout.write(`ready ${address.port}\n`);
+    }
+  });
+  cluster.on('exit', (_worker, code) => {
+    if (ready) return;
+    process.stderr.write(`minimal proxy: a worker exited with ${code} before listening\n`);
+    process.exit(1);
+  });
+  for (let i = 0; i < workers; i++) cluster.fork();
   const stop = (): void => {
     for (const w of Object.values(cluster.workers ?? {})) w?.kill();
     process.exit(0);
@@ -80,5 +85,5 @@ if (cluster.isPrimary) {
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
 } else {
-  serve(upstream, Number(process.env.MINIMAL_PROXY_PORT));
+  serve(upstream);
 }

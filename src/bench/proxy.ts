@@ -244,7 +244,7 @@ export const proxyScenario: Scenario = {
             const r = await run(t, w, seconds);
             (results[`${t}_${w}`] ??= []).push(r);
             out.say(
-              `rep ${rep + 1}/${repetitions} ${w.padEnd(4)} ${t.padEnd(6)} ${Math.round(r.rps)} req/s p99 ${round(r.p99Ms)} ms` +
+              `rep ${rep + 1}/${repetitions} ${w.padEnd(4)} ${t.padEnd(7)} ${Math.round(r.rps)} req/s p99 ${round(r.p99Ms)} ms` +
                 (r.proxyCpuUs === undefined ? '' : ` proxy CPU ${Math.round(r.proxyCpuUs)} µs/req`) +
                 (r.backendCpuUs === undefined ? '' : ` backend CPU ${Math.round(r.backendCpuUs)} µs/req`) +
                 (r.errors ? ` errors ${r.errors}` : ''),

@@ -112,6 +112,8 @@ export class Converter {
   private stopWalWatch: (() => Promise<void>) | undefined;
   /** The targets' ANALYZE after the copy (statistics.ts); never rejects. */
   private statistics: Promise<void> | undefined;
+  /** Aborted when stop() begins: cancels the ANALYZE and keeps a late copy or resume from starting one. */
+  private readonly stopping = new AbortController();
   private onFailure: ((err: unknown) => void) | undefined;
   private applied: Lsn = 0n;
   private failure: unknown;
@@ -363,13 +365,26 @@ export class Converter {
    * precheck waits for it (statisticsReady). A failure is a warning: statistics only guide plans.
    */
   private gatherStatistics(): void {
+    if (this.statistics || this.stopping.signal.aborted) return;
     const started = performance.now();
-    this.statistics ??= analyzeTargets(this.options.targetUrl, Math.max(1, this.options.parallel ?? 2)).then(
-      (tables) => {
-        this.stats.analyzedTables = tables.length;
+    this.statistics = analyzeTargets(
+      this.options.targetUrl,
+      this.options.parallel ?? 1,
+      this.stopping.signal,
+    ).then(
+      ({ analyzed, missing }) => {
+        this.stats.analyzedTables = analyzed.length;
         this.stats.analyzeMs = Math.round(performance.now() - started);
+        if (missing.length > 0)
+          this.options.onWarning?.(
+            `no planner statistics for ${missing.join(', ')} after ANALYZE (is Imago's role allowed to maintain them?): the new version's queries there are planned from guesses`,
+          );
       },
-      (err: unknown) => this.options.onWarning?.(`could not analyze the target tables: ${errorMessage(err)}`),
+      (err: unknown) => {
+        // Stopped: the next run analyzes what is still without statistics.
+        if (!this.stopping.signal.aborted)
+          this.options.onWarning?.(`could not analyze the target tables: ${errorMessage(err)}`);
+      },
     );
   }
 
@@ -429,9 +444,10 @@ export class Converter {
 
   /** Stops streaming and closes connections; the slot stays (for a resume) unless `dropCapture`. */
   async stop({ dropCapture = false } = {}): Promise<void> {
+    this.stopping.abort();
     await this.stopWalWatch?.();
-    await this.statistics; // a bounded sample per table: seconds at most, and no connection left open
     await this.stream?.stop();
+    await this.statistics; // cancelled: its connections are ended
     await this.slot?.release().catch(() => {});
     if (dropCapture && this.source) {
       // The server-side walsender outlives our connection for a moment; a slot still active cannot be dropped.

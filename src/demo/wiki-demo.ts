@@ -162,6 +162,9 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
     );
     let streamError: unknown;
     await converter.startStreaming((err) => (streamError = err));
+    // The runtime test times v2: not before its tables have planner statistics (statistics.ts).
+    await converter.statisticsReady();
+    say(`  analyzed ${converter.conversionStats().analyzedTables ?? 0} target tables for the planner`);
     runtimeTest = new RuntimeTest({
       config: demoRuntimeTest(options.minCompared ?? 30),
       conversion: converter,

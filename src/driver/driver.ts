@@ -217,6 +217,9 @@ export class Driver {
     this.heartbeat = setInterval(() => void this.beat().catch(() => {}), 1_000);
     if (this.current === 'streaming') await this.record('testing', 'testing');
     if (plan.runtimeTest.required && before(this.current, 'switching')) {
+      // Latencies measured while v2's tables have no statistics would be judged by the gate (statistics.ts).
+      say('waiting for the new database’s planner statistics (ANALYZE) before the runtime test');
+      await converter.statisticsReady();
       const { required: _required, collector, ...config } = plan.runtimeTest;
       this.runtimeTest = await RemoteRuntimeTest.start({
         config,

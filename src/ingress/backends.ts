@@ -6,6 +6,7 @@
  * active health check (health-check.ts) stays out until a check passes.
  */
 import { Pool } from 'undici';
+import { ImagoError } from '../errors.js';
 import type { UniverseName } from './universe.js';
 import { UpstreamPool } from './upstream.js';
 
@@ -30,7 +31,11 @@ export const BALANCES: readonly Balance[] = ['round-robin', 'least-busy'];
 /** Throws naming the value at fault (options may come from plain JavaScript or over IPC). */
 export function checkBalance(balance: string | undefined): void {
   if (balance !== undefined && !(BALANCES as readonly string[]).includes(balance))
-    throw new Error(`balance must be ${BALANCES.map((b) => `'${b}'`).join(' or ')}, not '${balance}'`);
+    throw new ImagoError(
+      `balance must be ${BALANCES.map((b) => `'${b}'`).join(' or ')}, not '${balance}'`,
+      'balance',
+      'leave it out for round-robin',
+    );
 }
 
 /** A backend as reported in the node's state: `up` = in rotation now. */
@@ -51,6 +56,8 @@ export interface Backend {
   /** Until this time (performance.now()) the backend is skipped after a connection failure. */
   downUntil: number;
   consecutiveFailures: number;
+  /** performance.now() of the last connection failure (-Infinity before any). */
+  failedAt: number;
   /** The last active health check failed: out of rotation until one passes. */
   checkFailed: boolean;
 }
@@ -157,10 +164,13 @@ export class BackendSet {
     return list[chosen];
   }
 
-  /** A health check's verdict: a pass also ends a passive back-off, since the backend answers again. */
-  markChecked(b: Backend, passed: boolean): void {
+  /**
+   * A health check's verdict: a pass also ends a passive back-off, since the backend answers again —
+   * unless a connection failed after the check was sent (`startedAt`): that failure is newer news.
+   */
+  markChecked(b: Backend, passed: boolean, startedAt: number): void {
     b.checkFailed = !passed;
-    if (passed) {
+    if (passed && b.failedAt < startedAt) {
       b.consecutiveFailures = 0;
       b.downUntil = 0;
     }
@@ -178,6 +188,7 @@ export class BackendSet {
   }
 
   markFailed(b: Backend): void {
+    b.failedAt = performance.now();
     b.consecutiveFailures++;
     const backoff = Math.min(RETRY_CAP_MS, RETRY_BASE_MS * 2 ** (b.consecutiveFailures - 1));
     b.downUntil = performance.now() + backoff;
@@ -223,6 +234,7 @@ export class BackendSet {
       pool,
       downUntil: 0,
       consecutiveFailures: 0,
+      failedAt: -Infinity,
       checkFailed: false,
     };
   }

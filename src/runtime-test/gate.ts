@@ -66,13 +66,15 @@ export function evaluateGate(report: RuntimeTestReport, criteria: GateCriteria =
  * the old p99. A p99 of few samples is their largest, and one stall of a shared machine decided the
  * point ratio: in healthy demo runs it reached 2.2 (3.9 on 13 samples) while this one stayed under
  * 1.6; a v2 planned without statistics, ~3.3× slower at the median, gave 2.3–2.5 (docs/runtime-test.md).
+ * Under 100 samples the old p99 is the old maximum, so a stall on the old side loosens the rule too.
  * Reports saved by earlier versions carry no bound: their point p99 is compared.
  */
 function latencyRegression(l: EndpointReport['latencyMs'], max: number): string | undefined {
   if (l.old.samples === 0 || l.new.samples === 0 || l.old.p99 <= 0) return undefined;
   const newAtLeast = l.new.p99Low ?? l.new.p99;
   if (newAtLeast <= max * l.old.p99) return undefined;
-  return `new p99 ${l.new.p99} ms (at least ${newAtLeast} ms at 97.5 % confidence) is over ${max}× old p99 ${l.old.p99} ms`;
+  const bound = l.new.p99Low === undefined ? '' : ` (at least ${newAtLeast} ms at 97.5 % confidence)`;
+  return `new p99 ${l.new.p99} ms${bound} is over ${max}× old p99 ${l.old.p99} ms`;
 }
 
 function pct(x: number): string {

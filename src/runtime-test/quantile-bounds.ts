@@ -14,7 +14,7 @@ const Q = 0.99;
 const TAIL = 0.025;
 
 export interface QuantileBounds {
-  /** The true p99 is at least this (97.5 % confidence); the smallest sample when n is tiny. */
+  /** The true p99 is at least this (97.5 % confidence). */
   low: number;
   /** The true p99 is at most this (97.5 % confidence); null when n is too small to say. */
   high: number | null;
@@ -23,24 +23,26 @@ export interface QuantileBounds {
 /** Bounds of the p99 of the distribution `sorted` (ascending, non-empty) was drawn from. */
 export function p99Bounds(sorted: readonly number[]): QuantileBounds {
   const n = sorted.length;
-  // cdf[j] = P(A <= j), A = samples above the true p99 ~ Binomial(n, 1 - Q).
-  const p = 1 - Q;
-  let pmf = Math.pow(Q, n);
-  let cdf = pmf;
+  if (n === 0) throw new RangeError('p99 bounds need at least one sample');
+  // cdf = P(A <= j), A = samples above the true p99 ~ Binomial(n, 1 - Q); the pmf in logarithms,
+  // since Q^n underflows past ~74,000 samples (its terms are negligible there, the later ones are not).
+  const step = Math.log((1 - Q) / Q);
+  let logPmf = n * Math.log(Q);
+  let cdf = Math.exp(logPmf);
   const largest = (k: number) => sorted[n - k] as number;
-  // Lower end: the k-th largest, for the smallest k with P(A <= k - 1) >= 1 - TAIL.
-  let lowK: number | undefined;
+  // Lower end: the k-th largest, for the smallest k with P(A <= k - 1) >= 1 - TAIL (found by j = n - 1
+  // at the latest: P(A <= n - 1) = 1 - 0.01^n).
+  let lowK = n;
   // Upper end: the m-th largest, for the largest m with P(A >= m) >= 1 - TAIL, i.e. P(A <= m - 1) <= TAIL.
   let highM = 0;
   for (let j = 0; j < n; j++) {
     if (cdf <= TAIL) highM = j + 1;
-    if (lowK === undefined && cdf >= 1 - TAIL) lowK = j + 1;
-    if (lowK !== undefined && cdf > TAIL) break;
-    pmf *= ((n - j) / (j + 1)) * (p / Q);
-    cdf += pmf;
+    if (cdf >= 1 - TAIL) {
+      lowK = j + 1;
+      break;
+    }
+    logPmf += Math.log((n - j) / (j + 1)) + step;
+    cdf += Math.exp(logPmf);
   }
-  return {
-    low: lowK === undefined ? (sorted[0] as number) : largest(lowK),
-    high: highM === 0 ? null : largest(highM),
-  };
+  return { low: largest(lowK), high: highM === 0 ? null : largest(highM) };
 }

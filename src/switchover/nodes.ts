@@ -20,6 +20,8 @@ export interface NodeState {
   upstreams?: { old?: string[]; new?: string[] };
   /** Whether the node copies reads for runtime testing. */
   mirror?: boolean;
+  /** Each backend per universe, and whether it is in rotation (health checks, connection failures). */
+  backends?: { old?: { url: string; up: boolean }[]; new?: { url: string; up: boolean }[] };
 }
 
 export class IngressNode {

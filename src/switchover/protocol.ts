@@ -121,20 +121,38 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
   let fenceRecord: FenceRecord;
   try {
     await o.beforeStep?.('precheck');
+    // One deadline for the whole precheck: the statistics, then the catch-up probes share it.
+    const precheckEnd = performance.now() + d.precheckMs;
+    // Before the gate: the new version's queries must not be planned from empty-table guesses
+    // (statistics.ts), neither for the switch nor for the latencies the gate judges.
+    if (o.converter.statisticsReady)
+      await withDeadline(
+        'the new database’s planner statistics (the ANALYZE after the copy)',
+        o.converter.statisticsReady(),
+        d.precheckMs,
+        'it is still running on the new database (pg_stat_progress_analyze shows it): switch again once it ends, or raise switchover.deadlines.precheckMs',
+      );
     const closed = await o.gate?.();
     if (closed) throw new Error(`runtime-test gate closed: ${closed}`);
     const states = await Promise.all(o.nodes.map((n) => n.state(d.prepareMs)));
     // A node without backends for the new universe would refuse the flip (or answer 502 after it).
     const bare = o.nodes.filter((_, i) => !states[i]?.upstreams?.new?.length).map((n) => n.name);
     if (bare.length > 0) throw new Error(`no upstreams for the new universe on ${bare.join(', ')}`);
-    // The new version's first queries must not be planned from empty-table guesses (statistics.ts).
-    if (o.converter.statisticsReady)
-      await withDeadline(
-        'the new database’s planner statistics (ANALYZE)',
-        o.converter.statisticsReady(),
-        d.precheckMs,
-      );
-    r.predictedCatchUpMs = await predictCatchUp(o.converter, o.budget.maxCatchUpLagMs, d.precheckMs, log);
+    // Nor should it flip to backends that all fail their health checks (nodes that run them say so).
+    const failing = o.nodes
+      .filter((_, i) => {
+        const health = states[i]?.backends?.new;
+        return health !== undefined && health.length > 0 && !health.some((b) => b.up);
+      })
+      .map((n) => n.name);
+    if (failing.length > 0)
+      throw new Error(`every new-universe backend fails its health check on ${failing.join(', ')}`);
+    r.predictedCatchUpMs = await predictCatchUp(
+      o.converter,
+      o.budget.maxCatchUpLagMs,
+      Math.max(1, precheckEnd - performance.now()),
+      log,
+    );
     fenceRecord = await o.fence.plan();
     // Connected now, before anything is held: inside the pause a connect would cost tens of ms.
     await o.fence.standBy(d.prepareMs);

@@ -114,9 +114,32 @@ describe('conversion', () => {
       );
       assert.deepEqual(
         await analyzeTargets(newCluster.url, 2),
-        { analyzed: [], missing: [] },
+        { analyzed: [], missing: [], failed: [] },
         'tables analyzed once are not analyzed again',
       );
+      // A table whose lock cannot be had is reported after the lock timeout, and the others go on.
+      await newDb.query(
+        `SELECT pg_stat_reset_single_table_counters(t::regclass) FROM unnest('{item,person}'::text[]) t`,
+      );
+      const holder = new pg.Client(newCluster.url);
+      await holder.connect();
+      try {
+        await holder.query('BEGIN; LOCK TABLE person IN ACCESS EXCLUSIVE MODE');
+        const result = await withDeadline(
+          'analyze beside a locked table',
+          analyzeTargets(newCluster.url, 1),
+          30_000,
+        );
+        // Names as quoted in SQL.
+        assert.deepEqual([result.analyzed, result.missing], [['"item"'], ['"person"']]);
+        assert.deepEqual(
+          result.failed.map((f) => f.table),
+          ['"person"'],
+        );
+        assert.match(result.failed[0]?.error ?? '', /lock timeout/);
+      } finally {
+        await holder.end();
+      }
 
       await oldDb.query(`
         BEGIN;

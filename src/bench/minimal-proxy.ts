@@ -45,6 +45,7 @@ function serve(upstream: string, port: number): void {
         res.writeHead(statusCode, forwardable(answer));
         // Errors either way end both: an upstream reset cuts the client's answer, a client gone aborts
         // the body. (Not stream.pipeline: it cost the client connection's keep-alive here, doubling CPU.)
+        if (res.destroyed) return void body.destroy(); // the client left before the answer came
         body.on('error', () => res.destroy());
         res.on('close', () => body.destroy());
         body.pipe(res);

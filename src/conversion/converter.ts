@@ -372,9 +372,10 @@ export class Converter {
       this.options.parallel ?? 1,
       this.stopping.signal,
     ).then(
-      ({ analyzed, missing }) => {
+      ({ analyzed, missing, failed }) => {
         this.stats.analyzedTables = analyzed.length;
         this.stats.analyzeMs = Math.round(performance.now() - started);
+        for (const f of failed) this.options.onWarning?.(`could not analyze ${f.table}: ${f.error}`);
         if (missing.length > 0)
           this.options.onWarning?.(
             `no planner statistics for ${missing.join(', ')} after ANALYZE (is Imago's role allowed to maintain them?): the new version's queries there are planned from guesses`,
@@ -447,7 +448,7 @@ export class Converter {
     this.stopping.abort();
     await this.stopWalWatch?.();
     await this.stream?.stop();
-    await this.statistics; // cancelled: its connections are ended
+    await this.statistics; // cancelled on the server, its connections ended
     await this.slot?.release().catch(() => {});
     if (dropCapture && this.source) {
       // The server-side walsender outlives our connection for a moment; a slot still active cannot be dropped.

@@ -16,6 +16,7 @@
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import pg from 'pg';
+import { withDeadline } from '../deadline.js';
 import { dropPublication } from '../capture/publication.js';
 import { dropSlot, releaseSlot } from '../capture/slot.js';
 import {
@@ -217,9 +218,12 @@ export class Driver {
     this.heartbeat = setInterval(() => void this.beat().catch(() => {}), 1_000);
     if (this.current === 'streaming') await this.record('testing', 'testing');
     if (plan.runtimeTest.required && before(this.current, 'switching')) {
-      // Latencies measured while v2's tables have no statistics would be judged by the gate (statistics.ts).
+      // Latencies measured while v2's tables have no statistics would be judged by the gate
+      // (statistics.ts). Waited for a minute at most: commands are served only after this.
       say('waiting for the new database’s planner statistics (ANALYZE) before the runtime test');
-      await converter.statisticsReady();
+      await withDeadline('the ANALYZE after the copy', converter.statisticsReady(), 60_000).catch(() =>
+        say('  still analyzing after 60 s: the runtime test starts anyway (the precheck waits for it)'),
+      );
       const { required: _required, collector, ...config } = plan.runtimeTest;
       this.runtimeTest = await RemoteRuntimeTest.start({
         config,

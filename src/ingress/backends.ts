@@ -211,7 +211,12 @@ export class BackendSet {
 
   private open(universe: UniverseName, url: string): Backend {
     const parsed = new URL(url);
-    if (parsed.protocol !== 'http:') throw new Error(`upstream ${url}: only http:// backends are supported`);
+    if (parsed.protocol !== 'http:')
+      throw new ImagoError(
+        `upstream ${url}: only http:// backends are supported`,
+        url,
+        'give the backends as http:// (TLS ends at the ingress or in front of it)',
+      );
     const prefix = parsed.pathname === '/' ? '' : parsed.pathname.replace(/\/$/, '');
     const pool = new Pool(parsed.origin, {
       connections: 256,

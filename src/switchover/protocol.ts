@@ -138,7 +138,7 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
     // A node without backends for the new universe would refuse the flip (or answer 502 after it).
     const bare = o.nodes.filter((_, i) => !states[i]?.upstreams?.new?.length).map((n) => n.name);
     if (bare.length > 0) throw new Error(`no upstreams for the new universe on ${bare.join(', ')}`);
-    // Nor should it flip to backends that all fail their health checks (nodes that run them say so).
+    // Nor should it flip to backends all out of rotation (failing health checks or connections).
     const failing = o.nodes
       .filter((_, i) => {
         const health = states[i]?.backends?.new;
@@ -146,13 +146,17 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
       })
       .map((n) => n.name);
     if (failing.length > 0)
-      throw new Error(`every new-universe backend fails its health check on ${failing.join(', ')}`);
-    r.predictedCatchUpMs = await predictCatchUp(
-      o.converter,
-      o.budget.maxCatchUpLagMs,
-      Math.max(1, precheckEnd - performance.now()),
-      log,
-    );
+      throw new Error(
+        `every new-universe backend is out of rotation (failing its health check or its connections) on ${failing.join(', ')}`,
+      );
+    const left = precheckEnd - performance.now();
+    if (left <= 0)
+      throw new DeadlineError(
+        'the precheck (statistics, gate, nodes, catch-up probe)',
+        d.precheckMs,
+        'raise switchover.deadlines.precheckMs',
+      );
+    r.predictedCatchUpMs = await predictCatchUp(o.converter, o.budget.maxCatchUpLagMs, left, log);
     fenceRecord = await o.fence.plan();
     // Connected now, before anything is held: inside the pause a connect would cost tens of ms.
     await o.fence.standBy(d.prepareMs);

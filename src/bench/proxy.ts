@@ -257,10 +257,12 @@ export const proxyScenario: Scenario = {
       const errors = Object.values(results)
         .flat()
         .reduce((a, r) => a + r.errors, 0);
-      const ratioGet = med('imago', 'get', 'rps') / med('nginx', 'get', 'rps');
-      const ratioPost = med('imago', 'post', 'rps') / med('nginx', 'post', 'rps');
-      const minimalGet = med('minimal', 'get', 'rps') / med('nginx', 'get', 'rps');
-      const minimalPost = med('minimal', 'post', 'rps') / med('nginx', 'post', 'rps');
+      const vsNginx = (t: Target, w: Workload): number => med(t, w, 'rps') / med('nginx', w, 'rps');
+      /** The worse of GET and POST. */
+      const worstP99 = (t: Target): number =>
+        round(Math.max(med(t, 'get', 'p99Ms'), med(t, 'post', 'p99Ms')));
+      const ratioGet = vsNginx('imago', 'get');
+      const ratioPost = vsNginx('imago', 'post');
       const summary = {
         scenario: 'proxy',
         repetitions,
@@ -275,14 +277,14 @@ export const proxyScenario: Scenario = {
         ratio_vs_nginx_get: round(ratioGet, 3),
         ratio_vs_nginx_post: round(ratioPost, 3),
         ratio_vs_nginx: round(Math.min(ratioGet, ratioPost), 3),
-        imago_p99_ms: round(Math.max(med('imago', 'get', 'p99Ms'), med('imago', 'post', 'p99Ms'))),
-        nginx_p99_ms: round(Math.max(med('nginx', 'get', 'p99Ms'), med('nginx', 'post', 'p99Ms'))),
-        direct_p99_ms: round(Math.max(med('direct', 'get', 'p99Ms'), med('direct', 'post', 'p99Ms'))),
+        imago_p99_ms: worstP99('imago'),
+        nginx_p99_ms: worstP99('nginx'),
+        direct_p99_ms: worstP99('direct'),
         // The baseline, same process count as Imago (minimal-proxy.ts): what any Node proxy gets here.
         minimal_rps: Math.round(med('minimal', 'get', 'rps')),
         minimal_post_rps: Math.round(med('minimal', 'post', 'rps')),
-        minimal_ratio_vs_nginx: round(Math.min(minimalGet, minimalPost), 3),
-        minimal_p99_ms: round(Math.max(med('minimal', 'get', 'p99Ms'), med('minimal', 'post', 'p99Ms'))),
+        minimal_ratio_vs_nginx: round(Math.min(vsNginx('minimal', 'get'), vsNginx('minimal', 'post')), 3),
+        minimal_p99_ms: worstP99('minimal'),
         imago_processes: workers,
         nginx_workers: availableParallelism(),
         // CPU (user + system, all processes) per request, medians; NaN where /proc is unavailable.

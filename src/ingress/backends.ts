@@ -191,7 +191,7 @@ export class BackendSet {
     b.failedAt = performance.now();
     b.consecutiveFailures++;
     const backoff = Math.min(RETRY_CAP_MS, RETRY_BASE_MS * 2 ** (b.consecutiveFailures - 1));
-    b.downUntil = performance.now() + backoff;
+    b.downUntil = b.failedAt + backoff;
   }
 
   markHealthy(b: Backend): void {

@@ -5,7 +5,7 @@
  */
 import { DeadlineError, ImagoError, errorMessage } from '../errors.js';
 import type { IngressNodeSpec } from '../plan/index.js';
-import type { MirrorSink } from '../ingress/index.js';
+import type { BackendHealth, MirrorSink } from '../ingress/index.js';
 
 export interface NodeState {
   node?: string;
@@ -21,7 +21,7 @@ export interface NodeState {
   /** Whether the node copies reads for runtime testing. */
   mirror?: boolean;
   /** Each backend per universe, and whether it is in rotation (health checks, connection failures). */
-  backends?: { old?: { url: string; up: boolean }[]; new?: { url: string; up: boolean }[] };
+  backends?: { old?: BackendHealth[]; new?: BackendHealth[] };
 }
 
 export class IngressNode {

@@ -21,7 +21,7 @@ import { formatLsn } from '../capture/lsn.js';
 import type { SwitchoverSpec } from '../plan/index.js';
 import type { Fence, FenceRecord } from './fence.js';
 import type { LateWriteDetector } from './late-writes.js';
-import type { IngressNode } from './nodes.js';
+import type { IngressNode, NodeState } from './nodes.js';
 import { releaseAll } from './release.js';
 
 export type SwitchStep =
@@ -139,12 +139,7 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
     const bare = o.nodes.filter((_, i) => !states[i]?.upstreams?.new?.length).map((n) => n.name);
     if (bare.length > 0) throw new Error(`no upstreams for the new universe on ${bare.join(', ')}`);
     // Nor should it flip to backends all out of rotation (failing health checks or connections).
-    const failing = o.nodes
-      .filter((_, i) => {
-        const health = states[i]?.backends?.new;
-        return health !== undefined && health.length > 0 && !health.some((b) => b.up);
-      })
-      .map((n) => n.name);
+    const failing = o.nodes.filter((_, i) => noNewBackendUp(states[i])).map((n) => n.name);
     if (failing.length > 0)
       throw new Error(
         `every new-universe backend is out of rotation (failing its health check or its connections) on ${failing.join(', ')}`,
@@ -326,6 +321,12 @@ async function predictCatchUp(
     if (probe.waitedMs <= budgetMs) return probe.waitedMs;
     log(`precheck: catch-up took ${probe.waitedMs} ms (budget ${budgetMs} ms); measuring again`);
   }
+}
+
+/** True when a node reports its new-universe backends and none is in rotation. */
+function noNewBackendUp(state: NodeState | undefined): boolean {
+  const health = state?.backends?.new;
+  return health !== undefined && health.length > 0 && !health.some((b) => b.up);
 }
 
 /** Runs `fn` on every node at once; any failure fails the step, naming every node that failed. */

@@ -65,10 +65,15 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
   private parsing: ClientRequest | undefined = undefined;
   private headerPairs: string[] = [];
   private urlParts = '';
-  private messageStart = 0;
+  /** A request is being parsed whose deadline (headers or request) has been set from its beginning. */
   private inMessage = false;
-  /** A request head was completed in the read being parsed. */
-  private sawHead = false;
+  /**
+   * A request head or a message end was parsed in the read being parsed: whatever follows it in that
+   * read was not seen beginning (afterRead must not take the read for the start of a message).
+   */
+  private sawBoundary = false;
+  /** A head has been parsed on this connection (before the first message, llhttp's clock is unset). */
+  private begunOnce = false;
   /** Whether kOnMessageComplete is set (see completeCallback). */
   private completeSet = false;
   private upgradeRequest: ClientRequest | undefined = undefined;
@@ -97,9 +102,9 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
     this.deadline = performance.now() + owner.limits.headersMs;
     const parser = this.parser;
     parser.initialize(HTTPParser.REQUEST, {}, 0, HTTPParser.kLenientNone);
-    // No kOnMessageBegin: a request begins in the read that brings its first byte (afterRead), and
-    // kOnMessageComplete is set only for requests with a body: each callback into JavaScript costs
-    // more than what it does (docs/ingress.md, "What bounds the CPU per request").
+    // No kOnMessageBegin (messageBegan() reads llhttp's own clock instead), and kOnMessageComplete is
+    // set only for requests with a body: each callback into JavaScript costs more than what it does
+    // (docs/ingress.md, "What bounds the CPU per request").
     parser[Slot.headers] = (headers: string[], url: string) => {
       for (const h of headers) this.headerPairs.push(h);
       this.urlParts += url;
@@ -143,14 +148,26 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
   }
 
   /**
-   * A read arrived outside a request: the next one begins with it (what node:http's kOnMessageBegin
-   * tells). Bytes that follow a complete request in the same read are seen at the next read, so a
-   * request pipelined that way runs under the idle deadline until then (never without a deadline).
+   * When the message being parsed began (performance.now() of the read that brought its first byte):
+   * what every client deadline of a request counts from. llhttp times it in C++ at its message-begin
+   * (`parser.duration()`, what node:http's server deadlines use), so no callback into JavaScript is
+   * needed per request, and a request pipelined behind another in one read is timed from that read.
+   * Before the first head of a connection that clock is unset: then the message began in this read.
+   */
+  private messageBegan(): number {
+    const now = performance.now();
+    return this.begunOnce ? now - this.parser.duration() : now;
+  }
+
+  /**
+   * A read arrived outside a request and completed no head: a request began (its headers deadline
+   * runs). Bytes that follow a complete request in the same read are seen at the next read, so a
+   * request pipelined that way runs under the idle deadline until then (never without a deadline),
+   * and under its headers deadline from its true beginning afterwards.
    */
   private messageBegins(): void {
     this.inMessage = true;
-    this.messageStart = performance.now();
-    this.setWaiting('headers', this.messageStart + this.owner.limits.headersMs);
+    this.setWaiting('headers', this.messageBegan() + this.owner.limits.headersMs);
   }
 
   private onHeadersComplete(
@@ -162,8 +179,8 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
     upgrade: boolean,
     keepAlive: boolean,
   ): number {
-    this.sawHead = true;
-    this.inMessage = true;
+    this.sawBoundary = true;
+    this.begunOnce = true;
     let raw = headers;
     if (raw === undefined) {
       raw = this.headerPairs;
@@ -195,6 +212,9 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
     // llhttp has validated the framing: a Transfer-Encoding here ends in chunked and has no length.
     const declared = chunked || contentLength === undefined ? undefined : Number(contentLength);
     const body = chunked || (declared !== undefined && declared > 0);
+    // The whole request's deadline counts from its first byte, not from a previous request's.
+    const began = body ? this.messageBegan() : 0;
+    this.inMessage = true;
     const response = new ClientResponse(this, method === 'HEAD', major === 0 || (major === 1 && minor === 0));
     const req = new ClientRequest(
       method,
@@ -231,7 +251,7 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
     if (body) {
       this.completeCallback(true);
       this.parsing = req;
-      this.setWaiting('request', this.messageStart + this.owner.limits.requestMs);
+      this.setWaiting('request', began + this.owner.limits.requestMs);
       this.queue.push(req);
     } else {
       // Without a body the message is complete with its head: kOnMessageComplete's work is done here.
@@ -246,6 +266,7 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
 
   private onMessageComplete(): void {
     this.inMessage = false;
+    this.sawBoundary = true;
     // Trailers arrive through kOnHeaders just before this; they are not forwarded, and must not
     // become part of the next request's head (or its URL).
     if (this.headerPairs.length > 0) this.headerPairs = [];
@@ -260,9 +281,11 @@ export class ClientConnection implements ResponseConnection, BodyFlow {
   /** After each read the parser consumed: a parse failure, an upgrade, or reading control. */
   private afterRead(ret: number | Error, data?: Buffer): void {
     if (this.closed) return;
-    // Bytes while no request was being read: one began (a complete one already left inMessage false).
-    if (!this.inMessage && !this.sawHead) this.messageBegins();
-    this.sawHead = false;
+    // Bytes while no request was being read, completing neither a head nor a body: one began. (A read
+    // that ended a body leaves inMessage false too; taking it for a beginning put an idle connection
+    // under a headers deadline, answered 408.)
+    if (!this.inMessage && !this.sawBoundary) this.messageBegins();
+    this.sawBoundary = false;
     if (ret instanceof Error) {
       this.parseFailed(ret);
       return;

@@ -23,6 +23,11 @@ declare module '_http_common' {
     /** The buffer of the read being parsed (what follows an upgrade request's head). */
     getCurrentBuffer(): Buffer;
     unconsume(): void;
+    /**
+     * Milliseconds since llhttp's message-begin of the message being parsed (timed in C++); 0 between
+     * messages. Unset (garbage) before the parser's first message.
+     */
+    duration(): number;
     close(): void;
     free(): void;
     remove(): void;

@@ -14,6 +14,7 @@ import { startEchoBackend, type EchoBackend } from '../src/bench/proxy-backend.j
 import { waitUntil, withDeadline } from '../src/deadline.js';
 import { freePort } from '../src/universe/ports.js';
 import { root } from './fixtures/driver-run.js';
+import { SlowClient } from './fixtures/slow-client.js';
 
 const token = 'cli-test-token-0123456789abcdef';
 let oldB: EchoBackend;
@@ -36,6 +37,8 @@ interface Node {
   child: ChildProcess;
   info: { url: string; control: string; route: string };
   exit: Promise<number | null>;
+  /** performance.now() when it said it listens: the node is at least this old. */
+  since: number;
 }
 
 async function startNode(
@@ -69,7 +72,7 @@ async function startNode(
     void exit.then((code) => reject(new Error(`imago ingress exited ${code}`)));
   });
   const info = JSON.parse(await withDeadline('imago ingress listening', line, 30_000)) as Node['info'];
-  return { child, info, exit };
+  return { child, info, exit, since: performance.now() };
 }
 
 async function control(node: Node, path: string, body?: unknown, auth = token) {
@@ -204,4 +207,49 @@ test('imago ingress --balance and --health-path reach every worker: a failing ba
     await withDeadline('ingress stopping', node.exit, 15_000);
     await sick.close();
   }
+});
+
+test('imago ingress --request-timeout: a slow body on a node older than it gets 200, a slower one 408', async () => {
+  const ports = { listen: await freePort(), control: await freePort() };
+  const requestMs = 1_500;
+  const node = await startNode({ IMAGO_INGRESS_TOKEN: token }, ports, {
+    args: [
+      '--request-timeout',
+      String(requestMs),
+      '--headers-timeout',
+      '1000',
+      '--state',
+      join(dir, 'slow.json'),
+    ],
+  });
+  const clients: SlowClient[] = [];
+  try {
+    // Before the fix every body still arriving ~0.3 s after its head got 408 once the node was older
+    // than its request timeout: the node's clock is waited out, then bodies are sent at a pace.
+    await new Promise((resolve) => setTimeout(resolve, node.since + requestMs + 50 - performance.now()));
+    const port = Number(new URL(node.info.url).port);
+    const upload = async (bytesPerSecond: number): Promise<{ status?: number; ms: number }> => {
+      const c = await SlowClient.connect(port);
+      clients.push(c);
+      const sent = performance.now();
+      await c.write('POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n');
+      await c.pace(Buffer.alloc(1000, 'u'), bytesPerSecond, 100);
+      const [answer] = await c.answered(1);
+      return { status: answer?.status, ms: performance.now() - sent };
+    };
+    const [slow, tooSlow] = await Promise.all([upload(1_250), upload(400)]);
+    assert.equal(slow.status, 200, 'a body taking 0.8 s of a 1.5 s request timeout');
+    assert.equal(tooSlow.status, 408, 'a body taking 2.5 s');
+    assert.ok(tooSlow.ms >= requestMs, `408 after ${tooSlow.ms.toFixed(0)} ms`);
+  } finally {
+    for (const c of clients) c.destroy();
+    node.child.kill('SIGTERM');
+    await withDeadline('ingress stopping', node.exit, 15_000);
+  }
+});
+
+test('imago ingress refuses a request timeout that is not a whole number of milliseconds', async () => {
+  const bad = await refused(['--request-timeout', '1.5s']);
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /option '--request-timeout <ms>' argument '1.5s' is invalid/);
 });

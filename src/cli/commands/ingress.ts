@@ -72,6 +72,21 @@ export function registerIngress(program: Command): void {
       healthPath,
     )
     .option('--health-interval <ms>', 'time between two checks of a backend (default: 2000)', count)
+    .option(
+      '--request-timeout <ms>',
+      'time a client has to send a whole request, body included, from its first byte (default: 60000)',
+      count,
+    )
+    .option(
+      '--headers-timeout <ms>',
+      'time a client has to send a request head, from its first byte (default: 10000)',
+      count,
+    )
+    .option(
+      '--idle-timeout <ms>',
+      'an idle keep-alive client connection is closed after (default: 5000)',
+      count,
+    )
     .option('--json', 'once listening, one JSON line on stdout with the addresses')
     .action(async (opts) => {
       const out = output(Boolean(opts.json));
@@ -100,6 +115,11 @@ export function registerIngress(program: Command): void {
           route: 'old' as const,
           control: { token, port: opts.controlPort as number, store: state, nodeId: opts.name as string },
           balance: opts.balance as Balance,
+          limits: {
+            requestTimeoutMs: opts.requestTimeout as number | undefined,
+            headersTimeoutMs: opts.headersTimeout as number | undefined,
+            idleTimeoutMs: opts.idleTimeout as number | undefined,
+          },
           ...(opts.healthPath === undefined
             ? {}
             : {

@@ -2,36 +2,22 @@
 // environment. It proxies, answers its control endpoint only with the token, stops on SIGTERM, and
 // restarted on the same state file resumes the route its driver last set (here: new). Balancing and
 // health-check options reach every worker, and bad values are refused naming the option.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { request } from 'undici';
-import { startEchoBackend, type EchoBackend } from '../src/bench/proxy-backend.js';
+import { startEchoBackend } from '../src/bench/proxy-backend.js';
 import { waitUntil, withDeadline } from '../src/deadline.js';
 import { freePort } from '../src/universe/ports.js';
 import { root } from './fixtures/driver-run.js';
+import { answeringUniverse, controlCall, twoUniverses } from './fixtures/ingress-control.js';
 import { SlowClient } from './fixtures/slow-client.js';
 
 const token = 'cli-test-token-0123456789abcdef';
-let oldB: EchoBackend;
-let newB: EchoBackend;
-let dir: string;
-
-before(async () => {
-  oldB = await startEchoBackend({ name: 'old' });
-  newB = await startEchoBackend({ name: 'new' });
-  dir = mkdtempSync(join(tmpdir(), 'imago-ingress-cli-'));
-});
-
-after(async () => {
-  await oldB.close();
-  await newB.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+const fixture = twoUniverses('imago-ingress-cli-');
 
 interface Node {
   child: ChildProcess;
@@ -52,13 +38,13 @@ async function startNode(
       join(root, 'bin/imago.js'),
       'ingress',
       '--old',
-      extra.old ?? oldB.url,
+      extra.old ?? fixture.old.url,
       '--listen',
       `127.0.0.1:${ports.listen}`,
       '--control-port',
       String(ports.control),
       '--state',
-      join(dir, 'edge.json'),
+      join(fixture.dir, 'edge.json'),
       '--workers',
       '1',
       '--json',
@@ -75,19 +61,11 @@ async function startNode(
   return { child, info, exit, since: performance.now() };
 }
 
-async function control(node: Node, path: string, body?: unknown, auth = token) {
-  const r = await request(`${node.info.control}${path}`, {
-    method: body === undefined ? 'GET' : 'POST',
-    headers: { authorization: `Bearer ${auth}`, 'content-type': 'application/json' },
-    body: body === undefined ? null : JSON.stringify(body),
-  });
-  return { status: r.statusCode, json: (await r.body.json()) as Record<string, unknown> };
+function control(node: Node, path: string, body?: unknown, auth = token) {
+  return controlCall(node.info.control, auth, path, body);
 }
 
-async function universe(node: Node): Promise<string> {
-  const r = await request(`${node.info.url}/x`);
-  return ((await r.body.json()) as { universe: string }).universe;
-}
+const universe = (node: Node): Promise<string> => answeringUniverse(node.info.url);
 
 test('imago ingress proxies, obeys its control endpoint, stops on SIGTERM and resumes its route', async () => {
   const ports = { listen: await freePort(), control: await freePort() };
@@ -96,7 +74,7 @@ test('imago ingress proxies, obeys its control endpoint, stops on SIGTERM and re
   assert.equal(await universe(node), 'old');
   assert.equal((await control(node, '/v1/state', undefined, 'wrong-token-wrong-token')).status, 401);
   assert.equal(
-    (await control(node, '/v1/upstreams', { epoch: 1, universe: 'new', urls: [newB.url] })).status,
+    (await control(node, '/v1/upstreams', { epoch: 1, universe: 'new', urls: [fixture.new.url] })).status,
     200,
   );
   assert.equal((await control(node, '/v1/release', { epoch: 2, route: 'new' })).status, 200);
@@ -119,10 +97,14 @@ async function refused(
   args: string[],
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<{ code: number | null; stderr: string }> {
-  const child = spawn(process.execPath, [join(root, 'bin/imago.js'), 'ingress', '--old', oldB.url, ...args], {
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [join(root, 'bin/imago.js'), 'ingress', '--old', fixture.old.url, ...args],
+    {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let stderr = '';
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
   const code = await withDeadline(
@@ -179,7 +161,7 @@ test('imago ingress --balance and --health-path reach every worker: a failing ba
       '--balance',
       'least-busy',
       '--state',
-      join(dir, 'health.json'),
+      join(fixture.dir, 'health.json'),
       '--health-path',
       '/healthz',
       '--health-interval',
@@ -219,7 +201,7 @@ test('imago ingress --request-timeout: a slow body on a node older than it gets 
       '--headers-timeout',
       '1000',
       '--state',
-      join(dir, 'slow.json'),
+      join(fixture.dir, 'slow.json'),
     ],
   });
   const clients: SlowClient[] = [];
@@ -252,4 +234,33 @@ test('imago ingress refuses a request timeout that is not a whole number of mill
   const bad = await refused(['--request-timeout', '1.5s']);
   assert.notEqual(bad.code, 0);
   assert.match(bad.stderr, /option '--request-timeout <ms>' argument '1.5s' is invalid/);
+});
+
+test('imago ingress on an unusable state file names the file and the field, without a stack trace', async () => {
+  const state = join(fixture.dir, 'broken.json');
+  writeFileSync(
+    state,
+    JSON.stringify({
+      epoch: 4,
+      route: 'new',
+      holding: false,
+      mirror: false,
+      upstreams: { new: ['file:///etc/passwd'] },
+    }),
+  );
+  const { code, stderr } = await refused(['--state', state, '--workers', '1'], {
+    ...process.env,
+    IMAGO_INGRESS_TOKEN: token,
+  });
+  assert.equal(code, 2, stderr);
+  assert.ok(stderr.includes(`ingress state file ${state}`), stderr);
+  assert.match(stderr, /field upstreams\.new\[0\]: 'file:\/\/\/etc\/passwd' is not an http:\/\/ URL/);
+  assert.match(stderr, /hint: .*remove the file/);
+  assert.doesNotMatch(stderr, /\bat .*\.ts:\d+/);
+});
+
+test('imago ingress refuses a backend URL it would not use, naming it', async () => {
+  const bad = await refused(['--new', 'file:///etc/passwd']);
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /'file:\/\/\/etc\/passwd' is not an http:\/\/ URL: expected an http:\/\/ URL/);
 });

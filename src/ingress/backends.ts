@@ -9,6 +9,7 @@ import { Pool } from 'undici';
 import { ImagoError } from '../errors.js';
 import type { UniverseName } from './universe.js';
 import { UpstreamPool } from './upstream.js';
+import { checkUpstreamUrls } from './upstream-url.js';
 
 export interface BackendTimeouts {
   /** Time to connect to a backend. */
@@ -84,7 +85,9 @@ export class BackendSet {
     checkBalance(balance);
   }
 
+  /** Replaces a universe's backends; throws (changing nothing) naming a URL that cannot be one. */
   set(universe: UniverseName, urls: readonly string[]): void {
+    checkUpstreamUrls(universe, urls);
     const previous = new Map(this.lists[universe].map((b) => [b.url, b]));
     const next: Backend[] = [];
     const added: Backend[] = [];
@@ -211,12 +214,6 @@ export class BackendSet {
 
   private open(universe: UniverseName, url: string): Backend {
     const parsed = new URL(url);
-    if (parsed.protocol !== 'http:')
-      throw new ImagoError(
-        `upstream ${url}: only http:// backends are supported`,
-        url,
-        'give the backends as http:// (TLS ends at the ingress or in front of it)',
-      );
     const prefix = parsed.pathname === '/' ? '' : parsed.pathname.replace(/\/$/, '');
     const pool = new Pool(parsed.origin, {
       connections: 256,

@@ -16,6 +16,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { AggregatorRegistry } from 'prom-client';
+import { ImagoError } from '../errors.js';
 import { checkBalance, type BackendHealth } from './backends.js';
 import type {
   PrimaryMessage,
@@ -31,6 +32,7 @@ import { checkHealthCheckOptions } from './health-check.js';
 import type { IngressOptions } from './index.js';
 import type { MirrorSink } from './mirror-sink.js';
 import { UNIVERSES, type UniverseName } from './universe.js';
+import { checkUpstreamUrls } from './upstream-url.js';
 import { TS_LOADER } from '../loader/args.js';
 
 export interface IngressClusterOptions extends Omit<IngressOptions, 'onDispatch' | 'mirror'> {
@@ -212,6 +214,7 @@ export async function startIngressCluster(options: IngressClusterOptions): Promi
   // Refused here rather than by every worker failing to start.
   checkBalance(options.balance);
   if (options.healthCheck) checkHealthCheckOptions(options.healthCheck);
+  for (const u of UNIVERSES) checkUpstreamUrls(u, options.upstreams[u] ?? []);
   const ackTimeoutMs = options.ackTimeoutMs ?? 5_000;
   const store: ControlStore =
     typeof options.control?.store === 'string'
@@ -339,13 +342,20 @@ export async function startIngressCluster(options: IngressClusterOptions): Promi
     });
   const setUpstreams = (universe: UniverseName, urls: string[]): Promise<void> =>
     serial(async () => {
+      // Refused before the state every worker (and every replacement) starts from is changed.
+      checkUpstreamUrls(universe, urls);
       state.upstreams[universe] = [...urls];
       await broadcast({ t: 'upstreams', universe, urls: [...urls] });
     });
   const setMirror = (enabled: boolean, sink?: MirrorSink): Promise<void> =>
     serial(async () => {
       const to = sink ?? mirror?.sink;
-      if (!to) throw new Error('mirroring with several ingress workers needs a runtime-test sink');
+      if (!to)
+        throw new ImagoError(
+          'mirroring with several ingress workers needs a runtime-test sink',
+          'mirror',
+          'give the sink (POST /v1/mirror with sink), as the driver does',
+        );
       mirror = { enabled, sink: to };
       await broadcast({ t: 'mirror', ...mirror });
     });

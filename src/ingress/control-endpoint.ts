@@ -3,18 +3,22 @@
  * holds, flips, releases and mirrors on one or several ingress nodes. Every transition carries an epoch
  * number; a node refuses one older than the last it accepted (409), so a delayed or replayed command
  * from an earlier attempt cannot undo a later decision, and refuses a hold at or below the epoch of its
- * last release (a hold delayed past the release of its attempt must not hold the node for good). The
- * new state (upstreams included) is saved to the control store
- * before the transition is applied and acknowledged, so a restarted node resumes from it. Requests
- * need `Authorization: Bearer <token>`; transitions are applied one at a time.
+ * last release (a hold delayed past the release of its attempt must not hold the node for good). A
+ * transition is checked whole first (400/409 naming what is wrong: nothing applied, nothing saved),
+ * then applied, then the resulting state (upstreams included) is saved to the control store, and only
+ * then acknowledged, so the store never holds what the node refused and a restarted node resumes
+ * from the last acknowledged state. Requests need `Authorization: Bearer <token>`; transitions are
+ * applied one at a time.
  */
 import { listen } from '../universe/listen.js';
 import { timingSafeEqual } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { z } from 'zod';
+import { errorMessage, ImagoError } from '../errors.js';
 import type { ControlState, ControlStore } from './control-store.js';
 import type { MirrorSink } from './mirror-sink.js';
 import type { UniverseName } from './universe.js';
+import { checkUpstreamUrls } from './upstream-url.js';
 
 /**
  * What the endpoint drives; implemented by the ingress (synchronously) and by a cluster primary
@@ -71,7 +75,8 @@ const bodies = {
       })
       .optional(),
   }),
-  upstreams: z.object({ epoch: epochField, universe, urls: z.array(z.string().url()) }),
+  // Each URL is checked by checkUpstreamUrls, which says what is wrong with it.
+  upstreams: z.object({ epoch: epochField, universe, urls: z.array(z.string()).max(1_000) }),
   drain: z.object({ universe, timeoutMs: z.number().int().positive().max(600_000) }),
 };
 
@@ -82,6 +87,14 @@ class HttpError extends Error {
     readonly extra: Record<string, unknown> = {},
   ) {
     super(message);
+  }
+
+  /** A user error as an answer with `status`, keeping what is at fault and the hint. */
+  static of(status: number, err: ImagoError): HttpError {
+    return new HttpError(status, err.message, {
+      subject: err.subject,
+      ...(err.hint ? { hint: err.hint } : {}),
+    });
   }
 }
 
@@ -145,7 +158,11 @@ export async function startControlEndpoint(
     upstreams: { old: target.upstreamUrls('old'), new: target.upstreamUrls('new') },
   });
 
-  /** Checks the epoch, saves the state the transition leads to, applies it, acknowledges. */
+  /**
+   * Checks the epoch and the transition (`next` throws to refuse it), applies it, saves the state the
+   * node is now in, acknowledges. A refused transition changes nothing; one applied but not saved
+   * is not acknowledged (500): the driver retries it (the same epoch is accepted again) or aborts.
+   */
   const transition = (
     given: number,
     next: (s: ControlState) => ControlState,
@@ -154,11 +171,23 @@ export async function startControlEndpoint(
     const run = chain.then(async () => {
       if (given < epoch)
         throw new HttpError(409, `stale epoch ${given}: this node is at epoch ${epoch}`, { epoch });
-      const state = { ...next(current()), epoch: given };
-      await opts.store.save(state);
+      const state = next(current());
+      let result: Record<string, unknown>;
+      try {
+        result = await apply();
+      } catch (err) {
+        // What the node cannot do in its configuration (a mirror it does not have): the caller's to fix.
+        throw err instanceof ImagoError ? HttpError.of(409, err) : err;
+      }
       epoch = given;
       releasedEpoch = state.releasedEpoch ?? releasedEpoch;
-      const result = await apply();
+      try {
+        await opts.store.save(current());
+      } catch (err) {
+        throw new HttpError(500, `transition at epoch ${given} applied but not saved: ${errorMessage(err)}`, {
+          epoch,
+        });
+      }
       return { ok: true, node: opts.nodeId, ...current(), ...result };
     });
     chain = run.catch(() => undefined);
@@ -224,11 +253,25 @@ export async function startControlEndpoint(
       }
       case '/v1/upstreams': {
         const b = parse(bodies.upstreams, json);
+        try {
+          checkUpstreamUrls(b.universe, b.urls);
+        } catch (err) {
+          throw err instanceof ImagoError ? HttpError.of(400, err) : err;
+        }
         return {
           status: 200,
           body: await transition(
             b.epoch,
-            (s) => ({ ...s, upstreams: { ...s.upstreams, [b.universe]: b.urls } }),
+            (s) => {
+              // Every request would fail: the driver empties a universe only once nothing routes to it.
+              if (b.urls.length === 0 && s.route === b.universe)
+                throw new HttpError(
+                  409,
+                  `universe '${b.universe}' is the route: it cannot be left without upstreams`,
+                  { route: s.route },
+                );
+              return { ...s, upstreams: { ...s.upstreams, [b.universe]: b.urls } };
+            },
             async () => (await target.setUpstreams(b.universe, b.urls), {}),
           ),
         };

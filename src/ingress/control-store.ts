@@ -2,13 +2,17 @@
  * Where an ingress node keeps its control state (epoch, route, hold, mirror, the epoch of its last
  * release, and the upstreams set through the control endpoint) so that a node that
  * restarts resumes from the last acknowledged transition instead of guessing its route. Written
- * before a transition is acknowledged. The file store writes a temp file and renames it, so a crash
- * leaves either the old or the new state, never half of one.
+ * once a transition has been applied and before it is acknowledged, so it never holds a state the
+ * node refused. The file store writes a temp file, syncs it and renames it over the old one, so a
+ * crash leaves either the old or the new state, never half of one; a file it cannot use is refused
+ * at start naming the file and the field.
  */
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { z } from 'zod';
+import { errorMessage, ImagoError } from '../errors.js';
 import type { UniverseName } from './universe.js';
+import { upstreamUrlProblem } from './upstream-url.js';
 
 export interface ControlState {
   epoch: number;
@@ -26,6 +30,11 @@ export interface ControlStore {
   save(state: ControlState): Promise<void>;
 }
 
+const upstreamUrl = z.string().superRefine((url, ctx) => {
+  const problem = upstreamUrlProblem(url);
+  if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+});
+
 const stateSchema = z.object({
   epoch: z.number().int().nonnegative(),
   route: z.enum(['old', 'new']),
@@ -33,11 +42,22 @@ const stateSchema = z.object({
   mirror: z.boolean(),
   releasedEpoch: z.number().int().nonnegative().optional(),
   upstreams: z
-    .object({ old: z.array(z.string()).optional(), new: z.array(z.string()).optional() })
+    .object({ old: z.array(upstreamUrl).optional(), new: z.array(upstreamUrl).optional() })
     .optional(),
 });
 
+/** A field path as written in JavaScript: upstreams.new[0]. */
+function fieldName(path: readonly PropertyKey[]): string {
+  const name = path.map((p, i) => (typeof p === 'number' ? `[${p}]` : `${i === 0 ? '' : '.'}${String(p)}`));
+  return name.join('') || '(the whole file)';
+}
+
+const UNUSABLE_HINT =
+  'it holds the node’s last acknowledged control state: correct that field, or remove the file to start from the command line (the driver sets the route and upstreams again)';
+
 export class FileControlStore implements ControlStore {
+  private saves = 0;
+
   constructor(readonly path: string) {}
 
   async load(): Promise<ControlState | undefined> {
@@ -46,19 +66,57 @@ export class FileControlStore implements ControlStore {
       text = await readFile(this.path, 'utf8');
     } catch (err) {
       if ((err as { code?: string }).code === 'ENOENT') return undefined;
-      throw err;
+      throw new ImagoError(
+        `cannot read the ingress state file ${this.path}: ${errorMessage(err)}`,
+        this.path,
+        'make it readable by the node, or give another file (--state)',
+      );
     }
-    const parsed = stateSchema.safeParse(JSON.parse(text));
-    if (!parsed.success)
-      throw new Error(`ingress control state ${this.path} is malformed: ${parsed.error.message}`);
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch (err) {
+      throw new ImagoError(
+        `ingress state file ${this.path} is not JSON: ${errorMessage(err)}`,
+        this.path,
+        UNUSABLE_HINT,
+      );
+    }
+    const parsed = stateSchema.safeParse(json);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      const field = fieldName(issue?.path ?? []);
+      throw new ImagoError(
+        `ingress state file ${this.path} is unusable: field ${field}: ${issue?.message ?? 'invalid'}`,
+        `${this.path} (${field})`,
+        UNUSABLE_HINT,
+      );
+    }
     return parsed.data;
   }
 
   async save(state: ControlState): Promise<void> {
-    await mkdir(dirname(this.path), { recursive: true });
-    const tmp = `${this.path}.${process.pid}.tmp`;
-    await writeFile(tmp, `${JSON.stringify(state)}\n`, { flush: true });
-    await rename(tmp, this.path);
+    const dir = dirname(this.path);
+    const tmp = `${this.path}.${process.pid}.${++this.saves}.tmp`;
+    try {
+      await mkdir(dir, { recursive: true });
+      await writeFile(tmp, `${JSON.stringify(state)}\n`, { flush: true });
+      await rename(tmp, this.path);
+      // The rename is durable only once the directory entry is.
+      const handle = await open(dir, 'r');
+      try {
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+    } catch (err) {
+      await rm(tmp, { force: true }).catch(() => undefined);
+      throw new ImagoError(
+        `cannot write the ingress state file ${this.path}: ${errorMessage(err)}`,
+        this.path,
+        'make its directory writable by the node (and not full), or give another file (--state)',
+      );
+    }
   }
 }
 

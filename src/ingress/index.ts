@@ -8,6 +8,7 @@
  * drain, backends, forward (hot path), headers, body-limit, upgrade, classify, mirror, metrics,
  * control-endpoint and control-store; front-end and client-connection are its HTTP/1.1 server.
  */
+import { ImagoError } from '../errors.js';
 import { BackendSet, type Balance, type BackendHealth } from './backends.js';
 import { Classifier, type ClassRule, type RequestClass } from './classify.js';
 import type { ClientRequest } from './client-request.js';
@@ -239,8 +240,10 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
       })();
     }
     if (!router.mirror)
-      throw new Error(
-        'mirroring is not configured: give a runtime-test sink, or options.mirror with a comparator',
+      throw new ImagoError(
+        'mirroring is not configured on this node',
+        'mirror',
+        'give a runtime-test sink (POST /v1/mirror with sink), or start the node with options.mirror',
       );
     router.mirror.enabled = enabled;
   };

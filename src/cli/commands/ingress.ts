@@ -12,6 +12,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { ImagoError } from '../../errors.js';
 import { count } from '../arguments.js';
 import { BALANCES, startIngress, startIngressCluster, type Balance } from '../../ingress/index.js';
+import { upstreamUrlProblem } from '../../ingress/upstream-url.js';
 import { onTeardown } from '../../universe/teardown.js';
 import { output, reportError } from '../output.js';
 
@@ -25,9 +26,10 @@ function hostPort(value: string): { host: string; port: number } {
 }
 
 function url(value: string, previous: string[] = []): string[] {
-  // Backends are spoken to in plain HTTP (TLS ends at the ingress or in front of it).
-  if (!/^http:\/\/[^/\s]+/.test(value))
-    throw new InvalidArgumentError('expected an http:// URL such as http://127.0.0.1:3000');
+  // The rules every backend URL follows, wherever it comes from (upstream-url.ts).
+  const problem = upstreamUrlProblem(value);
+  if (problem !== undefined)
+    throw new InvalidArgumentError(`${problem}: expected an http:// URL such as http://127.0.0.1:3000`);
   return [...previous, value];
 }
 

@@ -6,6 +6,10 @@
 import { readdirSync, readFileSync } from 'node:fs';
 
 export interface ProcStat {
+  /** The command name (`node`, `nginx`, `esbuild`), as the kernel keeps it. */
+  comm: string;
+  /** R, S, D…; Z for a zombie: ended, not yet reaped by its parent. */
+  state: string;
   ppid: number;
   /** User + system time, in clock ticks. */
   ticks: number;
@@ -15,8 +19,14 @@ export function procStat(pid: number): ProcStat | undefined {
   try {
     const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // Fields after the command name, which is in parentheses and may contain spaces.
-    const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
-    return { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) };
+    const close = text.lastIndexOf(')');
+    const f = text.slice(close + 2).split(' ');
+    return {
+      comm: text.slice(text.indexOf('(') + 1, close),
+      state: f[0] ?? '',
+      ppid: Number(f[1]),
+      ticks: Number(f[11]) + Number(f[12]),
+    };
   } catch {
     // Not Linux, or the process ended.
     return undefined;

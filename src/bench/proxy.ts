@@ -7,39 +7,21 @@
  * alternating repetitions, medians. Installs nothing: a missing nginx or wrk is reported with the
  * command that installs it.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { withDeadline } from '../deadline.js';
 import { ImagoError } from '../errors.js';
 import type { BenchOptions, Scenario } from './scenarios.js';
+import { findExecutable, findNginx } from './executables.js';
 import { median } from './load.js';
 import { runWrk, writePostScript, type WrkResult } from './proxy-wrk.js';
-import { TS_LOADER } from '../loader/args.js';
 import { processTree, procStat } from './process-tree.js';
+import { startBenchBackend, startProxy, type BenchProcess, type Target } from './proxy-targets.js';
 
-type Target = 'direct' | 'imago' | 'nginx' | 'minimal';
 type Workload = 'get' | 'post';
 const TARGETS: Target[] = ['direct', 'imago', 'nginx', 'minimal'];
 const WORKLOADS: Workload[] = ['get', 'post'];
-
-function findExecutable(name: string, extra: string[] = []): string | undefined {
-  const r = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' });
-  if (r.status === 0 && r.stdout.trim()) return r.stdout.trim();
-  for (const p of extra) if (spawnSync('test', ['-x', p]).status === 0) return p;
-  return undefined;
-}
-
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', () => resolve()));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  return port;
-}
 
 const CLK_TCK = ((): number => {
   const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
@@ -56,99 +38,6 @@ function cpuSeconds(root: number): number | undefined {
   let ticks = 0;
   for (const st of processTree([root]).values()) ticks += st?.ticks ?? 0;
   return ticks / CLK_TCK;
-}
-
-/** Starts a child (proxy-children.ts unless named) and waits for its `ready <port>` line. */
-async function startChild(
-  args: string[],
-  script = './proxy-children.ts',
-): Promise<{ child: ChildProcess; port: number }> {
-  const entry = fileURLToPath(new URL(script, import.meta.url));
-  const child = spawn(process.execPath, [...TS_LOADER, entry, ...args], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const port = await withDeadline(
-    `bench child ${args[0]} to start`,
-    new Promise<number>((resolve, reject) => {
-      let out = '';
-      child.stdout?.on('data', (d: Buffer) => {
-        out += d.toString();
-        const m = /ready (\d+)/.exec(out);
-        if (m) resolve(Number(m[1]));
-      });
-      child.once('exit', (code) => reject(new Error(`bench child ${args[0]} exited with ${code}`)));
-    }),
-    20_000,
-  );
-  return { child, port };
-}
-
-async function waitListening(port: number): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`nothing listening on ${port} after 10 s`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-async function startNginx(
-  nginx: string,
-  dir: string,
-  backendPort: number,
-): Promise<{ child: ChildProcess; port: number }> {
-  const port = await freePort();
-  const conf = join(dir, 'nginx.conf');
-  await writeFile(
-    conf,
-    `worker_processes auto;
-daemon off;
-pid ${join(dir, 'nginx.pid')};
-error_log ${join(dir, 'error.log')} warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fcgi; uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
-  upstream backend { server 127.0.0.1:${backendPort}; keepalive 256; }
-  server {
-    listen 127.0.0.1:${port};
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_set_header X-Forwarded-Host $host;
-    }
-  }
-}
-`,
-  );
-  const child = spawn(nginx, ['-p', dir, '-c', conf, '-e', join(dir, 'error.log')], { stdio: 'inherit' });
-  await waitListening(port);
-  return { child, port };
-}
-
-function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return Promise.resolve();
-  return withDeadline(
-    'bench child to stop',
-    new Promise<void>((resolve) => {
-      child.once('exit', () => resolve());
-      child.kill('SIGTERM');
-    }),
-    10_000,
-  ).catch(() => {
-    child.kill('SIGKILL');
-  });
 }
 
 const round = (x: number, digits = 2): number => Math.round(x * 10 ** digits) / 10 ** digits;
@@ -173,7 +62,7 @@ export const proxyScenario: Scenario = {
       );
     }
     const wrk = findExecutable('wrk');
-    const nginx = findExecutable('nginx', ['/usr/sbin/nginx']);
+    const nginx = findNginx();
     const missing = [!wrk && 'wrk', !nginx && 'nginx'].filter(Boolean) as string[];
     if (missing.length > 0) {
       throw new ImagoError(
@@ -184,31 +73,28 @@ export const proxyScenario: Scenario = {
     }
 
     const dir = await mkdtemp(join(tmpdir(), 'imago-bench-proxy-'));
-    const children: ChildProcess[] = [];
+    const started: BenchProcess[] = [];
     try {
       const postScript = await writePostScript(dir);
-      const backend = await startChild(['backend']);
-      children.push(backend.child);
-      const imago = await startChild(['ingress', `http://127.0.0.1:${backend.port}`, String(workers)]);
-      children.push(imago.child);
-      const ng = await startNginx(nginx as string, dir, backend.port);
-      children.push(ng.child);
-      const minimal = await startChild(
-        [`http://127.0.0.1:${backend.port}`, String(workers)],
-        './minimal-proxy.ts',
-      );
-      children.push(minimal.child);
-      const ports: Record<Target, number> = {
-        direct: backend.port,
-        imago: imago.port,
-        nginx: ng.port,
-        minimal: minimal.port,
+      const backend = await startBenchBackend(dir);
+      started.push(backend);
+      const upstream = `http://127.0.0.1:${backend.port}`;
+      const proxy = async (t: Exclude<Target, 'direct'>): Promise<BenchProcess> => {
+        const p = await startProxy(t, { upstream, workers, dir, nginx });
+        started.push(p);
+        return p;
+      };
+      const targets: Record<Target, BenchProcess> = {
+        direct: backend,
+        imago: await proxy('imago'),
+        nginx: await proxy('nginx'),
+        minimal: await proxy('minimal'),
       };
       const pids: Record<Target, number | undefined> = {
         direct: undefined,
-        imago: imago.child.pid,
-        nginx: ng.child.pid,
-        minimal: minimal.child.pid,
+        imago: targets.imago.pid,
+        nginx: targets.nginx.pid,
+        minimal: targets.minimal.pid,
       };
       /** A wrk run, with the CPU the proxy (all its processes) and the backend spent per request. */
       const run = async (
@@ -218,15 +104,15 @@ export const proxyScenario: Scenario = {
       ): Promise<WrkResult & { proxyCpuUs?: number; backendCpuUs?: number }> => {
         const proxyPid = pids[t];
         const p0 = proxyPid === undefined ? undefined : cpuSeconds(proxyPid);
-        const b0 = backend.child.pid === undefined ? undefined : cpuSeconds(backend.child.pid);
-        const r = await runWrk(`http://127.0.0.1:${ports[t]}/bench`, {
+        const b0 = cpuSeconds(backend.pid);
+        const r = await runWrk(`http://127.0.0.1:${targets[t].port}/bench`, {
           seconds: secs,
           connections,
           threads: 1,
           script: w === 'post' ? postScript : undefined,
         });
         const p1 = proxyPid === undefined ? undefined : cpuSeconds(proxyPid);
-        const b1 = backend.child.pid === undefined ? undefined : cpuSeconds(backend.child.pid);
+        const b1 = cpuSeconds(backend.pid);
         const perReq = (a?: number, b?: number): number | undefined =>
           a === undefined || b === undefined || r.requests === 0 ? undefined : ((b - a) * 1e6) / r.requests;
         return { ...r, proxyCpuUs: perReq(p0, p1), backendCpuUs: perReq(b0, b1) };
@@ -305,7 +191,7 @@ export const proxyScenario: Scenario = {
       );
       return summary;
     } finally {
-      for (const c of children.reverse()) await stop(c);
+      for (const p of started.reverse()) await p.stop();
       await rm(dir, { recursive: true, force: true });
     }
   },

@@ -42,11 +42,13 @@ function serve(upstream: string, port: number): void {
         body: bodyless ? null : req,
       })
       .then(({ statusCode, headers: answer, body }) => {
-        res.writeHead(statusCode, forwardable(answer));
         // Errors either way end both: an upstream reset cuts the client's answer, a client gone aborts
         // the body. (Not stream.pipeline: it cost the client connection's keep-alive here, doubling CPU.)
-        if (res.destroyed) return void body.destroy(); // the client left before the answer came
+        // The listener comes first: destroying a body that has all arrived but is unread emits
+        // RequestAbortedError, and unhandled it ends the process (wrk's closing connections did).
         body.on('error', () => res.destroy());
+        if (res.destroyed) return void body.destroy(); // the client left before the answer came
+        res.writeHead(statusCode, forwardable(answer));
         res.on('close', () => body.destroy());
         body.pipe(res);
       })
@@ -79,10 +81,12 @@ if (cluster.isPrimary) {
     ready = true;
     process.stdout.write(`ready ${port}\n`);
   });
-  cluster.on('exit', (_worker, code) => {
-    if (ready) return;
-    process.stderr.write(`minimal proxy: a worker exited with ${code} before listening\n`);
-    process.exit(1);
+  cluster.on('exit', (worker, code, signal) => {
+    // Not replaced: the bench sees a worker gone and names it (its figures would be one worker's).
+    process.stderr.write(
+      `minimal proxy: worker ${worker.process.pid} exited with ${signal ?? `code ${code}`}${ready ? '' : ' before listening'}\n`,
+    );
+    if (!ready) process.exit(1);
   });
   for (let i = 0; i < workers; i++) cluster.fork({ MINIMAL_PROXY_PORT: String(port) });
   const stop = (): void => {

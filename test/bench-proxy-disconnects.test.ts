@@ -11,6 +11,7 @@
  * (the proxy has noticed), and the backend's answers never end, so every proxy must give up the
  * upstream connection of a client that left; the step waits for that.
  * nginx must be installed in CI (CI=true; .ci/run installs it); elsewhere its case is skipped without it.
+ * Last, what the bench is told when a proxy does die: a worker that ends (even replaced) or the whole.
  */
 import assert from 'node:assert/strict';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
@@ -22,6 +23,7 @@ import { after, before, describe, test, type TestContext } from 'node:test';
 import { waitUntil, withDeadline } from '../src/deadline.js';
 import { findNginx } from '../src/bench/executables.js';
 import { logExcerpt } from '../src/bench/log-excerpt.js';
+import { processTree } from '../src/bench/process-tree.js';
 import { startEchoBackend, type EchoBackend } from '../src/bench/proxy-backend.js';
 import { startProxy, type BenchProcess, type ProxyTarget } from '../src/bench/proxy-targets.js';
 
@@ -289,6 +291,36 @@ describe('the bench proxies outlive clients that leave', () => {
     const failure = proxy.failure();
     assert.equal(failure, undefined, `${proxy.label}: ${failure}\n${logExcerpt(proxy.logPath).join('\n')}`);
   }
+
+  // What the bench reports when a proxy dies: a worker that ends counts even when node:cluster
+  // replaces it (Imago's ingress does), and so does the whole proxy.
+  test('a proxy that loses a worker, or dies, says so', async () => {
+    const proxy = await startProxy('imago', { upstream: echo.url, workers: WORKERS, dir });
+    try {
+      assert.equal(proxy.failure(), undefined);
+      const workers = [...processTree([proxy.pid])]
+        .filter(([pid, st]) => pid !== proxy.pid && st?.comm === 'node')
+        .map(([pid]) => pid);
+      assert.equal(workers.length, WORKERS, `workers of ${proxy.label}: ${workers.join(', ')}`);
+      process.kill(workers[0] as number, 'SIGKILL');
+      const lost = await waitUntil('the lost worker to show', async () => proxy.failure(), {
+        timeoutMs: DEADLINE_MS,
+      });
+      assert.match(lost, new RegExp(`^its process ${workers[0]} ended \\(of the ${WORKERS + 1} it ran`));
+      // Replaced by then or not, the loss stays reported.
+      await exchange(proxy.port, 'GET');
+      assert.match(proxy.failure() ?? '', new RegExp(`^its process ${workers[0]} ended`));
+      process.kill(proxy.pid, 'SIGKILL');
+      const died = await waitUntil(
+        'the proxy to be reported dead',
+        async () => (proxy.failure()?.startsWith('it was killed') ? proxy.failure() : undefined),
+        { timeoutMs: DEADLINE_MS },
+      );
+      assert.equal(died, 'it was killed by SIGKILL');
+    } finally {
+      await proxy.stop();
+    }
+  });
 
   const cases: { target: ProxyTarget; streamsRequestBodies: boolean }[] = [
     { target: 'imago', streamsRequestBodies: true },

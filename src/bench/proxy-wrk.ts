@@ -59,9 +59,15 @@ export function runWrk(
   if (opts.script) args.push('-s', opts.script);
   args.push(url);
   return new Promise((resolve, reject) => {
-    execFile('wrk', args, { timeout: (opts.seconds + 30) * 1000 }, (err, stdout) => {
-      if (err) reject(new Error(`wrk failed: ${err.message}`));
-      else {
+    execFile('wrk', args, { timeout: (opts.seconds + 30) * 1000 }, (err, stdout, stderr) => {
+      if (err) {
+        // What wrk said ("unable to connect to 127.0.0.1:…"), not node's "Command failed: …" echo.
+        const said = `${stderr}\n${stdout}`.trim().split('\n').slice(0, 4).join('; ');
+        const how = err.killed
+          ? `was stopped after ${opts.seconds + 30} s`
+          : `exited with ${err.signal ?? `code ${err.code}`}`;
+        reject(new Error(`wrk ${how}${said ? `: ${said}` : ''}`));
+      } else {
         try {
           resolve(parseWrk(stdout));
         } catch (e) {

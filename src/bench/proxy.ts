@@ -11,15 +11,24 @@ import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ImagoError } from '../errors.js';
+import { errorMessage, ImagoError } from '../errors.js';
 import type { BenchOptions, Scenario } from './scenarios.js';
+import { BenchIncomplete } from './bench-incomplete.js';
 import { findExecutable, findNginx } from './executables.js';
-import { median } from './load.js';
+import { logExcerpt } from './log-excerpt.js';
 import { runWrk, writePostScript, type WrkResult } from './proxy-wrk.js';
 import { processTree, procStat } from './process-tree.js';
-import { startBenchBackend, startProxy, type BenchProcess, type Target } from './proxy-targets.js';
+import {
+  round,
+  summarize,
+  summaryLine,
+  WORKLOAD_LABELS,
+  type Measured,
+  type Results,
+  type Workload,
+} from './proxy-summary.js';
+import { indent, startBenchBackend, startProxy, type BenchProcess, type Target } from './proxy-targets.js';
 
-type Workload = 'get' | 'post';
 const TARGETS: Target[] = ['direct', 'imago', 'nginx', 'minimal'];
 const WORKLOADS: Workload[] = ['get', 'post'];
 
@@ -39,8 +48,6 @@ function cpuSeconds(root: number): number | undefined {
   for (const st of processTree([root]).values()) ticks += st?.ticks ?? 0;
   return ticks / CLK_TCK;
 }
-
-const round = (x: number, digits = 2): number => Math.round(x * 10 ** digits) / 10 ** digits;
 
 export const proxyScenario: Scenario = {
   describe:
@@ -74,6 +81,7 @@ export const proxyScenario: Scenario = {
 
     const dir = await mkdtemp(join(tmpdir(), 'imago-bench-proxy-'));
     const started: BenchProcess[] = [];
+    let keepLogs = false;
     try {
       const postScript = await writePostScript(dir);
       const backend = await startBenchBackend(dir);
@@ -90,27 +98,60 @@ export const proxyScenario: Scenario = {
         nginx: await proxy('nginx'),
         minimal: await proxy('minimal'),
       };
-      const pids: Record<Target, number | undefined> = {
-        direct: undefined,
-        imago: targets.imago.pid,
-        nginx: targets.nginx.pid,
-        minimal: targets.minimal.pid,
+      const results: Results = {};
+      const settings = { repetitions, seconds, connections, workers };
+
+      /** Stops the bench, naming what failed; the figures measured until then go with it. */
+      const stopBench = (message: string, subject: string, hint: string): BenchIncomplete => {
+        keepLogs = true;
+        const figures = summarize(results, settings);
+        out.say(`figures measured until then: ${summaryLine(figures, workers)}`);
+        return new BenchIncomplete(message, subject, hint, { ...figures, complete: false });
+      };
+      const logs = `the logs of every process the bench ran are kept in ${dir}`;
+      /** What ran against each target last: a crash from a run's closing connections shows after it. */
+      const lastRun = new Map<Target, string>();
+      /** The target first, then the backend it forwards to, then the others. */
+      const checkAlive = (t: Target, when: string, wrkError?: unknown): void => {
+        const order = [targets[t], backend, ...started.filter((p) => p !== targets[t] && p !== backend)];
+        for (const p of order) {
+          const why = p.failure();
+          if (why === undefined) continue;
+          const last = lastRun.get(p.target);
+          throw stopBench(
+            `${p.label} died: ${why} (found ${when}; ${last ? `its last run: ${last}` : 'before its first run'})` +
+              (wrkError === undefined ? '' : `; ${errorMessage(wrkError)}`) +
+              `; the first error lines of its log:\n${indent(logExcerpt(p.logPath))}`,
+            `${p.label}, log ${p.logPath}`,
+            `its whole log is at ${p.logPath} (${logs}); a process that wrk's connections can end is a bug to fix before its figures mean anything`,
+          );
+        }
       };
       /** A wrk run, with the CPU the proxy (all its processes) and the backend spent per request. */
-      const run = async (
-        t: Target,
-        w: Workload,
-        secs: number,
-      ): Promise<WrkResult & { proxyCpuUs?: number; backendCpuUs?: number }> => {
-        const proxyPid = pids[t];
+      const run = async (t: Target, w: Workload, secs: number, when: string): Promise<Measured> => {
+        checkAlive(t, `before ${when}`);
+        const proxyPid = t === 'direct' ? undefined : targets[t].pid;
         const p0 = proxyPid === undefined ? undefined : cpuSeconds(proxyPid);
         const b0 = cpuSeconds(backend.pid);
-        const r = await runWrk(`http://127.0.0.1:${targets[t].port}/bench`, {
-          seconds: secs,
-          connections,
-          threads: 1,
-          script: w === 'post' ? postScript : undefined,
-        });
+        let r: WrkResult;
+        try {
+          r = await runWrk(`http://127.0.0.1:${targets[t].port}/bench`, {
+            seconds: secs,
+            connections,
+            threads: 1,
+            script: w === 'post' ? postScript : undefined,
+          });
+        } catch (err) {
+          checkAlive(t, `when wrk failed in ${when}`, err);
+          throw stopBench(
+            `wrk failed against ${targets[t].label} in ${when}: ${errorMessage(err)}`,
+            `wrk against ${targets[t].label} (${WORKLOAD_LABELS[w]})`,
+            `${targets[t].label} is still running (its log: ${targets[t].logPath}; ${logs}); ` +
+              `check wrk alone against a server that runs: wrk -t1 -c${connections} -d2s http://127.0.0.1:<port>/`,
+          );
+        }
+        lastRun.set(t, when);
+        checkAlive(t, `after ${when}`);
         const p1 = proxyPid === undefined ? undefined : cpuSeconds(proxyPid);
         const b1 = cpuSeconds(backend.pid);
         const perReq = (a?: number, b?: number): number | undefined =>
@@ -119,15 +160,20 @@ export const proxyScenario: Scenario = {
       };
 
       out.say(`warming up (${TARGETS.length * WORKLOADS.length} × 2 s)`);
-      for (const t of TARGETS) for (const w of WORKLOADS) await run(t, w, 2);
+      for (const t of TARGETS)
+        for (const w of WORKLOADS) await run(t, w, 2, `the ${WORKLOAD_LABELS[w]} warm-up of ${t}`);
 
-      const results: Record<string, (WrkResult & { proxyCpuUs?: number; backendCpuUs?: number })[]> = {};
       for (let rep = 0; rep < repetitions; rep++) {
         // Alternate the order so drift on a shared machine does not favour one target.
         const order = rep % 2 === 0 ? TARGETS : [...TARGETS].reverse();
         for (const w of WORKLOADS) {
           for (const t of order) {
-            const r = await run(t, w, seconds);
+            const r = await run(
+              t,
+              w,
+              seconds,
+              `the ${WORKLOAD_LABELS[w]} run of ${t}, rep ${rep + 1}/${repetitions}`,
+            );
             (results[`${t}_${w}`] ??= []).push(r);
             out.say(
               `rep ${rep + 1}/${repetitions} ${w.padEnd(4)} ${t.padEnd(7)} ${Math.round(r.rps)} req/s p99 ${round(r.p99Ms)} ms` +
@@ -138,61 +184,14 @@ export const proxyScenario: Scenario = {
           }
         }
       }
-      const med = (t: Target, w: Workload, k: 'rps' | 'p99Ms' | 'proxyCpuUs' | 'backendCpuUs'): number =>
-        median((results[`${t}_${w}`] ?? []).map((r) => r[k] ?? Number.NaN));
-      const errors = Object.values(results)
-        .flat()
-        .reduce((a, r) => a + r.errors, 0);
-      const vsNginx = (t: Target, w: Workload): number => med(t, w, 'rps') / med('nginx', w, 'rps');
-      /** The worse of GET and POST. */
-      const worstP99 = (t: Target): number =>
-        round(Math.max(med(t, 'get', 'p99Ms'), med(t, 'post', 'p99Ms')));
-      const ratioGet = vsNginx('imago', 'get');
-      const ratioPost = vsNginx('imago', 'post');
-      const summary = {
-        scenario: 'proxy',
-        repetitions,
-        duration_s: seconds,
-        connections,
-        direct_rps: Math.round(med('direct', 'get', 'rps')),
-        imago_rps: Math.round(med('imago', 'get', 'rps')),
-        nginx_rps: Math.round(med('nginx', 'get', 'rps')),
-        direct_post_rps: Math.round(med('direct', 'post', 'rps')),
-        imago_post_rps: Math.round(med('imago', 'post', 'rps')),
-        nginx_post_rps: Math.round(med('nginx', 'post', 'rps')),
-        ratio_vs_nginx_get: round(ratioGet, 3),
-        ratio_vs_nginx_post: round(ratioPost, 3),
-        ratio_vs_nginx: round(Math.min(ratioGet, ratioPost), 3),
-        imago_p99_ms: worstP99('imago'),
-        nginx_p99_ms: worstP99('nginx'),
-        direct_p99_ms: worstP99('direct'),
-        // The issue's baseline, same process count as Imago (minimal-proxy.ts): what any Node proxy gets here.
-        minimal_rps: Math.round(med('minimal', 'get', 'rps')),
-        minimal_post_rps: Math.round(med('minimal', 'post', 'rps')),
-        minimal_ratio_vs_nginx: round(Math.min(vsNginx('minimal', 'get'), vsNginx('minimal', 'post')), 3),
-        minimal_p99_ms: worstP99('minimal'),
-        imago_processes: workers,
-        nginx_workers: availableParallelism(),
-        // CPU (user + system, all processes) per request, medians; NaN where /proc is unavailable.
-        imago_cpu_us_per_req: Math.round(med('imago', 'get', 'proxyCpuUs')),
-        imago_post_cpu_us_per_req: Math.round(med('imago', 'post', 'proxyCpuUs')),
-        nginx_cpu_us_per_req: Math.round(med('nginx', 'get', 'proxyCpuUs')),
-        nginx_post_cpu_us_per_req: Math.round(med('nginx', 'post', 'proxyCpuUs')),
-        minimal_cpu_us_per_req: Math.round(med('minimal', 'get', 'proxyCpuUs')),
-        minimal_post_cpu_us_per_req: Math.round(med('minimal', 'post', 'proxyCpuUs')),
-        backend_cpu_us_per_req: Math.round(med('direct', 'get', 'backendCpuUs')),
-        errors,
-      };
-      out.say(
-        `GET: direct ${summary.direct_rps}, imago ${summary.imago_rps}, nginx ${summary.nginx_rps} req/s; ` +
-          `POST 4 KB: direct ${summary.direct_post_rps}, imago ${summary.imago_post_rps}, nginx ${summary.nginx_post_rps}; ` +
-          `ratio vs nginx ${summary.ratio_vs_nginx} (minimal Node proxy ${summary.minimal_ratio_vs_nginx}); p99 imago ${summary.imago_p99_ms} ms, nginx ${summary.nginx_p99_ms} ms; ` +
-          `CPU per GET: imago ${summary.imago_cpu_us_per_req} µs (${workers > 1 ? `${workers} workers + primary` : '1 process'}), nginx ${summary.nginx_cpu_us_per_req} µs, minimal ${summary.minimal_cpu_us_per_req} µs`,
-      );
+      // A process ended by the last run's closing connections shows only now.
+      checkAlive('direct', 'after the last run');
+      const summary = summarize(results, settings);
+      out.say(summaryLine(summary, workers));
       return summary;
     } finally {
       for (const p of started.reverse()) await p.stop();
-      await rm(dir, { recursive: true, force: true });
+      if (!keepLogs) await rm(dir, { recursive: true, force: true });
     }
   },
 };

@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
 import { ImagoError } from '../../errors.js';
+import { BenchIncomplete } from '../../bench/bench-incomplete.js';
 import { scenarios } from '../../bench/scenarios.js';
+import { redactText } from '../../redact.js';
 import { output, reportError } from '../output.js';
 import { count } from '../arguments.js';
 
@@ -61,7 +63,16 @@ export function registerBench(program: Command): void {
         const result = await scenario.run({ out, options: opts });
         out.result(result);
       } catch (err) {
-        process.exitCode = reportError(err, out.json);
+        if (err instanceof BenchIncomplete && out.json) {
+          // One JSON line still: the figures measured until it stopped, and what stopped it.
+          process.exitCode = reportError(err, false);
+          out.result({
+            ...err.figures,
+            error: redactText(err.message),
+            subject: redactText(err.subject),
+            hint: err.hint,
+          });
+        } else process.exitCode = reportError(err, out.json);
       }
     });
 }

@@ -40,6 +40,7 @@ import {
   runSwitchover,
   type FenceRecord,
 } from '../switchover/index.js';
+import { checkSourceTables } from './preflight.js';
 import { provideDatabases, type Databases } from './databases.js';
 import { RemoteRuntimeTest } from '../runtime-test/remote.js';
 import { reportPath } from '../runtime-test/index.js';
@@ -156,6 +157,10 @@ export class Driver {
     if (this.current === 'switched' && events.some((e) => e.event === 'finishing'))
       return this.completeFinish(conversion);
 
+    // Before anything is started: a source table that cannot be captured is refused now, not after a
+    // new app was started that the refusal would leave running (the capture checks again).
+    if (before(this.current, 'copying'))
+      await checkSourceTables(this.dbs.old, Object.keys(conversion.tables));
     let app = lastDetail<NewApp>(events, 'provisioned');
     if (!before(this.current, 'switching')) {
       // The new app serves the clients now: never restarted, never replaced; a slow or failing one is

@@ -7,7 +7,8 @@
  */
 import pg from 'pg';
 import { loadConversion } from '../conversion/load-module.js';
-import { errorMessage } from '../errors.js';
+import { describeSourceTables } from '../capture/publication.js';
+import { ImagoError, errorMessage } from '../errors.js';
 import type { UpgradePlan } from '../plan/index.js';
 import { Fence, IngressNode } from '../switchover/index.js';
 
@@ -79,6 +80,17 @@ export async function dryRun(plan: UpgradePlan): Promise<DryRun> {
   }
   try {
     await client.query('BEGIN READ ONLY');
+    // What the capture will check when it creates the publication, each table on its own so that
+    // every one that cannot be captured is named at once.
+    for (const table of tables) {
+      await client.query('SAVEPOINT capturable');
+      try {
+        await describeSourceTables(client, [table]);
+      } catch (err) {
+        problems.push(withHint(err));
+      }
+      await client.query('ROLLBACK TO SAVEPOINT capturable');
+    }
     let seconds = 0;
     for (const table of tables) {
       const estimate = await estimateTable(client, table, conversion.tables[table]);
@@ -152,4 +164,9 @@ async function estimateTable(
     transformErrors,
     rowsPerSecond: sample.rows.length > 0 ? Math.round(sample.rows.length / Math.max(seconds, 1e-3)) : 0,
   };
+}
+
+/** A problem as the dry run lists it: the error and, for one of Imago's, its hint. */
+function withHint(err: unknown): string {
+  return err instanceof ImagoError && err.hint ? `${err.message}; ${err.hint}` : errorMessage(err);
 }

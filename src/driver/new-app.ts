@@ -14,6 +14,7 @@ import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ImagoError } from '../errors.js';
 import { waitUntil } from '../deadline.js';
+import { DEFAULT_APP_HEALTH, checkHealth, describeStatus, type AppHealth } from '../universe/app-health.js';
 import { freePort } from '../universe/ports.js';
 
 /** Variables of Imago's own environment the app inherits; everything else comes from the plan. */
@@ -55,7 +56,8 @@ export async function startDetachedApp(options: {
   command: string[];
   env: Record<string, string>;
   cwd: string;
-  healthPath: string;
+  /** Default: GET /healthz answered 2xx. */
+  health?: AppHealth;
   logDir: string;
   timeoutMs?: number;
   /** Called (and awaited) once the process exists, before the health wait: journal the pid here. */
@@ -80,17 +82,18 @@ export async function startDetachedApp(options: {
   child.once('error', () => (exited = true));
   const url = `http://127.0.0.1:${port}`;
   const pid = child.pid ?? 0;
+  const health = options.health ?? DEFAULT_APP_HEALTH;
   try {
     if (pid === 0) throw new ImagoError(`the new app could not be started`, program, `see ${logFile}`);
     await options.onSpawn?.(pid);
     await waitUntil(
-      `the new app answering ${url}${options.healthPath}`,
+      `the new app answering GET ${health.path} with ${describeStatus(health.status)} at ${url}`,
       async () => {
         if (exited) {
           const tail = readFileSync(logFile, 'utf8').trim().split('\n').slice(-3).join(' | ');
           throw new ImagoError(`the new app exited while starting: ${tail}`, logFile, 'see its log');
         }
-        return (await healthy(url, options.healthPath)) ? true : undefined;
+        return (await checkHealth(url, health)).healthy ? true : undefined;
       },
       { timeoutMs: options.timeoutMs ?? 30_000, intervalMs: 50, hint: `see ${logFile}` },
     );
@@ -100,16 +103,6 @@ export async function startDetachedApp(options: {
     throw err;
   }
   return { url, pid, logFile };
-}
-
-export async function healthy(url: string, path: string): Promise<boolean> {
-  try {
-    const res = await fetch(new URL(path, url), { signal: AbortSignal.timeout(1_000) });
-    await res.arrayBuffer();
-    return res.status === 200;
-  } catch {
-    return false;
-  }
 }
 
 /**

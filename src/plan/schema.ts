@@ -3,7 +3,9 @@
  * plan by hand: each names what was expected, and the loader prefixes it with the field's path.
  */
 import { z } from 'zod';
+import { errorMessage } from '../errors.js';
 import { runtimeTestSchema } from '../runtime-test/plan-schema.js';
+import { DEFAULT_APP_HEALTH, describeStatus, parseStatusRanges } from '../universe/app-health.js';
 
 const positiveMs = (fallback: number) =>
   z
@@ -21,10 +23,35 @@ const httpUrl = z.string({ error: 'expected an http(s) URL' }).refine((s) => /^h
   error: 'expected an http(s) URL such as http://127.0.0.1:8080',
 });
 
+/** Where the app answers whether it is up (universe/app-health.ts), for both forms of app. */
+const health = {
+  healthPath: z
+    .string({ error: 'expected a path starting with /' })
+    .startsWith('/', { error: 'expected a path starting with /' })
+    .default(DEFAULT_APP_HEALTH.path),
+  /** A code, a range or a list of them: 200, "200-399", [200, "301-302"]. */
+  healthStatus: z
+    .union([z.string(), z.number(), z.array(z.union([z.string(), z.number()]))], {
+      error: 'expected a status code or range such as 200 or "200-399", or a list of them',
+    })
+    // Checked by a refinement (which, unlike a failing transform, lets the union name this field),
+    // then parsed.
+    .superRefine((spec, ctx) => {
+      try {
+        parseStatusRanges(spec);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: errorMessage(err) });
+      }
+    })
+    .transform((spec) => parseStatusRanges(spec))
+    // prefault: the default is parsed like a written value (ranges out).
+    .prefault(describeStatus(DEFAULT_APP_HEALTH.status)),
+};
+
 /** An app already running (its URL) or one Imago starts (its command; PORT and HOST are set for it). */
 const app = z.union(
   [
-    z.strictObject({ url: httpUrl }),
+    z.strictObject({ url: httpUrl, ...health }),
     z.strictObject({
       command: z.array(z.string(), { error: 'expected the program and its arguments as a list' }).min(1, {
         error: 'expected at least the program to run',
@@ -33,10 +60,7 @@ const app = z.union(
       env: z.record(z.string(), z.string({ error: 'expected a string' })).default({}),
       /** Relative to the plan file's folder. */
       cwd: z.string().optional(),
-      healthPath: z
-        .string()
-        .startsWith('/', { error: 'expected a path starting with /' })
-        .default('/healthz'),
+      ...health,
     }),
   ],
   { error: 'expected either { url } of a running app or { command: [program, ...args] } to start it' },

@@ -1,13 +1,13 @@
 /**
  * A universe's application as a real process: started with its database's connection string and a
- * port in the environment, healthy once its health URL answers 200, stopped with SIGTERM (then
- * SIGKILL after a deadline). Its output goes to a log file, so a failure can point at it.
+ * port in the environment, healthy once its health check passes (app-health.ts), stopped with
+ * SIGTERM (then SIGKILL after a deadline). Its output goes to a log file, so a failure can point at it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { openSync, closeSync, readFileSync } from 'node:fs';
-import { request } from 'undici';
 import { ImagoError } from '../errors.js';
 import { waitUntil } from '../deadline.js';
+import { DEFAULT_APP_HEALTH, checkHealth, type AppHealth } from './app-health.js';
 import { freePort } from './ports.js';
 import { onTeardown } from './teardown.js';
 
@@ -17,8 +17,8 @@ export interface AppOptions {
   /** Program and arguments. */
   command: string[];
   env: Record<string, string>;
-  /** Path answered with 200 when the app is ready (default /healthz). */
-  healthPath?: string;
+  /** What answers that the app is ready (default GET /healthz answered 2xx). */
+  health?: AppHealth;
   logFile: string;
   startTimeoutMs?: number;
 }
@@ -57,10 +57,10 @@ export async function startApp(options: AppOptions): Promise<AppProcess> {
     clearTimeout(timer);
   };
   const unregister = onTeardown(options.name, stop, { pid: child.pid ?? 0, signal: 'SIGTERM' });
-  const health = `${url}${options.healthPath ?? '/healthz'}`;
+  const health = options.health ?? DEFAULT_APP_HEALTH;
   try {
     await waitUntil(
-      `${options.name} answering ${health}`,
+      `${options.name} answering GET ${health.path} at ${url}`,
       async () => {
         if (exited) {
           const tail = readFileSync(options.logFile, 'utf8').trim().split('\n').slice(-3).join(' | ');
@@ -70,13 +70,7 @@ export async function startApp(options: AppOptions): Promise<AppProcess> {
             'see its log',
           );
         }
-        try {
-          const res = await request(health, { headersTimeout: 1000, bodyTimeout: 1000 });
-          await res.body.dump();
-          return res.statusCode === 200 ? true : undefined;
-        } catch {
-          return undefined;
-        }
+        return (await checkHealth(url, health)).healthy ? true : undefined;
       },
       { timeoutMs: options.startTimeoutMs ?? 30_000, intervalMs: 50, hint: `see ${options.logFile}` },
     );

@@ -30,6 +30,7 @@ import { restoreDeferred } from '../conversion/deferred-indexes.js';
 import { loadConversion } from '../conversion/load-module.js';
 import { ImagoError, errorMessage } from '../errors.js';
 import type { UpgradePlan } from '../plan/index.js';
+import { fillPlaceholders } from '../plan/placeholders.js';
 import {
   CommitInDoubtError,
   Fence,
@@ -294,10 +295,7 @@ export class Driver {
     } else {
       for (const pid of startedPids(events)) await stopDetachedApp(pid);
       const env = Object.fromEntries(
-        Object.entries(spec.env).map(([k, v]) => [
-          k,
-          v.replaceAll('{{new.database}}', this.dbs.new).replaceAll('{{old.database}}', this.dbs.old),
-        ]),
+        Object.entries(spec.env).map(([k, v]) => [k, fillPlaceholders(v, this.dbs)]),
       );
       const started = await startDetachedApp({
         command: spec.command,

@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { errorMessage } from '../errors.js';
 import { runtimeTestSchema } from '../runtime-test/plan-schema.js';
+import { hasPlaceholder, placeholderHint, unknownPlaceholders } from './placeholders.js';
 import { DEFAULT_APP_HEALTH, describeStatus, parseStatusRanges } from '../universe/app-health.js';
 
 const positiveMs = (fallback: number) =>
@@ -48,16 +49,32 @@ const health = {
     .prefault(describeStatus(DEFAULT_APP_HEALTH.status)),
 };
 
+/** An env value for the app: placeholders must name a database or one of its parts. */
+const envValue = z.string({ error: 'expected a string' }).superRefine((value, ctx) => {
+  for (const unknown of unknownPlaceholders(value))
+    ctx.addIssue({
+      code: 'custom',
+      message: `unknown placeholder ${unknown}; ${placeholderHint(unknown)}`,
+    });
+});
+
 /** An app already running (its URL) or one Imago starts (its command; PORT and HOST are set for it). */
 const app = z.union(
   [
     z.strictObject({ url: httpUrl, ...health }),
     z.strictObject({
-      command: z.array(z.string(), { error: 'expected the program and its arguments as a list' }).min(1, {
-        error: 'expected at least the program to run',
-      }),
-      /** Values may use {{old.database}} and {{new.database}}. */
-      env: z.record(z.string(), z.string({ error: 'expected a string' })).default({}),
+      command: z
+        .array(
+          z.string().refine((arg) => !hasPlaceholder(arg), {
+            // Arguments are visible to every user of the machine (ps): no place for a password.
+            error:
+              'placeholders are filled in env values only: pass it to the app as an environment variable',
+          }),
+          { error: 'expected the program and its arguments as a list' },
+        )
+        .min(1, { error: 'expected at least the program to run' }),
+      /** Values may use {{new.database}}, {{new.database.host}}… (placeholders.ts), and old's. */
+      env: z.record(z.string(), envValue).default({}),
       /** Relative to the plan file's folder. */
       cwd: z.string().optional(),
       ...health,

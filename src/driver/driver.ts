@@ -30,7 +30,7 @@ import { restoreDeferred } from '../conversion/deferred-indexes.js';
 import { loadConversion } from '../conversion/load-module.js';
 import { ImagoError, errorMessage } from '../errors.js';
 import type { UpgradePlan } from '../plan/index.js';
-import { fillPlaceholders } from '../plan/placeholders.js';
+import { databasePasswords, fillPlaceholders } from '../plan/placeholders.js';
 import {
   CommitInDoubtError,
   Fence,
@@ -303,6 +303,7 @@ export class Driver {
         cwd: spec.cwd ?? plan.baseDir,
         health: appHealth(spec),
         logDir: join(plan.stateDir, plan.name),
+        secrets: databasePasswords(this.dbs),
         // Journaled before the health wait: a driver killed meanwhile still knows what to stop.
         onSpawn: async (pid) => void (await this.record(phase, 'app-starting', { pid })),
       });

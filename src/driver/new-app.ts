@@ -10,11 +10,18 @@
  * Imago's own secrets (PGPASSWORD, tokens) are not passed on.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
-import { ImagoError } from '../errors.js';
+import { DeadlineError, ImagoError } from '../errors.js';
 import { waitUntil } from '../deadline.js';
-import { DEFAULT_APP_HEALTH, checkHealth, describeStatus, type AppHealth } from '../universe/app-health.js';
+import {
+  DEFAULT_APP_HEALTH,
+  checkHealth,
+  describeStatus,
+  type AppHealth,
+  type HealthAnswer,
+} from '../universe/app-health.js';
+import { startFailure } from '../universe/startup-error.js';
 import { freePort } from '../universe/ports.js';
 
 /** Variables of Imago's own environment the app inherits; everything else comes from the plan. */
@@ -60,6 +67,8 @@ export async function startDetachedApp(options: {
   health?: AppHealth;
   logDir: string;
   timeoutMs?: number;
+  /** Values to mask in what is shown of the app's log (the passwords it was handed). */
+  secrets?: readonly string[];
   /** Called (and awaited) once the process exists, before the health wait: journal the pid here. */
   onSpawn?: (pid: number) => Promise<void>;
 }): Promise<StartedApp> {
@@ -69,6 +78,8 @@ export async function startDetachedApp(options: {
   const logFile = join(options.logDir, 'new-app.log');
   const port = await freePort();
   const log = openSync(logFile, 'a');
+  // Where this start's output begins: the log holds earlier starts' too, and their errors are not this one's.
+  const fromByte = fstatSync(log).size;
   const child = spawn(program, args, {
     cwd: options.cwd,
     env: { ...appEnvironment(process.env, options.env), PORT: String(port), HOST: '127.0.0.1' },
@@ -78,25 +89,44 @@ export async function startDetachedApp(options: {
   closeSync(log);
   child.unref();
   let exited = false;
-  child.once('exit', () => (exited = true));
+  let exitedWith = '';
+  child.once('exit', (code, signal) => {
+    exited = true;
+    exitedWith = signal ? `killed by ${signal}` : `exit code ${code}`;
+  });
   child.once('error', () => (exited = true));
   const url = `http://127.0.0.1:${port}`;
   const pid = child.pid ?? 0;
   const health = options.health ?? DEFAULT_APP_HEALTH;
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  const secrets = options.secrets ?? [];
   try {
-    if (pid === 0) throw new ImagoError(`the new app could not be started`, program, `see ${logFile}`);
+    if (pid === 0) throw startFailure('the new app could not be started', logFile, secrets, fromByte);
     await options.onSpawn?.(pid);
+    let last: HealthAnswer | undefined;
     await waitUntil(
       `the new app answering GET ${health.path} with ${describeStatus(health.status)} at ${url}`,
       async () => {
-        if (exited) {
-          const tail = readFileSync(logFile, 'utf8').trim().split('\n').slice(-3).join(' | ');
-          throw new ImagoError(`the new app exited while starting: ${tail}`, logFile, 'see its log');
-        }
-        return (await checkHealth(url, health)).healthy ? true : undefined;
+        if (exited)
+          throw startFailure(
+            `the new app exited while starting (${exitedWith || 'it could not be run'})`,
+            logFile,
+            secrets,
+            fromByte,
+          );
+        last = await checkHealth(url, health);
+        return last.healthy ? true : undefined;
       },
-      { timeoutMs: options.timeoutMs ?? 30_000, intervalMs: 50, hint: `see ${logFile}` },
-    );
+      { timeoutMs, intervalMs: 50 },
+    ).catch((err: unknown) => {
+      if (!(err instanceof DeadlineError)) throw err;
+      throw startFailure(
+        `the new app did not pass its health check within ${timeoutMs} ms (last: ${last?.seen ?? 'none answered'})`,
+        logFile,
+        secrets,
+        fromByte,
+      );
+    });
   } catch (err) {
     // Not healthy in time (or gone): nothing may be left running that no journal entry points to.
     if (pid !== 0) await stopDetachedApp(pid, 2_000);

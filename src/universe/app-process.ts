@@ -4,8 +4,9 @@
  * SIGTERM (then SIGKILL after a deadline). Its output goes to a log file, so a failure can point at it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { openSync, closeSync, readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync } from 'node:fs';
 import { ImagoError } from '../errors.js';
+import { startFailure } from './startup-error.js';
 import { waitUntil } from '../deadline.js';
 import { DEFAULT_APP_HEALTH, checkHealth, type AppHealth } from './app-health.js';
 import { freePort } from './ports.js';
@@ -33,6 +34,7 @@ export async function startApp(options: AppOptions): Promise<AppProcess> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const log = openSync(options.logFile, 'a');
+  const fromByte = fstatSync(log).size;
   const [program, ...args] = options.command;
   if (!program) throw new ImagoError(`no command to start ${options.name}`, options.name);
   const child: ChildProcess = spawn(program, args, {
@@ -62,14 +64,9 @@ export async function startApp(options: AppOptions): Promise<AppProcess> {
     await waitUntil(
       `${options.name} answering GET ${health.path} at ${url}`,
       async () => {
-        if (exited) {
-          const tail = readFileSync(options.logFile, 'utf8').trim().split('\n').slice(-3).join(' | ');
-          throw new ImagoError(
-            `${options.name} exited while starting: ${tail}`,
-            options.logFile,
-            'see its log',
-          );
-        }
+        // Its first error, not its log's last lines (often Node's version banner).
+        if (exited)
+          throw startFailure(`${options.name} exited while starting`, options.logFile, [], fromByte);
         return (await checkHealth(url, health)).healthy ? true : undefined;
       },
       { timeoutMs: options.startTimeoutMs ?? 30_000, intervalMs: 50, hint: `see ${options.logFile}` },

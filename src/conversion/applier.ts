@@ -22,7 +22,7 @@ import {
   type Targets,
 } from './lineage.js';
 import type { KeyedTarget, RowConverter } from './row-converter.js';
-import { checkpointSql, writeCheckpointAndCommit } from './state.js';
+import { checkpointSql, writeCheckpointAndCommit, type AppliedFigures } from './state.js';
 import type { Lsn } from '../capture/lsn.js';
 import {
   deleteByKey,
@@ -47,6 +47,13 @@ function withKey(
   const copy = { ...row };
   target.key.forEach((c, i) => (copy[c] = key[i] as string));
   return copy;
+}
+
+/** The group's transactions and changes, counted with the checkpoint. */
+function appliedFigures(txns: SourceTransaction[]): AppliedFigures {
+  let changes = 0;
+  for (let t = 0; t < txns.length; t++) changes += (txns[t] as SourceTransaction).changes.length;
+  return { transactions: txns.length, changes };
 }
 
 /** Groups up to this many changes may go as one simple-protocol script. */
@@ -89,7 +96,8 @@ export class Applier {
   private async applyOnce(txns: SourceTransaction[], fast: boolean): Promise<void> {
     const last = txns[txns.length - 1];
     if (!last) return;
-    if (fast && (await this.applyAsScript(txns, last.commitEndLsn))) return;
+    const applied = appliedFigures(txns);
+    if (fast && (await this.applyAsScript(txns, last.commitEndLsn, applied))) return;
     this.batch.clear();
     try {
       await this.client.query('BEGIN');
@@ -114,7 +122,7 @@ export class Applier {
       }
       await this.batch.flush(this.client);
       await lineage?.flush();
-      await writeCheckpointAndCommit(this.client, this.stream, last.commitEndLsn);
+      await writeCheckpointAndCommit(this.client, this.stream, last.commitEndLsn, applied);
     } catch (err) {
       await this.client.query('ROLLBACK').catch(() => {});
       this.catalog.forget();
@@ -256,13 +264,17 @@ export class Applier {
    * goes as one simple-protocol script — BEGIN, its statements, the checkpoint, COMMIT — in a single
    * round trip, which is what bounds apply lag. Anything else takes the general path.
    */
-  private async applyAsScript(txns: SourceTransaction[], lsn: Lsn): Promise<boolean> {
+  private async applyAsScript(
+    txns: SourceTransaction[],
+    lsn: Lsn,
+    applied: AppliedFigures,
+  ): Promise<boolean> {
     if (!this.batchScriptable(txns)) return false;
     const script = this.batch.script(SCRIPT_MAX_ROWS);
     if (script === undefined) return false;
     try {
       await this.client.query(
-        `BEGIN;\n${script ? `${script};\n` : ''}${checkpointSql(this.stream, lsn)};\nCOMMIT`,
+        `BEGIN;\n${script ? `${script};\n` : ''}${checkpointSql(this.stream, lsn, applied)};\nCOMMIT`,
       );
     } catch (err) {
       // A failed statement leaves the script's transaction open and aborted.

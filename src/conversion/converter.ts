@@ -178,6 +178,12 @@ export class Converter {
       await this.checkLineageModes();
       this.resumed = true;
       this.applied = checkpoint.lsn;
+      // What earlier processes copied and applied: the figures are the conversion's, not this process's.
+      this.stats.copiedRows = checkpoint.copy.rows;
+      this.stats.convertedRows = checkpoint.copy.targetRows;
+      this.stats.appliedTransactions = checkpoint.applied.transactions;
+      this.stats.appliedChanges = checkpoint.applied.changes;
+      this.stats.appliedLsn = formatLsn(checkpoint.lsn);
       log(`resuming ${this.options.name} from its checkpoint at ${formatLsn(checkpoint.lsn)}`);
       this.watchWal();
       return { tables, resumed: true };
@@ -222,7 +228,10 @@ export class Converter {
     }
   }
 
-  /** Copies and converts every table as of the slot's snapshot. */
+  /**
+   * Copies and converts every table as of the slot's snapshot; returns what this call copied (nothing
+   * when resumed: the copy was done before, and conversionStats() has its figures).
+   */
   async copy(onProgress?: (p: CopyProgress) => void): Promise<CopyResult> {
     if (this.resumed) return { rows: 0, bytes: 0, targetRows: 0 };
     const slot = this.slot;
@@ -255,11 +264,12 @@ export class Converter {
         await emptyTargets(this.target);
         result = await copy(false);
       }
-      await writeCheckpoint(this.target, this.options.name, slot.consistentPoint, true);
+      await writeCheckpoint(this.target, this.options.name, slot.consistentPoint, true, result);
       this.applied = slot.consistentPoint;
       this.gatherStatistics();
       this.stats.copiedRows = result.rows;
       this.stats.convertedRows = result.targetRows;
+      this.stats.appliedLsn = formatLsn(slot.consistentPoint);
       return result;
     } finally {
       await slot.release();

@@ -19,6 +19,14 @@ export async function ensureStateSchema(client: pg.Client): Promise<void> {
       copied boolean NOT NULL DEFAULT false,
       applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
     );
+    -- What the copy wrote and the stream applied, kept with the checkpoint (in the same transactions),
+    -- so that a resumed conversion reports them and not only what its own process did.
+    ALTER TABLE imago.checkpoint
+      ADD COLUMN IF NOT EXISTS copied_rows bigint NOT NULL DEFAULT 0,
+      ADD COLUMN IF NOT EXISTS copied_bytes bigint NOT NULL DEFAULT 0,
+      ADD COLUMN IF NOT EXISTS target_rows bigint NOT NULL DEFAULT 0,
+      ADD COLUMN IF NOT EXISTS applied_transactions bigint NOT NULL DEFAULT 0,
+      ADD COLUMN IF NOT EXISTS applied_changes bigint NOT NULL DEFAULT 0;
     CREATE TABLE IF NOT EXISTS imago.targets (
       name text PRIMARY KEY
     );
@@ -60,28 +68,73 @@ export async function readLineageModes(client: pg.Client, stream: string): Promi
   return new Map(rows.map((r) => [r.source_table, r.mode]));
 }
 
-export async function readCheckpoint(
-  client: pg.Client,
-  stream: string,
-): Promise<{ lsn: Lsn; copied: boolean } | undefined> {
-  const { rows } = await client.query<{ commit_lsn: string; copied: boolean }>(
-    'SELECT commit_lsn::text, copied FROM imago.checkpoint WHERE stream = $1',
+/** What the copy wrote (source rows read, their bytes, target rows written). */
+export interface CopiedFigures {
+  rows: number;
+  bytes: number;
+  targetRows: number;
+}
+
+/** What the stream applied since the copy: source transactions and their changes. */
+export interface AppliedFigures {
+  transactions: number;
+  changes: number;
+}
+
+export interface Checkpoint {
+  lsn: Lsn;
+  copied: boolean;
+  copy: CopiedFigures;
+  applied: AppliedFigures;
+}
+
+export async function readCheckpoint(client: pg.Client, stream: string): Promise<Checkpoint | undefined> {
+  const { rows } = await client.query<{
+    commit_lsn: string;
+    copied: boolean;
+    copied_rows: string;
+    copied_bytes: string;
+    target_rows: string;
+    applied_transactions: string;
+    applied_changes: string;
+  }>(
+    `SELECT commit_lsn::text, copied, copied_rows, copied_bytes, target_rows, applied_transactions, applied_changes
+       FROM imago.checkpoint WHERE stream = $1`,
     [stream],
   );
   const row = rows[0];
-  return row && { lsn: parseLsn(row.commit_lsn), copied: row.copied };
+  return (
+    row && {
+      lsn: parseLsn(row.commit_lsn),
+      copied: row.copied,
+      copy: {
+        rows: Number(row.copied_rows),
+        bytes: Number(row.copied_bytes),
+        targetRows: Number(row.target_rows),
+      },
+      applied: { transactions: Number(row.applied_transactions), changes: Number(row.applied_changes) },
+    }
+  );
 }
 
+/**
+ * Sets the checkpoint: at the slot's consistent point before the copy (`copy` undefined: nothing
+ * copied yet), and there again with the copy's figures once it is done. The stream's counts start over.
+ */
 export async function writeCheckpoint(
   client: pg.Client,
   stream: string,
   lsn: Lsn,
   copied = true,
+  copy: CopiedFigures = { rows: 0, bytes: 0, targetRows: 0 },
 ): Promise<void> {
   await client.query(
-    `INSERT INTO imago.checkpoint (stream, commit_lsn, copied) VALUES ($1, $2, $3)
-     ON CONFLICT (stream) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, copied = EXCLUDED.copied, applied_at = clock_timestamp()`,
-    [stream, formatLsn(lsn), copied],
+    `INSERT INTO imago.checkpoint (stream, commit_lsn, copied, copied_rows, copied_bytes, target_rows)
+     VALUES ($1, $2, $3, $4, $5, $6)
+     ON CONFLICT (stream) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, copied = EXCLUDED.copied,
+       copied_rows = EXCLUDED.copied_rows, copied_bytes = EXCLUDED.copied_bytes, target_rows = EXCLUDED.target_rows,
+       applied_transactions = 0, applied_changes = 0, applied_at = clock_timestamp()`,
+    [stream, formatLsn(lsn), copied, copy.rows, copy.bytes, copy.targetRows],
   );
 }
 
@@ -95,13 +148,21 @@ export async function recordTarget(client: pg.Client, name: string): Promise<voi
   await client.query('INSERT INTO imago.targets (name) VALUES ($1) ON CONFLICT DO NOTHING', [name]);
 }
 
-/** SQL that advances the checkpoint (for a simple-protocol script that also commits). */
-export function checkpointSql(stream: string, lsn: Lsn): string {
-  return `INSERT INTO imago.checkpoint (stream, commit_lsn, copied) VALUES (${quoteLiteral(stream)}, ${quoteLiteral(formatLsn(lsn))}, true)
-     ON CONFLICT (stream) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, copied = true, applied_at = clock_timestamp()`;
+/** SQL that advances the checkpoint past `applied` (for a simple-protocol script that also commits). */
+export function checkpointSql(stream: string, lsn: Lsn, applied: AppliedFigures): string {
+  return `INSERT INTO imago.checkpoint (stream, commit_lsn, copied, applied_transactions, applied_changes)
+     VALUES (${quoteLiteral(stream)}, ${quoteLiteral(formatLsn(lsn))}, true, ${Math.trunc(applied.transactions)}, ${Math.trunc(applied.changes)})
+     ON CONFLICT (stream) DO UPDATE SET commit_lsn = EXCLUDED.commit_lsn, copied = true,
+       applied_transactions = imago.checkpoint.applied_transactions + EXCLUDED.applied_transactions,
+       applied_changes = imago.checkpoint.applied_changes + EXCLUDED.applied_changes, applied_at = clock_timestamp()`;
 }
 
 /** The checkpoint and the commit of the apply transaction in one round trip (a simple query). */
-export async function writeCheckpointAndCommit(client: pg.Client, stream: string, lsn: Lsn): Promise<void> {
-  await client.query(`${checkpointSql(stream, lsn)};\nCOMMIT`);
+export async function writeCheckpointAndCommit(
+  client: pg.Client,
+  stream: string,
+  lsn: Lsn,
+  applied: AppliedFigures,
+): Promise<void> {
+  await client.query(`${checkpointSql(stream, lsn, applied)};\nCOMMIT`);
 }

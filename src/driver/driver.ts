@@ -216,7 +216,12 @@ export class Driver {
         say(`  copy ${p.table}: ${p.rows} rows`);
         void this.journal.heartbeat({ phase: 'copying', copy: p }).catch(() => {});
       });
-      await this.record('copying', 'copied', { ...copied, ms: Math.round(performance.now() - started) });
+      await this.record('copying', 'copied', {
+        ...copied,
+        ms: Math.round(performance.now() - started),
+        // The copy was done before the restart (nothing copied now): its figures, from the checkpoint.
+        ...(prepared.resumed ? { resumed: true, rows: converter.conversionStats().copiedRows } : {}),
+      });
     }
     await converter.startStreaming((err) => {
       this.streamFailure = err;

@@ -42,6 +42,11 @@ export function registerStatus(program: Command): void {
           `upgrade ${s.name}: ${s.phase}${s.driverRunning ? ' (driver running)' : ' (no driver running)'}`,
         );
         const conversion = s.figures?.conversion as Record<string, unknown> | undefined;
+        const copy = s.figures?.copy as Record<string, unknown> | undefined;
+        if (copy && !conversion)
+          out.say(
+            `  copy: ${String(copy.copiedRows)} of about ${String(copy.estimatedRows)} rows (now ${String(copy.table)})${copy.etaSeconds === undefined ? '' : `, about ${String(copy.etaSeconds)} s left`}`,
+          );
         if (conversion)
           out.say(
             `  conversion: ${String(conversion.copiedRows)} rows copied, ${String(conversion.appliedTransactions)} transactions applied up to ${String(conversion.appliedLsn)}, apply lag ${String(conversion.lastApplyLagMs)} ms`,

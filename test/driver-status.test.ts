@@ -98,3 +98,29 @@ test('after a driver killed while streaming is started again, status reports the
   assert.ok(figures.convertedRows >= expected, JSON.stringify(figures));
   assert.notEqual(figures.appliedLsn, '0/0');
 });
+
+test('status into a reader that has gone ends quietly, with the exit code of a broken pipe', async () => {
+  // The reader (this process) closes its end before imago starts: the shell waits for a line first.
+  const child = spawn(
+    'bash',
+    [
+      '-c',
+      'read -r _ && exec "$0" "$1" status "$2" --tail 50',
+      process.execPath,
+      join(root, 'bin/imago.js'),
+      file,
+    ],
+    { stdio: ['pipe', 'pipe', 'pipe'] },
+  );
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  await new Promise<void>((resolve) => {
+    child.stdout.once('close', () => resolve());
+    child.stdout.destroy();
+  });
+  child.stdin.end('go\n');
+  const code = await withDeadline('imago status into a closed pipe', exit, 60_000);
+  assert.equal(stderr, '', 'nothing on stderr: no EPIPE, no stack trace');
+  assert.equal(code, 141);
+});

@@ -15,6 +15,9 @@ import { registerFinish } from './commands/finish.js';
 import { registerConvert } from './commands/convert.js';
 import { registerReport } from './commands/report.js';
 import { registerIngress } from './commands/ingress.js';
+import { endQuietlyOnClosedOutput } from './output.js';
+
+endQuietlyOnClosedOutput();
 
 const program = new Command()
   .name('imago')

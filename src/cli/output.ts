@@ -4,6 +4,10 @@
  */
 import { ImagoError } from '../errors.js';
 import { redactText } from '../redact.js';
+import { teardownAll } from '../universe/teardown.js';
+
+/** What a shell reports for a process that SIGPIPE ended (128 + 13): `yes | head` exits so. */
+export const CLOSED_OUTPUT_EXIT_CODE = 141;
 
 export interface Output {
   json: boolean;
@@ -41,4 +45,23 @@ export function reportError(err: unknown, json: boolean): number {
   );
   if (json) process.stdout.write(`${JSON.stringify({ error: redactText(String(err)) })}\n`);
   return 1;
+}
+
+/**
+ * A reader that goes away (`imago status | head`) ends the command the way it ends a Unix tool:
+ * quietly, with the exit code of a process SIGPIPE ended. Node ignores SIGPIPE and reports the broken
+ * pipe as an EPIPE error on the stream, which, unhandled, would crash with a stack trace. What the
+ * command started (clusters, apps, a conversion) is stopped first, as on Ctrl-C.
+ */
+export function endQuietlyOnClosedOutput(): void {
+  let ending = false;
+  const onError = (err: NodeJS.ErrnoException): void => {
+    // Once ending, later writes fail too (the stream is destroyed): nothing more to say.
+    if (ending) return;
+    if (err.code !== 'EPIPE') throw err;
+    ending = true;
+    void teardownAll().finally(() => process.exit(CLOSED_OUTPUT_EXIT_CODE));
+  };
+  process.stdout.on('error', onError);
+  process.stderr.on('error', onError);
 }

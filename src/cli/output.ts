@@ -3,7 +3,7 @@
  * stdout's last line is always one JSON object a script can parse.
  */
 import { ImagoError } from '../errors.js';
-import { redactText } from '../redact.js';
+import { redactText, redactValue } from '../redact.js';
 import { teardownAll } from '../universe/teardown.js';
 
 /** What a shell reports for a process that SIGPIPE ended (128 + 13): `yes | head` exits so. */
@@ -22,7 +22,7 @@ export function output(json: boolean): Output {
     json,
     say: (line) => (json ? process.stderr : process.stdout).write(`${redactText(line)}\n`),
     result: (value) => {
-      if (json) process.stdout.write(`${JSON.stringify(value)}\n`);
+      if (json) process.stdout.write(`${JSON.stringify(redactValue(value))}\n`);
     },
   };
 }
@@ -35,7 +35,7 @@ export function reportError(err: unknown, json: boolean): number {
     process.stderr.write(`${redactText(lines.join('\n'))}\n`);
     if (json) {
       process.stdout.write(
-        `${JSON.stringify({ error: redactText(err.message), subject: redactText(err.subject), hint: err.hint })}\n`,
+        `${JSON.stringify({ error: redactText(err.message), subject: redactText(err.subject), hint: err.hint && redactText(err.hint) })}\n`,
       );
     }
     return 2;

@@ -13,7 +13,7 @@
  */
 import pg from 'pg';
 import { ImagoError, errorMessage } from '../errors.js';
-import { redactUrl } from '../redact.js';
+import { redactUrl, redactValue } from '../redact.js';
 import type { Phase } from './phases.js';
 
 export interface JournalEvent {
@@ -121,7 +121,8 @@ export class Journal {
     const { rows } = await this.client.query<JournalEvent>(
       `INSERT INTO imago_control.journal (upgrade, phase, event, detail) VALUES ($1, $2, $3, $4)
        RETURNING seq::int, at::text, phase, event, detail`,
-      [this.upgrade, phase, event, JSON.stringify(detail, bigints)],
+      // Redacted at rest: details carry error messages, which may quote a row or an answer.
+      [this.upgrade, phase, event, JSON.stringify(redactValue(detail), bigints)],
     );
     return rows[0] as JournalEvent;
   }

@@ -76,14 +76,34 @@ export interface GateCriteria {
   maxLatencyRatio?: number;
 }
 
+/**
+ * What sample diffs mask besides the defaults (credential headers, and JSON fields, form fields,
+ * query parameters and headers named like a secret: `token`, `password`, `secret`, `apikey`, `jwt`,
+ * `session`, …; JWTs anywhere), which always apply. Only what is shown and stored for people is
+ * masked: answers are compared on their real values.
+ */
+export interface RedactOptions {
+  /**
+   * Name parts: a JSON field, form field, query parameter or header whose name contains one (ignoring
+   * case, `_`, `-` and `.`) has its string values masked, e.g. `ssn`, `iban`.
+   */
+  fields?: string[];
+  /** Headers masked whole (exact names, any case). */
+  headers?: string[];
+  /** Query parameters masked (exact names). */
+  query?: string[];
+}
+
 export interface RuntimeTestConfig {
   /** Declared route templates ('GET /wiki/:title' or '/wiki/:title'); others are learned. */
   routes?: string[];
   /** Headers compared besides the status and body. Default ['content-type']. */
   compareHeaders?: string[];
-  /** Headers masked in sample diffs besides Authorization, Cookie, Set-Cookie, Proxy-Authorization. */
+  /** What sample diffs mask (RedactOptions). */
+  redact?: RedactOptions;
+  /** Headers masked in sample diffs besides the defaults (the same as `redact.headers`). */
   redactHeaders?: string[];
-  /** Query parameters masked in sample URLs (e.g. 'token'). */
+  /** Query parameters masked in sample URLs (the same as `redact.query`). */
   redactQuery?: string[];
   normalise?: Normaliser[];
   expected?: ExpectedDifference[];

@@ -22,7 +22,7 @@ import { CompareBudget } from './budget.js';
 import type { GateCriteria, RuntimeTestConfig } from './config.js';
 import { Endpoints } from './endpoints.js';
 import { evaluateGate, type GateVerdict } from './gate.js';
-import { Redactor } from './redact.js';
+import { redactorFor, type Redactor } from './redact.js';
 import { summarize, type RuntimeTestSummary } from './render.js';
 import {
   Collector,
@@ -46,6 +46,7 @@ export { evaluateGate, DEFAULT_GATE } from './gate.js';
 export { expectJson } from './expected.js';
 export { summarize, renderReport } from './render.js';
 export { loadReport, saveReport } from './report.js';
+export { Redactor, redactorFor, redactReport } from './redact.js';
 export { runtimeTestSchema } from './plan-schema.js';
 
 /** Where a plan's runtime test report lives (the driver saves it there, `imago report` reads it). */
@@ -69,7 +70,10 @@ interface PendingExchange {
   barrierError?: string;
 }
 
-const SAMPLE_BODY_BYTES = 2048;
+/** What a sample shows of a body. */
+const SAMPLE_BODY_CHARS = 2048;
+/** What is redacted before the cut: enough that a value starting in the part shown ends inside it. */
+const REDACTED_BODY_CHARS = 64 * 1024;
 
 export class RuntimeTest {
   private readonly config: RuntimeTestConfig;
@@ -101,7 +105,7 @@ export class RuntimeTest {
     this.calibrateEvery = rate > 0 ? Math.max(1, Math.round(1 / rate)) : 0;
     this.endpoints = new Endpoints(this.config.routes, this.config.learnAfter);
     this.judge = new Judge(this.config);
-    this.redactor = new Redactor({ headers: this.config.redactHeaders, query: this.config.redactQuery });
+    this.redactor = redactorFor(this.config);
     this.collector = new Collector({
       noise: this.config.noise,
       samplesPerEndpoint: this.config.samplesPerEndpoint,
@@ -274,33 +278,39 @@ export class RuntimeTest {
         headers: this.redactor.headerRecord(headerRecord(x.request.headers)),
       },
       old: this.answerSample(primary),
-      new: 'error' in candidate ? { error: verdict.error ?? candidate.error } : this.answerSample(candidate),
+      new:
+        'error' in candidate
+          ? { error: this.redactor.text(verdict.error ?? candidate.error) }
+          : this.answerSample(candidate),
       ...(secondary ? { oldAgain: this.answerSample(secondary) } : {}),
       differences: shown.slice(0, 20).map((d) => ({
         path: d.path.join('.'),
         kind: d.kind,
-        ...(d.old === undefined ? {} : { old: this.clip(d.old) }),
-        ...(d.new === undefined ? {} : { new: this.clip(d.new) }),
+        ...(d.old === undefined ? {} : { old: clip(this.redactor.value(d.path.map(String), d.old)) }),
+        ...(d.new === undefined ? {} : { new: clip(this.redactor.value(d.path.map(String), d.new)) }),
       })),
     };
   }
 
+  /** Redacted whole (up to REDACTED_BODY_CHARS), then cut: a secret is never cut in half unmasked. */
   private answerSample(a: Answer): AnswerSample {
-    const body =
-      a.body.kind === 'binary'
-        ? `<${a.body.bytes} bytes of ${a.headers['content-type'] ?? 'unknown type'}>`
-        : a.raw.subarray(0, SAMPLE_BODY_BYTES).toString('utf8') +
-          (a.raw.length > SAMPLE_BODY_BYTES ? '…' : '');
-    return {
-      status: a.status,
-      headers: this.redactor.headerRecord(a.headers),
-      body: this.redactor.text(body),
-    };
+    let body: string;
+    if (a.body.kind === 'binary')
+      body = `<${a.body.bytes} bytes of ${a.headers['content-type'] ?? 'unknown type'}>`;
+    else {
+      const text = this.redactor.text(a.raw.subarray(0, REDACTED_BODY_CHARS).toString('utf8'));
+      body =
+        text.length > SAMPLE_BODY_CHARS || a.raw.length > REDACTED_BODY_CHARS
+          ? `${text.slice(0, SAMPLE_BODY_CHARS)}…`
+          : text;
+    }
+    return { status: a.status, headers: this.redactor.headerRecord(a.headers), body };
   }
+}
 
-  private clip(v: unknown): unknown {
-    const s = typeof v === 'string' ? v : JSON.stringify(v);
-    if (s === undefined || s.length <= 300) return typeof v === 'string' ? this.redactor.text(v) : v;
-    return this.redactor.text(`${s.slice(0, 297)}…`);
-  }
+/** A difference's value as shown: at most 300 characters of its JSON. */
+function clip(v: unknown): unknown {
+  const s = typeof v === 'string' ? v : JSON.stringify(v);
+  if (s === undefined || s.length <= 300) return v;
+  return `${s.slice(0, 297)}…`;
 }

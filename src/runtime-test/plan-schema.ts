@@ -72,6 +72,13 @@ const expected = z.union(
 export const runtimeTestSchema = z.strictObject({
   routes: z.array(z.string()).optional(),
   compareHeaders: z.array(z.string()).optional(),
+  redact: z
+    .strictObject({
+      fields: z.array(z.string().min(1)).optional(),
+      headers: z.array(z.string().min(1)).optional(),
+      query: z.array(z.string().min(1)).optional(),
+    })
+    .optional(),
   redactHeaders: z.array(z.string()).optional(),
   redactQuery: z.array(z.string()).optional(),
   normalise: z.array(normaliser).optional(),

@@ -294,7 +294,8 @@ function round(n: number, digits = 2): number {
 export function saveReport(file: string, report: RuntimeTestReport): void {
   mkdirSync(dirname(file), { recursive: true });
   const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, `${JSON.stringify(report, null, 2)}\n`);
+  // Samples are real requests and answers (redacted): readable by the upgrade's operator only.
+  writeFileSync(tmp, `${JSON.stringify(report, null, 2)}\n`, { mode: 0o600 });
   renameSync(tmp, file);
 }
 

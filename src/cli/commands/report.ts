@@ -3,7 +3,10 @@ import type { Command } from 'commander';
 import { ImagoError } from '../../errors.js';
 import { loadPlan } from '../../plan/index.js';
 import {
+  Redactor,
   loadReport,
+  redactReport,
+  redactorFor,
   renderReport,
   reportPath,
   summarize,
@@ -26,6 +29,7 @@ export function registerReport(program: Command): void {
       try {
         let file = opts.file;
         let criteria: GateCriteria | undefined;
+        let redactor = new Redactor();
         if (file === undefined) {
           if (planFile === undefined)
             throw new ImagoError(
@@ -36,6 +40,7 @@ export function registerReport(program: Command): void {
           const plan = await loadPlan(planFile);
           file = reportPath(plan.stateDir, plan.name);
           criteria = plan.runtimeTest.gate;
+          redactor = redactorFor(plan.runtimeTest);
         }
         if (!existsSync(file))
           throw new ImagoError(
@@ -43,7 +48,8 @@ export function registerReport(program: Command): void {
             file,
             'the driver writes it while mirroring runs (imago start); check the plan’s stateDir',
           );
-        const report = loadReport(file);
+        // Masked again as the plan says now: the file may be from a version that masked less.
+        const report = redactReport(loadReport(file), redactor);
         for (const line of renderReport(report, criteria)) out.say(line);
         out.result({ ...report, gate: summarize(report, criteria).gate });
       } catch (err) {

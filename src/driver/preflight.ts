@@ -5,24 +5,12 @@
  * a table that cannot be captured is refused before a new app is started that the refusal would
  * leave running (issue 21, item 6). Only read: in a read-only transaction, nothing created.
  */
-import pg from 'pg';
 import { describeSourceTables, type SourceTable } from '../capture/publication.js';
-import { ImagoError, errorMessage } from '../errors.js';
-import { redactUrl } from '../redact.js';
+import { connectClient } from '../database.js';
 
 /** Describes the source tables (throws the capture's own ImagoError for one that cannot be captured). */
 export async function checkSourceTables(oldDatabase: string, tables: string[]): Promise<SourceTable[]> {
-  const client = new pg.Client({ connectionString: oldDatabase, connectionTimeoutMillis: 10_000 });
-  client.on('error', () => {});
-  try {
-    await client.connect();
-  } catch (err) {
-    throw new ImagoError(
-      `the old database at ${redactUrl(oldDatabase)} cannot be reached: ${errorMessage(err)}`,
-      'old.database',
-      'check the connection string and that the server accepts connections',
-    );
-  }
+  const client = await connectClient(oldDatabase, 'old');
   try {
     await client.query('BEGIN READ ONLY');
     return await describeSourceTables(client, tables);

@@ -4,8 +4,8 @@
  */
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { ImagoError, errorMessage, moduleLoadHint } from '../errors.js';
+import { importUserModule } from '../user-module.js';
 import type { Conversion } from './api.js';
 
 export async function loadConversion(path: string): Promise<Conversion> {
@@ -13,7 +13,7 @@ export async function loadConversion(path: string): Promise<Conversion> {
   if (!existsSync(file)) throw new ImagoError(`conversion module not found`, file, 'check the path');
   let mod: { default?: unknown };
   try {
-    mod = (await import(pathToFileURL(file).href)) as { default?: unknown };
+    mod = await importUserModule(file);
   } catch (err) {
     throw new ImagoError(
       `the conversion module failed to load: ${errorMessage(err)}`,

@@ -5,10 +5,10 @@
  */
 import { readFile } from 'node:fs/promises';
 import { dirname, extname, isAbsolute, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { LineCounter, parseDocument, isNode } from 'yaml';
 import type { z } from 'zod';
 import { ImagoError, errorMessage, moduleLoadHint } from '../errors.js';
+import { importUserModule } from '../user-module.js';
 import { planSchema, type UpgradePlan } from './schema.js';
 
 export async function loadPlan(file: string): Promise<UpgradePlan> {
@@ -18,7 +18,7 @@ export async function loadPlan(file: string): Promise<UpgradePlan> {
   if (['.ts', '.mts', '.js', '.mjs'].includes(ext)) {
     let mod: { default?: unknown };
     try {
-      mod = (await import(pathToFileURL(path).href)) as { default?: unknown };
+      mod = await importUserModule(path);
     } catch (err) {
       throw new ImagoError(
         `cannot load the plan: ${errorMessage(err)}`,

@@ -1,0 +1,64 @@
+// Plans and conversions as users write them, in a project whose package.json does not say
+// `"type": "module"` (the npm default): ES module syntax in `.ts` and `.js` files, relative imports of
+// their own helpers. Through the global loader they were taken for CommonJS and failed with
+// "Cannot require() ES Module … in a cycle" (issue 21, item 12).
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConversion } from '../src/conversion/load-module.js';
+import { loadPlan } from '../src/plan/load.js';
+import { root } from './fixtures/driver-run.js';
+
+let dir: string;
+const api = (path: string) => JSON.stringify(join(root, path));
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'imago-user-module-test-'));
+  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'shop', version: '1.0.0' }));
+  writeFileSync(join(dir, 'tables.ts'), `export const users: string = 'User';\n`);
+  writeFileSync(
+    join(dir, 'conversion.ts'),
+    `import { defineConversion, identity } from ${api('src/conversion/api.js')};
+import { users } from './tables.ts';
+export default defineConversion({ tables: { [users]: identity('users') } });
+`,
+  );
+  writeFileSync(
+    join(dir, 'posts-conversion.js'),
+    `import { defineConversion, identity } from ${api('src/conversion/api.js')};
+export default defineConversion({ tables: { Post: identity('posts') } });
+`,
+  );
+  writeFileSync(
+    join(dir, 'upgrade.ts'),
+    `import { defineUpgrade } from ${api('src/plan/define.js')};
+export default defineUpgrade({
+  name: 'shop_v2',
+  old: { database: 'postgresql://shop@127.0.0.1:5432/shop', app: { url: 'http://127.0.0.1:3000' } },
+  new: { database: 'embedded', app: { command: ['node', 'server.js'], healthPath: '/api/health' } },
+  conversion: './conversion.ts',
+  ingress: { nodes: [{ name: 'edge', control: 'http://127.0.0.1:9000', token: '0123456789abcdef' }] },
+});
+`,
+  );
+});
+
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+test('a TypeScript conversion with a relative import, in a folder without "type": "module"', async () => {
+  const conversion = await loadConversion(join(dir, 'conversion.ts'));
+  assert.deepEqual(conversion.tables, { User: { identity: true, table: 'users' } });
+});
+
+test('a JavaScript conversion written as an ES module, in the same folder', async () => {
+  const conversion = await loadConversion(join(dir, 'posts-conversion.js'));
+  assert.deepEqual(conversion.tables, { Post: { identity: true, table: 'posts' } });
+});
+
+test('a TypeScript plan there, its conversion resolved next to it', async () => {
+  const plan = await loadPlan(join(dir, 'upgrade.ts'));
+  assert.equal(plan.name, 'shop_v2');
+  assert.equal(plan.conversion, join(dir, 'conversion.ts'));
+});

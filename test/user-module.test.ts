@@ -4,7 +4,7 @@
 // "Cannot require() ES Module … in a cycle" (issue 21, item 12).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConversion } from '../src/conversion/load-module.js';
@@ -43,6 +43,29 @@ export default defineUpgrade({
 });
 `,
   );
+  // Imago installed in the project (npm links a local install the same way).
+  mkdirSync(join(dir, 'node_modules'));
+  symlinkSync(root, join(dir, 'node_modules', 'imago'), 'dir');
+  writeFileSync(
+    join(dir, 'tags-conversion.ts'),
+    `import { defineConversion } from 'imago';
+import { identity } from 'imago/conversion';
+export default defineConversion({ tables: { Tag: identity('tags') } });
+`,
+  );
+  writeFileSync(
+    join(dir, 'package-upgrade.ts'),
+    `import { defineUpgrade } from 'imago/plan';
+export default defineUpgrade({
+  name: 'shop_v3',
+  old: { database: 'postgresql://shop@127.0.0.1:5432/shop', app: { url: 'http://127.0.0.1:3000' } },
+  new: { database: 'embedded', app: { url: 'http://127.0.0.1:3001' } },
+  conversion: './tags-conversion.ts',
+  ingress: { nodes: [{ name: 'edge', control: 'http://127.0.0.1:9000', token: '0123456789abcdef' }] },
+  switchover: { fencing: { mode: 'revoke', role: 'shop_app' } },
+});
+`,
+  );
 });
 
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -61,4 +84,12 @@ test('a TypeScript plan there, its conversion resolved next to it', async () => 
   const plan = await loadPlan(join(dir, 'upgrade.ts'));
   assert.equal(plan.name, 'shop_v2');
   assert.equal(plan.conversion, join(dir, 'conversion.ts'));
+});
+
+test('a project that imports Imago by its package name: imago, imago/conversion, imago/plan', async () => {
+  const plan = await loadPlan(join(dir, 'package-upgrade.ts'));
+  assert.equal(plan.name, 'shop_v3');
+  assert.equal(plan.switchover.fencing.mode, 'revoke');
+  const conversion = await loadConversion(plan.conversion);
+  assert.deepEqual(conversion.tables, { Tag: { identity: true, table: 'tags' } });
 });

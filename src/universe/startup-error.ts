@@ -12,7 +12,8 @@ import { redactText } from '../redact.js';
 const MAX_LINES = 12;
 /** A line that starts an error: `TypeError: …`, `Error [ERR_X]: …`, a logger's `ERROR …`, `fatal: …`. */
 const ERROR_NAME = /^\s*(?:Uncaught\s+)?[A-Za-z_$][\w$.]*(?:Error|Exception)\b/;
-const ERROR_WORD = /\b(?:error|fatal|exception|panic|uncaught|unhandled)\b/i;
+// nginx's severities above [error] too, in their brackets (as words they are common English).
+const ERROR_WORD = /\b(?:error|fatal|exception|panic|uncaught|unhandled)\b|\[(?:alert|emerg|crit)\]/i;
 /** Node prints where it threw (`file:line`, the source line) above a caret line: code, not the error. */
 const CARET = /^\s*\^+\s*$/;
 const STACK_FRAME = /^\s+at\s/;

@@ -9,7 +9,24 @@
 import { pathToFileURL } from 'node:url';
 import { tsImport } from 'tsx/esm/api';
 
-export async function importUserModule(file: string): Promise<{ default?: unknown }> {
+/**
+ * One load per file and process, as `import()` gave: tsImport opens a loader scope per call, and a
+ * conversion is loaded again where the driver needs it (its run, its abort), and tests load many.
+ */
+const loaded = new Map<string, Promise<{ default?: unknown }>>();
+
+export function importUserModule(file: string): Promise<{ default?: unknown }> {
+  let load = loaded.get(file);
+  if (!load) {
+    load = importOnce(file);
+    loaded.set(file, load);
+    // A module that failed to load is read again next time (the user may have fixed it).
+    load.catch(() => loaded.delete(file));
+  }
+  return load;
+}
+
+async function importOnce(file: string): Promise<{ default?: unknown }> {
   const mod = (await tsImport(pathToFileURL(file).href, import.meta.url)) as { default?: unknown };
   // Loaded as CommonJS (the folder says so), an ES module's exports arrive as `module.exports`, the
   // namespace's default, marked by the transform's `__esModule`: its own default is the module's.

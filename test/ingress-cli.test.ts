@@ -5,10 +5,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { request } from 'undici';
+import { processTree } from '../src/bench/process-tree.js';
 import { startEchoBackend } from '../src/bench/proxy-backend.js';
 import { waitUntil, withDeadline } from '../src/deadline.js';
 import { freePort } from '../src/universe/ports.js';
@@ -188,6 +191,71 @@ test('imago ingress --balance and --health-path reach every worker: a failing ba
     node.child.kill('SIGTERM');
     await withDeadline('ingress stopping', node.exit, 15_000);
     await sick.close();
+  }
+});
+
+/** A raw client whose GET is sent (in the kernel's hands) once this resolves; `answer` is all it got. */
+async function sentGet(port: number): Promise<{ answer: Promise<string> }> {
+  const socket = net.connect(port, '127.0.0.1');
+  let got = '';
+  const answer = new Promise<string>((resolve, reject) => {
+    socket.on('data', (d: Buffer) => (got += d.toString()));
+    socket.on('end', () => resolve(got));
+    socket.on('error', reject);
+  });
+  answer.catch(() => undefined);
+  await withDeadline('the connection', once(socket, 'connect'), 10_000);
+  await new Promise<void>((resolve, reject) =>
+    socket.write('GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n', (err) =>
+      err ? reject(err) : resolve(),
+    ),
+  );
+  return { answer };
+}
+
+const liveWorkers = (primary: number): number[] =>
+  [...processTree([primary])]
+    .filter(([pid, st]) => pid !== primary && st?.comm === 'node' && st.state !== 'Z')
+    .map(([pid]) => pid)
+    .sort((a, b) => a - b);
+
+test('imago ingress --workers 2: connections that reach a worker dying unseen are served by another', async () => {
+  const ports = { listen: await freePort(), control: await freePort() };
+  const node = await startNode({ IMAGO_INGRESS_TOKEN: token }, ports, {
+    args: ['--workers', '2', '--state', join(fixture.dir, 'dispatch.json')],
+  });
+  const primary = node.child.pid as number;
+  try {
+    for (let round = 0; round < 4; round++) {
+      const workers = await waitUntil(
+        'two workers',
+        async () => {
+          const w = liveWorkers(primary);
+          return w.length === 2 ? w : undefined;
+        },
+        { timeoutMs: 30_000, intervalMs: 20 },
+      );
+      // Stopped, the primary cannot see the death before the connections: they are accepted by the
+      // kernel meanwhile and it finds both at once, as on a loaded machine.
+      process.kill(primary, 'SIGSTOP');
+      let clients: { answer: Promise<string> }[];
+      try {
+        process.kill(workers[0] as number, 'SIGKILL');
+        clients = await Promise.all(Array.from({ length: 6 }, () => sentGet(ports.listen)));
+      } finally {
+        process.kill(primary, 'SIGCONT');
+      }
+      const answers = await withDeadline(
+        `round ${round}: every client answered after worker ${workers[0]} was killed`,
+        Promise.all(clients.map((c) => c.answer)),
+        10_000,
+      );
+      for (const a of answers) assert.match(a, /^HTTP\/1\.1 200 /, `round ${round}: ${a.slice(0, 80)}`);
+    }
+  } finally {
+    process.kill(primary, 'SIGCONT');
+    node.child.kill('SIGTERM');
+    await withDeadline('ingress stopping', node.exit, 15_000);
   }
 });
 

@@ -33,13 +33,19 @@ export type PrimaryMessage =
   | { t: 'drained'; id: number; universe: UniverseName; timeoutMs: number }
   | { t: 'stats'; id: number }
   | { t: 'metrics'; id: number }
-  | { t: 'close'; id: number };
+  | { t: 'close'; id: number }
+  /** Sent with a client connection's socket as the handle; answered by `adopted` or `refused`. */
+  | { t: 'connection'; id: number };
 
 export type WorkerReply =
   { t: 'reply'; id: number; ok: true; value: unknown } | { t: 'reply'; id: number; ok: false; error: string };
 
 export type WorkerMessage =
-  { t: 'hello' } | { t: 'ready'; port: number } | { t: 'failed'; error: string } | WorkerReply;
+  | { t: 'hello' }
+  | { t: 'ready'; port: number }
+  | { t: 'failed'; error: string }
+  | { t: 'adopted' | 'refused'; id: number }
+  | WorkerReply;
 
 export interface WorkerStats {
   pid: number;

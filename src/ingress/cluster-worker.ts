@@ -1,15 +1,18 @@
 /**
  * Entry of one ingress worker process (forked by cluster.ts through node:cluster). It runs an ordinary
- * single-process ingress on the port the workers share and applies, in the order they arrive, the
+ * single-process ingress that serves the connections its primary accepts and hands it, and applies, in the order they arrive, the
  * transitions its primary sends (hold, release, upstreams), acknowledging each only after it has been
  * applied: the primary acknowledges a transition only when every worker has. The hold queue and the
  * in-flight counts live here, per worker; the primary aggregates them.
  */
+import { Socket } from 'node:net';
 import type { Ingress } from './index.js';
 import { startIngress } from './index.js';
 import type { PrimaryMessage, WorkerMessage, WorkerReply } from './cluster-protocol.js';
 
 let ingress: Ingress | undefined;
+/** Asked to close: connections still handed to it are refused (the primary gives them to another). */
+let closing = false;
 let markStarted!: () => void;
 /** Commands that arrive while the ingress is starting wait for it, in arrival order. */
 const started = new Promise<void>((resolve) => (markStarted = resolve));
@@ -34,10 +37,22 @@ function need(): Ingress {
   return ingress;
 }
 
-process.on('message', (msg: PrimaryMessage) => {
+process.on('message', (msg: PrimaryMessage, handle: unknown) => {
   switch (msg.t) {
+    case 'connection':
+      // Acknowledged before anything is read from it: the primary closes its copy on `adopted`, and
+      // hands a refused one to another worker.
+      if (ingress && !closing && handle instanceof Socket) {
+        send({ t: 'adopted', id: msg.id });
+        ingress.adopt(handle);
+      } else {
+        send({ t: 'refused', id: msg.id });
+        if (handle instanceof Socket) handle.destroy();
+      }
+      return;
     case 'init':
-      void startIngress({ ...msg.options, workers: 1 }).then(
+      // The primary accepts; this worker serves what it is handed (connection-dispatch.ts).
+      void startIngress({ ...msg.options, workers: 1 }, false).then(
         async (i) => {
           if (msg.mirror) await i.mirror(msg.mirror.enabled, msg.mirror.sink);
           ingress = i;
@@ -81,6 +96,7 @@ process.on('message', (msg: PrimaryMessage) => {
       void answer(msg.id, () => need().metricsJson());
       return;
     case 'close':
+      closing = true;
       void answer(msg.id, async () => {
         await ingress?.close();
       }).then(() => process.disconnect());

@@ -1,7 +1,7 @@
 /**
- * Multi-process ingress: a primary forks `workers` processes with node:cluster; they share the listening
- * port (the primary accepts and hands connections out round-robin) and each runs the ordinary
- * single-process proxy. The primary owns the state (route, hold, upstreams), the control endpoint and
+ * Multi-process ingress: a primary forks `workers` processes with node:cluster; the primary listens and
+ * hands each connection to a worker (connection-dispatch.ts: round-robin, and a connection whose
+ * worker died before taking it goes to another) and each runs the ordinary single-process proxy. The primary owns the state (route, hold, upstreams), the control endpoint and
  * the control store; workers hold no state of their own beyond their hold queue and in-flight counts.
  *
  * Atomicity across processes: a transition changes the primary's state, is sent to every worker over
@@ -9,12 +9,13 @@
  * So once `release('new')` resolves no worker can dispatch to 'old'; once `hold()` resolves every
  * worker queues new requests. A worker that does not acknowledge within `ackTimeoutMs` is killed (a
  * dead worker dispatches nothing) and replaced; a replacement starts from the current state, already
- * holding if a hold is in force, before it listens. Hold queues are per worker and released in arrival
+ * holding if a hold is in force, before it is given connections. Hold queues are per worker and released in arrival
  * order per worker. `drained()` waits until every worker has nothing in flight for the universe.
  */
 import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import type { Socket } from 'node:net';
 import { AggregatorRegistry } from 'prom-client';
 import { ImagoError } from '../errors.js';
 import { checkBalance, type BackendHealth } from './backends.js';
@@ -28,6 +29,7 @@ import type {
 } from './cluster-protocol.js';
 import { startControlEndpoint, type ControlEndpoint } from './control-endpoint.js';
 import { FileControlStore, MemoryControlStore, type ControlStore } from './control-store.js';
+import { ConnectionDispatcher, type ConnectionTaker } from './connection-dispatch.js';
 import { checkHealthCheckOptions } from './health-check.js';
 import type { IngressOptions } from './index.js';
 import type { MirrorSink } from './mirror-sink.js';
@@ -89,9 +91,11 @@ interface Pending {
 }
 
 /** One worker process and its request/acknowledgement bookkeeping. */
-class WorkerLink {
+class WorkerLink implements ConnectionTaker {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
+  /** Connections sent and not yet acknowledged: each is settled once, by the worker or by its exit. */
+  private readonly handoffs = new Map<number, (taken: boolean) => void>();
   readonly ready: Promise<number>;
   readonly exited: Promise<void>;
   gone = false;
@@ -139,6 +143,13 @@ class WorkerLink {
           clearTimeout(startTimer);
           readyReject(new Error(`ingress worker failed to start: ${msg.error}`));
           return;
+        case 'adopted':
+        case 'refused': {
+          const settled = this.handoffs.get(msg.id);
+          this.handoffs.delete(msg.id);
+          settled?.(msg.t === 'adopted');
+          return;
+        }
         case 'reply': {
           const p = this.pending.get(msg.id);
           if (!p) return;
@@ -157,9 +168,32 @@ class WorkerLink {
         // A dead worker dispatches nothing: what waited on it is settled as done.
         for (const p of this.pending.values()) p.resolve(undefined);
         this.pending.clear();
+        // Its acknowledgements would have come before the channel closed: these it never took.
+        for (const settled of this.handoffs.values()) settled(false);
+        this.handoffs.clear();
         resolve();
       });
     });
+  }
+
+  take(socket: Socket, settled: (taken: boolean) => void): void {
+    if (this.gone) return settled(false);
+    const id = this.nextId++;
+    this.handoffs.set(id, settled);
+    const msg: PrimaryMessage = { t: 'connection', id };
+    const failed = (): void => {
+      // Not delivered (the channel is closing): the exit settles it if it has not been already.
+      const s = this.handoffs.get(id);
+      this.handoffs.delete(id);
+      s?.(false);
+    };
+    try {
+      this.worker.send(msg, socket, { keepOpen: true }, (err) => {
+        if (err) failed();
+      });
+    } catch {
+      failed();
+    }
   }
 
   private post(msg: PrimaryMessage): void {
@@ -231,17 +265,18 @@ export async function startIngressCluster(options: IngressClusterOptions): Promi
       new: [...(restored?.upstreams?.new?.length ? restored.upstreams.new : (options.upstreams.new ?? []))],
     },
   };
-  // Every worker (replacements too) listens with the port as given, 0 included: node:cluster shares
-  // one listening handle per (host, port) key, so listen(0) in all of them yields one random port.
-  const requestedPort = options.port ?? 0;
+  // The primary listens and hands each connection to a worker (connection-dispatch.ts); workers
+  // never listen themselves, so the port is known before any of them starts.
   const host = options.host ?? '127.0.0.1';
+  const dispatcher = new ConnectionDispatcher();
+  const { port, url } = await dispatcher.listen(options.port ?? 0, host);
   // Several workers mirror only by shipping to a runtime-test sink: a comparator callback cannot be
   // handed to another process. Not persisted: the sink's token lives as long as its driver.
   let mirror: WorkerMirror | undefined;
   const initOptions = (): WorkerInit => ({ options: workerOptions(), ...(mirror ? { mirror } : {}) });
   const workerOptions = (): WorkerIngressOptions => ({
     host,
-    port: requestedPort,
+    port,
     upstreams: { old: state.upstreams.old, new: state.upstreams.new },
     route: state.route,
     holding: state.holding,
@@ -265,8 +300,14 @@ export async function startIngressCluster(options: IngressClusterOptions): Promi
     });
     const link = new WorkerLink(cluster.fork(), initOptions, 30_000);
     links.add(link);
+    // Connections go to a worker only once its ingress runs.
+    link.ready.then(
+      () => dispatcher.add(link),
+      () => undefined,
+    );
     void link.exited.then(() => {
       links.delete(link);
+      dispatcher.remove(link);
       // A crashed worker is replaced; the replacement starts from the current state.
       if (!closing) void fork().ready.catch(() => undefined);
     });
@@ -274,14 +315,11 @@ export async function startIngressCluster(options: IngressClusterOptions): Promi
   };
 
   const started = Array.from({ length: count }, () => fork());
-  let port: number;
   try {
-    const ports = await Promise.all(started.map((l) => l.ready));
-    port = ports[0] as number;
-    if (ports.some((p) => p !== port))
-      throw new Error(`ingress workers listen on different ports: ${ports.join(', ')}`);
+    await Promise.all(started.map((l) => l.ready));
   } catch (err) {
     closing = true;
+    await dispatcher.close();
     for (const l of started) l.worker.process.kill('SIGKILL');
     await Promise.all(started.map((l) => l.exited));
     throw err;
@@ -400,6 +438,8 @@ export async function startIngressCluster(options: IngressClusterOptions): Promi
   let control: ControlEndpoint | undefined;
   const closeWorkers = async (): Promise<void> => {
     closing = true;
+    // No new connections; those in hand-off settle as their workers answer or exit.
+    const stopped = dispatcher.close();
     const all = [...links];
     await Promise.all(
       all.map(async (l) => {
@@ -416,6 +456,7 @@ export async function startIngressCluster(options: IngressClusterOptions): Promi
         clearTimeout(timer);
       }),
     );
+    await stopped;
   };
 
   if (options.control) {
@@ -463,7 +504,7 @@ export async function startIngressCluster(options: IngressClusterOptions): Promi
   let closed: Promise<void> | undefined;
   return {
     port,
-    url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    url,
     workers: count,
     route: () => state.route,
     holding: () => state.holding,

@@ -30,6 +30,12 @@ export class FrontEnd implements ConnectionOwner {
     this.ticker.unref();
   }
 
+  /** A connection accepted by another process (a cluster primary), served as if accepted here. */
+  adopt(socket: net.Socket): void {
+    socket.setNoDelay(true);
+    this.connections.add(new ClientConnection(socket, this));
+  }
+
   forget(conn: ClientConnection): void {
     this.connections.delete(conn);
   }
@@ -42,6 +48,7 @@ export class FrontEnd implements ConnectionOwner {
   /** Stops listening and cuts every client connection (upgraded ones belong to the router). */
   close(): Promise<void> {
     clearInterval(this.ticker);
+    // Resolves whether it listened or not (a cluster worker's front end adopts, never listens).
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const conn of [...this.connections]) conn.destroy();
     return closed;

@@ -8,7 +8,9 @@
  * drain, backends, forward (hot path), headers, body-limit, upgrade, classify, mirror, metrics,
  * control-endpoint and control-store; front-end and client-connection are its HTTP/1.1 server.
  */
+import type { Socket } from 'node:net';
 import { ImagoError } from '../errors.js';
+import { httpHost } from '../universe/listen.js';
 import { BackendSet, type Balance, type BackendHealth } from './backends.js';
 import { Classifier, type ClassRule, type RequestClass } from './classify.js';
 import type { ClientRequest } from './client-request.js';
@@ -148,6 +150,8 @@ export interface Ingress {
   metricsJson(): Promise<unknown[]>;
   /** Upgraded (WebSocket) connections open now, per universe they were accepted by. */
   upgraded(): Record<UniverseName, number>;
+  /** Serves a client connection accepted elsewhere (by a cluster primary). */
+  adopt(socket: Socket): void;
   /** The control endpoint, when configured. */
   readonly control: { url: string; port: number; epoch(): number } | undefined;
 }
@@ -159,7 +163,11 @@ function sameSink(a: MirrorSink, b: MirrorSink | undefined): boolean {
   return b !== undefined && a.url === b.url && a.token === b.token && a.sampleRate === b.sampleRate;
 }
 
-export async function startIngress(options: IngressOptions): Promise<Ingress> {
+/**
+ * Starts a single-process ingress. It listens on `options.port` itself, unless `listens` is false: a
+ * cluster worker serves the connections its primary accepted and hands it (adopt), on that port.
+ */
+export async function startIngress(options: IngressOptions, listens = true): Promise<Ingress> {
   if (options.workers !== undefined && options.workers !== 1) {
     throw new Error(
       `startIngress runs one process (workers: 1); use startIngressCluster for workers: ${options.workers}`,
@@ -264,7 +272,9 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
     },
   );
   const host = options.host ?? '127.0.0.1';
-  const { port, url } = await front.listen(options.port ?? 0, host);
+  const { port, url } = listens
+    ? await front.listen(options.port ?? 0, host)
+    : { port: options.port ?? 0, url: `http://${httpHost(host)}:${options.port ?? 0}` };
   const checker = options.healthCheck && new HealthChecker(backends, options.healthCheck);
   let closing: Promise<void> | undefined;
 
@@ -328,6 +338,7 @@ export async function startIngress(options: IngressOptions): Promise<Ingress> {
     metrics: () => metrics.text(),
     metricsJson: () => metrics.registry.getMetricsAsJSON(),
     upgraded: () => ({ ...router.upgraded }),
+    adopt: (socket) => front.adopt(socket),
     control: control && { url: control.url, port: control.port, epoch: () => control.epoch() },
     close: () =>
       (closing ??= (async () => {

@@ -21,7 +21,7 @@ export async function listen(
 }
 
 /** A host as it goes in a URL: IPv6 in brackets; the wildcard address as loopback. */
-function httpHost(host: string): string {
+export function httpHost(host: string): string {
   if (host === '0.0.0.0') return '127.0.0.1';
   if (host === '::') return '[::1]';
   return host.includes(':') ? `[${host}]` : host;

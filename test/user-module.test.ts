@@ -1,7 +1,9 @@
 // Plans and conversions as users write them, in a project whose package.json does not say
 // `"type": "module"` (the npm default): ES module syntax in `.ts` and `.js` files, relative imports of
 // their own helpers. Through the global loader they were taken for CommonJS and failed with
-// "Cannot require() ES Module … in a cycle" (issue 21, item 12).
+// "Cannot require() ES Module … in a cycle" (issue 21, item 12). And Imago imported by its package
+// name (`imago`, `imago/conversion`, `imago/plan`), by the loaders and by `imago plan` as a process.
+import { execFileSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -55,7 +57,10 @@ export default defineConversion({ tables: { Tag: identity('tags') } });
   );
   writeFileSync(
     join(dir, 'package-upgrade.ts'),
-    `import { defineUpgrade } from 'imago/plan';
+    `import { defineUpgrade, expectJson, type RuntimeTestConfig } from 'imago/plan';
+const runtimeTest: RuntimeTestConfig = {
+  expected: [expectJson<{ name: string }, { name: string; slug: string }>('GET /tags/:id', (t) => ({ ...t, slug: t.name.toLowerCase() }))],
+};
 export default defineUpgrade({
   name: 'shop_v3',
   old: { database: 'postgresql://shop@127.0.0.1:5432/shop', app: { url: 'http://127.0.0.1:3000' } },
@@ -63,6 +68,7 @@ export default defineUpgrade({
   conversion: './tags-conversion.ts',
   ingress: { nodes: [{ name: 'edge', control: 'http://127.0.0.1:9000', token: '0123456789abcdef' }] },
   switchover: { fencing: { mode: 'revoke', role: 'shop_app' } },
+  runtimeTest,
 });
 `,
   );
@@ -90,6 +96,36 @@ test('a project that imports Imago by its package name: imago, imago/conversion,
   const plan = await loadPlan(join(dir, 'package-upgrade.ts'));
   assert.equal(plan.name, 'shop_v3');
   assert.equal(plan.switchover.fencing.mode, 'revoke');
+  // The runtime test's typed mapping, written with imago/plan's expectJson, maps an old answer.
+  const [expected] = plan.runtimeTest?.expected ?? [];
+  assert.ok(expected !== undefined && 'expect' in expected);
+  const raw = Buffer.from('{"name":"Rust"}');
+  const old = {
+    status: 200,
+    headers: {},
+    body: { kind: 'json', value: { name: 'Rust' } },
+    truncated: false,
+    raw,
+  } as const;
+  assert.deepEqual(expected.expect(old, { method: 'GET', url: '/tags/1' }).body, {
+    kind: 'json',
+    value: { name: 'Rust', slug: 'rust' },
+  });
   const conversion = await loadConversion(plan.conversion);
   assert.deepEqual(conversion.tables, { Tag: { identity: true, table: 'tags' } });
+});
+
+test('imago plan, run from the project through node_modules/imago, loads that plan', () => {
+  const out = execFileSync(
+    process.execPath,
+    [
+      join(dir, 'node_modules', 'imago', 'bin', 'imago.js'),
+      'plan',
+      'package-upgrade.ts',
+      '--no-dry-run',
+      '--json',
+    ],
+    { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] },
+  ).toString();
+  assert.deepEqual(JSON.parse(out.trim().split('\n').at(-1) ?? ''), { valid: true, name: 'shop_v3' });
 });

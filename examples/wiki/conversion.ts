@@ -9,7 +9,7 @@
  * page it copies the current text into `old` (a new revision here) and overwrites `cur` (this
  * revision's content). Imago brings v2's sequences past these ids before the switch.
  */
-import { defineConversion, type Row, type TargetRow } from '../../src/conversion/api.js';
+import { defineConversion, type Row, type TargetRow } from 'imago/conversion';
 
 export const CURRENT_REVISION_BASE = 1_000_000_000_000n;
 

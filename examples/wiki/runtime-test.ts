@@ -4,7 +4,7 @@
  * typed mapping, so that the value itself is checked, not just tolerated.
  */
 import type { PageView } from './api.js';
-import { expectJson, type RuntimeTestConfig } from '../../src/runtime-test/index.js';
+import { expectJson, type RuntimeTestConfig } from 'imago/plan';
 
 export const wikiRuntimeTest: RuntimeTestConfig = {
   routes: ['GET /wiki/:title', 'GET /wiki/:title/history', 'GET /recent'],

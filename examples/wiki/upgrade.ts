@@ -4,7 +4,7 @@
  * wiki v2 is started by the driver on its own database. The app connects as `wiki_app`, which the
  * switch fences by revoking its write privileges on the converted tables.
  */
-import { defineUpgrade, env } from '../../src/plan/index.js';
+import { defineUpgrade, env } from 'imago/plan';
 import { wikiRuntimeTest } from './runtime-test.js';
 
 export default defineUpgrade({

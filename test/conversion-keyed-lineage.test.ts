@@ -194,7 +194,7 @@ describe('lineage read from the target rows (sourceKeyIn)', () => {
     }
   });
 
-  test('a resume must keep the lineage as its copy did; one spelling per table', async () => {
+  test('a resume must keep the lineage as its copy did; any spelling of a table is the table', async () => {
     await tables('_mode');
     const keyed = converterFor({
       conversion: keyedConversion('_mode'),
@@ -229,11 +229,10 @@ describe('lineage read from the target rows (sourceKeyIn)', () => {
       name: 'keyed_sp',
     });
     try {
+      // `public.person_sp` and `person_sp` are one table (src/sql.ts): the copy goes through.
       await spelled.prepare();
-      await assert.rejects(
-        spelled.copy(),
-        /it produced a row for person_sp, which its sourceKeyIn spells otherwise/,
-      );
+      await spelled.copy();
+      assert.deepEqual(await rows(newDb, 'SELECT count(*)::int AS n FROM person_sp'), [{ n: 3 }]);
     } finally {
       await spelled.stop({ dropCapture: true });
     }

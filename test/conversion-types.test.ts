@@ -164,7 +164,7 @@ describe('conversion fidelity', () => {
       await oldDb.query(`UPDATE note SET title = 'b' WHERE id = 1`);
       const err = await withDeadline('the stream stopping', failure, 30_000);
       assert.ok(err instanceof ImagoError);
-      assert.match(err.hint ?? '', /ALTER TABLE note REPLICA IDENTITY FULL/);
+      assert.match(err.hint ?? '', /ALTER TABLE "public"\."note" REPLICA IDENTITY FULL/);
     } finally {
       await converter.stop({ dropCapture: true });
     }
@@ -191,7 +191,7 @@ describe('conversion fidelity', () => {
     await assert.rejects(converter.prepare(), (err: unknown) => {
       assert.ok(err instanceof ImagoError);
       assert.match(err.message, /public\.loose has no primary key or replica identity/);
-      assert.match(err.hint ?? '', /ALTER TABLE public\.loose REPLICA IDENTITY FULL/);
+      assert.match(err.hint ?? '', /ALTER TABLE "public"\."loose" REPLICA IDENTITY FULL/);
       return true;
     });
     await converter.stop({ dropCapture: true });

@@ -81,7 +81,7 @@ test('imago plan names a source table that cannot be captured, with the fix', as
   );
   assert.equal(failed.code, 1, failed.stdout + failed.stderr);
   assert.match(failed.stdout, refusal);
-  assert.match(failed.stdout, /ALTER TABLE public\.audit_log REPLICA IDENTITY FULL/);
+  assert.match(failed.stdout, /ALTER TABLE "public"\."audit_log" REPLICA IDENTITY FULL/);
 });
 
 test('imago start refuses it before the new app is started', async () => {

@@ -10,9 +10,10 @@
  */
 import type { Lsn } from './lsn.js';
 import type { Change, Row } from './change.js';
+import { tableKey } from '../sql.js';
 
 export interface Relation {
-  /** `schema.name`, or just `name` in the public schema. */
+  /** The table's canonical spelling (src/sql.ts tableKey): `name` in the public schema, else `schema.name`. */
   table: string;
   columns: string[];
 }
@@ -147,7 +148,7 @@ export class PgoutputDecoder {
       columns.push(this.string());
       this.pos += 8; // type oid, type modifier
     }
-    this.relations.set(oid, { table: schema === 'public' ? name : `${schema}.${name}`, columns });
+    this.relations.set(oid, { table: tableKey({ schema, name }), columns });
   }
 
   private relationOf(oid: number): Relation {

@@ -6,7 +6,8 @@
  */
 import type pg from 'pg';
 import { ImagoError } from '../errors.js';
-import { quoteIdent as quote } from '../sql.js';
+import { missingTableHint } from '../catalog.js';
+import { parseTableName, quoteIdent as quote, quoteQualified, tableLabel } from '../sql.js';
 
 export interface SourceTable {
   schema: string;
@@ -20,11 +21,9 @@ export interface SourceTable {
 
 export async function describeSourceTables(client: pg.Client, tables: string[]): Promise<SourceTable[]> {
   const result: SourceTable[] = [];
-  for (const qualified of tables) {
-    const [schema, name] = (qualified.includes('.') ? qualified.split('.', 2) : ['public', qualified]) as [
-      string,
-      string,
-    ];
+  for (const spelling of tables) {
+    const { schema, name } = parseTableName(spelling, "the conversion's tables");
+    const table = tableLabel({ schema, name });
     const { rows } = await client.query<{ oid: number; relreplident: string }>(
       `SELECT c.oid, c.relreplident FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`,
@@ -33,9 +32,9 @@ export async function describeSourceTables(client: pg.Client, tables: string[]):
     const rel = rows[0];
     if (!rel) {
       throw new ImagoError(
-        `table ${schema}.${name} does not exist in the old database`,
-        `${schema}.${name}`,
-        'check the table list of the conversion',
+        `table ${table} does not exist in the old database`,
+        table,
+        await missingTableHint(client, { schema, name }, 'check the table list of the conversion'),
       );
     }
     const described = (
@@ -59,9 +58,9 @@ export async function describeSourceTables(client: pg.Client, tables: string[]):
     ).rows.map((r) => r.attname);
     if (rel.relreplident === 'n' || (rel.relreplident !== 'f' && key.length === 0)) {
       throw new ImagoError(
-        `table ${schema}.${name} has no primary key or replica identity, so its updates and deletes cannot be captured`,
-        `${schema}.${name}`,
-        `add a primary key, or run: ALTER TABLE ${schema}.${name} REPLICA IDENTITY FULL`,
+        `table ${table} has no primary key or replica identity, so its updates and deletes cannot be captured`,
+        table,
+        `add a primary key, or run: ALTER TABLE ${quoteQualified({ schema, name })} REPLICA IDENTITY FULL (or consent in the plan: capture.replicaIdentityFull)`,
       );
     }
     result.push({
@@ -80,7 +79,7 @@ export async function createPublication(
   name: string,
   tables: SourceTable[],
 ): Promise<void> {
-  const list = tables.map((t) => `${quote(t.schema)}.${quote(t.name)}`).join(', ');
+  const list = tables.map((t) => quoteQualified(t)).join(', ');
   // Changes to a partitioned table's partitions are published under the table's own name.
   await client.query(
     `CREATE PUBLICATION ${quote(name)} FOR TABLE ${list} WITH (publish_via_partition_root = true)`,
@@ -93,6 +92,7 @@ export async function dropPublication(client: pg.Client, name: string): Promise<
 
 /** Only with the plan's consent: makes updates and deletes carry the whole old row. */
 export async function setReplicaIdentityFull(client: pg.Client, table: string): Promise<void> {
-  const qualified = table.split('.').map(quote).join('.');
-  await client.query(`ALTER TABLE ${qualified} REPLICA IDENTITY FULL`);
+  await client.query(
+    `ALTER TABLE ${quoteQualified(table, 'capture.replicaIdentityFull')} REPLICA IDENTITY FULL`,
+  );
 }

@@ -37,6 +37,7 @@ import { WriteBatch, keyString } from './write-batch.js';
 import { isReorderingConflict } from './copy-in.js';
 import { KeyedLineage, canonicalKey } from './keyed-lineage.js';
 import { lookupIn } from './lookup.js';
+import { tableKey } from '../sql.js';
 
 /** The row with its primary key's values replaced (by their canonical spelling). */
 function withKey(
@@ -213,9 +214,11 @@ export class Applier {
    * about to change. Otherwise the pending writes are flushed first.
    */
   private async lookupThroughBatch(
-    table: string,
+    spelling: string,
     where: Record<string, TargetValue>,
   ): Promise<Row | undefined> {
+    // The batch keeps tables by their canonical spelling, whichever one the transform looks up.
+    const table = tableKey(spelling, 'a lookup');
     if (!this.batch.touches(table)) return lookupIn(this.client, table, where);
     const pending = this.batch.findPending(table, where);
     if (pending !== undefined && pending !== 'flush') return pending;

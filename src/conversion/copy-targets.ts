@@ -7,6 +7,7 @@
 import type pg from 'pg';
 import { deferIndexes, deferredTables, restoreDeferred } from './deferred-indexes.js';
 import { TargetCatalog, type TargetTable } from './target.js';
+import { tableKey } from '../sql.js';
 
 export class CopyTargets {
   private readonly catalog: TargetCatalog;
@@ -29,7 +30,9 @@ export class CopyTargets {
     return this.resolved.get(name);
   }
 
-  table(name: string): Promise<TargetTable> {
+  /** The table however it is spelled (src/sql.ts), kept under its canonical spelling. */
+  table(spelling: string): Promise<TargetTable> {
+    const name = tableKey(spelling, 'a target row');
     let table = this.tables.get(name);
     if (!table) {
       table = (async () => {
@@ -48,7 +51,8 @@ export class CopyTargets {
   }
 
   /** Before a lookup reads `name`: its indexes are built first (a lookup must not scan the table). */
-  ready(name: string): Promise<void> | undefined {
+  ready(spelling: string): Promise<void> | undefined {
+    const name = tableKey(spelling, 'a lookup');
     // Undefined when there is nothing to wait for: a lookup then costs no extra promise.
     if (!this.deferred.has(name)) return this.restoring.get(name);
     let restoring = this.restoring.get(name);

@@ -6,6 +6,7 @@ import { ImagoError, errorMessage } from '../errors.js';
 import type { SourceTable } from '../capture/publication.js';
 import type { Row } from '../capture/change.js';
 import type { Conversion, TargetRow, TargetValue, TransformContext } from './api.js';
+import { quoteQualified, tableKey } from '../sql.js';
 
 export class TransformError extends ImagoError {
   constructor(
@@ -30,9 +31,6 @@ export interface KeyedTarget {
   columns: string[];
 }
 
-/** `public.person` and `person` are one table. */
-const tableId = (name: string) => (name.startsWith('public.') ? name.slice('public.'.length) : name);
-
 interface ResolvedTable {
   source: SourceTable;
   /** Set when the target rows carry the source key: lineage is read from them, never stored. */
@@ -50,21 +48,29 @@ export class RowConverter {
   private readonly owners = new Map<string, string>();
 
   constructor(conversion: Conversion, sources: SourceTable[]) {
+    // Every spelling of a table (`User`, `"User"`, `public."User"`) means one table, keyed by its
+    // canonical spelling (src/sql.ts) here and everywhere after.
+    const order = Object.keys(conversion.tables).map((spelling) =>
+      tableKey(spelling, "the conversion's tables"),
+    );
+    const after = (list: string[]) => list.map((t) => tableKey(t, 'after'));
     for (const source of sources) {
-      const name = source.schema === 'public' ? source.name : `${source.schema}.${source.name}`;
-      // The plan may name a table `users` or `public.users`.
-      const spec = conversion.tables[name] ?? conversion.tables[`${source.schema}.${source.name}`];
+      const name = tableKey(source);
+      const at = order.indexOf(name);
+      const spec = at === -1 ? undefined : Object.values(conversion.tables)[at];
       if (!spec) continue;
-      const earlier = Object.keys(conversion.tables).slice(0, Object.keys(conversion.tables).indexOf(name));
+      const earlier = order.slice(0, at);
       if ('identity' in spec) {
-        this.tables.set(name, { source, identityTarget: spec.table ?? name, after: spec.after ?? [] });
+        const identityTarget =
+          spec.table === undefined ? name : tableKey(spec.table, `${name}'s identity table`);
+        this.tables.set(name, { source, identityTarget, after: after(spec.after ?? []) });
         continue;
       }
       const keyedBy = spec.sourceKeyIn && this.keyed(name, source, spec.sourceKeyIn);
       this.tables.set(name, {
         source,
         transform: spec.transform.bind(spec),
-        after: spec.after ?? earlier,
+        after: spec.after ? after(spec.after) : earlier,
         ...(keyedBy
           ? // Keyed by the spelling sourceKeyIn uses: lineage read back is named that way, and must
             // compare equal to what the transform produced.
@@ -73,7 +79,7 @@ export class RowConverter {
       });
     }
     for (const [name, t] of this.tables) {
-      const owner = t.identityTarget === undefined ? undefined : this.owners.get(tableId(t.identityTarget));
+      const owner = t.identityTarget === undefined ? undefined : this.owners.get(t.identityTarget);
       if (owner !== undefined)
         throw new ImagoError(
           `${name} is copied unchanged into ${t.identityTarget}, whose rows ${owner}'s sourceKeyIn says are all ${owner}'s`,
@@ -85,7 +91,10 @@ export class RowConverter {
 
   /** Validates a table's sourceKeyIn against its source key, and records which tables it owns. */
   private keyed(name: string, source: SourceTable, spec: Record<string, string[]>): KeyedTarget[] {
-    const keyed = Object.entries(spec).map(([table, columns]) => ({ table, columns }));
+    const keyed = Object.entries(spec).map(([table, columns]) => ({
+      table: tableKey(table, `${name}.sourceKeyIn`),
+      columns,
+    }));
     for (const { table, columns } of keyed) {
       if (!Array.isArray(columns) || columns.length !== source.key.length)
         throw new ImagoError(
@@ -93,16 +102,16 @@ export class RowConverter {
           `${name}.sourceKeyIn.${table}`,
           `list the ${table} columns that hold ${source.key.join(', ')}, in that order`,
         );
-      const other = this.owners.get(tableId(table));
+      const other = this.owners.get(table);
       if (other !== undefined)
         throw new ImagoError(
           other === name
-            ? `${name}.sourceKeyIn names ${table} twice (as ${table} and with or without its schema)`
+            ? `${name}.sourceKeyIn names ${table} twice (spelled two ways)`
             : `${table} is in the sourceKeyIn of both ${other} and ${name}`,
           `${name}.sourceKeyIn.${table}`,
           'a table named in sourceKeyIn takes rows from one source table only; drop it from one of them',
         );
-      this.owners.set(tableId(table), name);
+      this.owners.set(table, name);
     }
     return keyed;
   }
@@ -186,7 +195,7 @@ export class RowConverter {
         throw new ImagoError(
           `an update of ${table} left a large (TOASTed) value unchanged, so PostgreSQL did not send it and the transform cannot see the whole row`,
           `${table} ${this.keyOf(table, row)}`,
-          `run on the old database: ALTER TABLE ${table} REPLICA IDENTITY FULL`,
+          `run on the old database: ALTER TABLE ${quoteQualified(table)} REPLICA IDENTITY FULL`,
         );
       }
     }
@@ -209,8 +218,17 @@ export class RowConverter {
       const what = out === null ? 'null' : typeof out;
       this.fail(table, row, new Error(`the transform returned ${what}, not an array of target rows`));
     }
-    if (this.owners.size > 0) this.checkKeyed(table, row, out as TargetRow[]);
-    return out as TargetRow[];
+    const outputs = out as TargetRow[];
+    // One spelling per table from here on (lineage, write batches, the catalog): cached, so cheap.
+    for (let i = 0; i < outputs.length; i++) {
+      const o = outputs[i] as TargetRow;
+      const key = typeof o?.table === 'string' ? tableKey(o.table) : undefined;
+      if (key === undefined)
+        this.fail(table, row, new Error(`output ${i} names no table (expected { table, row })`));
+      if (key !== o.table) o.table = key;
+    }
+    if (this.owners.size > 0) this.checkKeyed(table, row, outputs);
+    return outputs;
   }
 
   /** What sourceKeyIn promises, checked per output: nothing is written that its lineage would miss. */
@@ -221,15 +239,7 @@ export class RowConverter {
       const o = outputs[i] as TargetRow;
       const columns = t.keyedColumns?.get(o.table);
       if (columns === undefined) {
-        const owner = this.owners.get(tableId(o.table));
-        if (owner === table)
-          this.fail(
-            table,
-            row,
-            new Error(
-              `it produced a row for ${o.table}, which its sourceKeyIn spells otherwise: use one spelling in both`,
-            ),
-          );
+        const owner = this.owners.get(o.table);
         if (t.keyedColumns)
           this.fail(
             table,

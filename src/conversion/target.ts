@@ -6,7 +6,14 @@ import type pg from 'pg';
 import { ImagoError } from '../errors.js';
 import type { TargetRow, TargetValue } from './api.js';
 import { recordTarget } from './state.js';
-import { quoteIdent as quote, quoteLiteral as literal, quoteQualified } from '../sql.js';
+import { missingTableHint } from '../catalog.js';
+import {
+  parseTableName,
+  quoteIdent as quote,
+  quoteLiteral as literal,
+  quoteQualified,
+  tableKey,
+} from '../sql.js';
 
 export { quote, literal, quoteQualified };
 
@@ -30,12 +37,14 @@ export class TargetCatalog {
     this.resolved.clear();
   }
 
-  /** The table if already described: lets the hot apply path skip an await per change. */
+  /** The table if already described (by its canonical spelling): lets the hot apply path skip an await per change. */
   known(name: string): TargetTable | undefined {
     return this.resolved.get(name);
   }
 
-  table(name: string): Promise<TargetTable> {
+  /** The table, however it is spelled (src/sql.ts); described under its canonical spelling. */
+  table(spelling: string): Promise<TargetTable> {
+    const name = tableKey(spelling, 'a target row');
     let table = this.tables.get(name);
     if (!table) {
       table = describe(this.client, name);
@@ -71,7 +80,11 @@ async function readTable(client: pg.Client, name: string): Promise<TargetTable> 
     throw new ImagoError(
       `target table ${name} does not exist in the new database`,
       name,
-      'the new version must create its schema before conversion starts, or fix the table name in the transform',
+      await missingTableHint(
+        client,
+        parseTableName(name),
+        'the new version must create its schema before conversion starts, or fix the table name in the transform',
+      ),
     );
   }
   const key = rows.filter((r) => r.key).map((r) => r.attname);

@@ -11,6 +11,7 @@ import { describeSourceTables } from '../capture/publication.js';
 import { ImagoError, errorMessage } from '../errors.js';
 import type { UpgradePlan } from '../plan/index.js';
 import { Fence, IngressNode } from '../switchover/index.js';
+import { quoteQualified } from '../sql.js';
 
 export interface TableEstimate {
   table: string;
@@ -126,8 +127,8 @@ async function estimateTable(
   // The name as PostgreSQL quotes it (regclass::text), never the plan's text pasted into SQL.
   const { rows: size } = await client.query<{ n: string; b: string; q: string }>(
     `SELECT greatest(c.reltuples, 0)::bigint::text AS n, pg_table_size(c.oid)::text AS b, c.oid::regclass::text AS q
-       FROM pg_class c WHERE c.oid = $1::regclass`,
-    [table],
+       FROM pg_class c WHERE c.oid = to_regclass($1)`,
+    [quoteQualified(table)],
   );
   const quoted = size[0]?.q;
   if (quoted === undefined) throw new Error(`table ${table} not found`);

@@ -14,6 +14,8 @@ import { ImagoError, errorMessage } from '../errors.js';
 import type { FencingMode } from '../plan/index.js';
 import { redactUrl } from '../redact.js';
 import { parseLsn } from '../capture/lsn.js';
+import { missingTableHint } from '../catalog.js';
+import { parseTableName, quoteQualified, tableKey } from '../sql.js';
 
 const WRITE_PRIVILEGES = ['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'] as const;
 
@@ -65,13 +67,24 @@ export class Fence {
             'run the app with a non-superuser role, or use fencing mode read-only',
           );
         const grants: FenceRecord['grants'] = [];
-        for (const table of this.tables) {
+        for (const spelling of this.tables) {
+          const table = tableKey(spelling, "the conversion's tables");
+          const { rows: found } = await c.query<{ found: boolean }>(
+            'SELECT to_regclass($1) IS NOT NULL AS found',
+            [quoteQualified(table)],
+          );
+          if (!found[0]?.found)
+            throw new ImagoError(
+              `table ${table} does not exist in the old database, so revoke fencing cannot fence it`,
+              table,
+              await missingTableHint(c, parseTableName(table), "check the conversion's tables"),
+            );
           const { rows: privs } = await c.query<{ p: string }>(
             // A table never granted on has a NULL ACL: its owner's privileges are the default ones.
             `SELECT a.privilege_type AS p FROM pg_class k, aclexplode(coalesce(k.relacl, acldefault('r', k.relowner))) a
               WHERE k.oid = $1::regclass AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $2)
                 AND a.privilege_type = ANY($3)`,
-            [table, role, WRITE_PRIVILEGES],
+            [quoteQualified(table), role, WRITE_PRIVILEGES],
           );
           grants.push({ table, privileges: privs.map((p) => p.p) });
         }
@@ -107,14 +120,16 @@ export class Fence {
       if (record.mode === 'revoke') {
         await c.query('BEGIN');
         for (const { table } of record.grants ?? [])
-          await c.query(`REVOKE ${WRITE_PRIVILEGES.join(', ')} ON TABLE ${qualified(table)} FROM ${role}`);
+          await c.query(
+            `REVOKE ${WRITE_PRIVILEGES.join(', ')} ON TABLE ${quoteQualified(table)} FROM ${role}`,
+          );
         await c.query('COMMIT');
         // A privilege that comes through PUBLIC or another role is not removed by the REVOKE.
         for (const { table } of record.grants ?? []) {
           const { rows } = await c.query<{ w: boolean }>(
             `SELECT has_table_privilege($1, $2::regclass, 'INSERT') OR has_table_privilege($1, $2::regclass, 'UPDATE')
                  OR has_table_privilege($1, $2::regclass, 'DELETE') AS w`,
-            [record.role, table],
+            [record.role, quoteQualified(table)],
           );
           if (rows[0]?.w)
             throw new ImagoError(
@@ -143,7 +158,7 @@ export class Fence {
       if (record.mode === 'revoke') {
         for (const { table, privileges } of record.grants ?? [])
           if (privileges.length > 0)
-            await c.query(`GRANT ${privileges.join(', ')} ON TABLE ${qualified(table)} TO ${role}`);
+            await c.query(`GRANT ${privileges.join(', ')} ON TABLE ${quoteQualified(table)} TO ${role}`);
       } else {
         const db = pg.escapeIdentifier(await currentDatabase(c));
         if (record.previous)
@@ -224,11 +239,4 @@ export class Fence {
 async function currentDatabase(c: pg.Client): Promise<string> {
   const { rows } = await c.query<{ d: string }>('SELECT current_database() AS d');
   return rows[0]?.d ?? '';
-}
-
-function qualified(table: string): string {
-  return table
-    .split('.')
-    .map((p) => pg.escapeIdentifier(p))
-    .join('.');
 }

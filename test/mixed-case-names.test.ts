@@ -156,6 +156,8 @@ test('the dry run finds every table, spelled as the conversion spells it', async
     ],
   );
   assert.equal(result.fencing.ok, true, result.fencing.error);
+  // Both databases were read: every target found, with its key, and no column narrows.
+  assert.deepEqual(result.warnings, []);
 });
 
 test('a table spelled in the wrong case is named, with the spelling it has', async () => {

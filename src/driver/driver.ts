@@ -28,6 +28,7 @@ import {
 import { Converter } from '../conversion/converter.js';
 import { restoreDeferred } from '../conversion/deferred-indexes.js';
 import { loadConversion } from '../conversion/load-module.js';
+import type { Conversion } from '../conversion/api.js';
 import { ImagoError, errorMessage } from '../errors.js';
 import type { UpgradePlan } from '../plan/index.js';
 import { databasePasswords, fillPlaceholders } from '../plan/placeholders.js';
@@ -41,7 +42,7 @@ import {
   runSwitchover,
   type FenceRecord,
 } from '../switchover/index.js';
-import { checkSourceTables } from './preflight.js';
+import { checkSourceTables, checkTargetTables } from './preflight.js';
 import { provideDatabases, type Databases } from './databases.js';
 import { RemoteRuntimeTest } from '../runtime-test/remote.js';
 import { reportPath } from '../runtime-test/index.js';
@@ -161,8 +162,15 @@ export class Driver {
 
     // Before anything is started: a source table that cannot be captured is refused now, not after a
     // new app was started that the refusal would leave running (the capture checks again).
-    if (before(this.current, 'copying'))
+    // The same for the targets (no primary key, missing): those an app the driver starts may create
+    // are checked once it is up, before the copy, and it is stopped if they fail (provision).
+    let targetsPending = false;
+    if (before(this.current, 'copying')) {
       await checkSourceTables(this.dbs.old, Object.keys(conversion.tables));
+      const targets = await this.checkTargets(conversion, 'command' in plan.new.app ? 'later' : 'refuse');
+      targetsPending = targets.pending;
+    }
+    const checkPending = targetsPending ? () => this.checkTargets(conversion, 'refuse') : undefined;
     let app = lastDetail<NewApp>(events, 'provisioned');
     if (!before(this.current, 'switching')) {
       // The new app serves the clients now: never restarted, never replaced; a slow or failing one is
@@ -177,9 +185,9 @@ export class Driver {
         await this.record(this.current, 'app-unhealthy', { ...app });
       }
       await this.ensureUpstreams(app);
-    } else if (before(this.current, 'copying') || !app) app = await this.provision(events);
+    } else if (before(this.current, 'copying') || !app) app = await this.provision(events, checkPending);
     else if (!(await healthyWithin(app.url, appHealth(plan.new.app), 5_000)).healthy)
-      app = await this.provision(events);
+      app = await this.provision(events, checkPending);
     else await this.ensureUpstreams(app);
 
     const converter = new Converter({
@@ -279,8 +287,21 @@ export class Driver {
     return e;
   }
 
-  /** Starts (or checks) the new app; before `copying` it is the provisioning phase, later the phase stays. */
-  private async provision(events: JournalEvent[]): Promise<NewApp> {
+  /** The target tables' checks (preflight.ts); their narrowing warnings are said. */
+  private async checkTargets(
+    conversion: Conversion,
+    missing: 'refuse' | 'later',
+  ): Promise<{ pending: boolean }> {
+    const { warnings, pending } = await checkTargetTables(this.dbs.old, this.dbs.new, conversion, missing);
+    if (!pending) for (const w of warnings) this.o.say(`warning: ${w}`);
+    return { pending };
+  }
+
+  /**
+   * Starts (or checks) the new app; before `copying` it is the provisioning phase, later the phase
+   * stays. `check`: what must pass once a started app is up (its schema made), or it is stopped.
+   */
+  private async provision(events: JournalEvent[], check?: () => Promise<unknown>): Promise<NewApp> {
     const { plan, say } = this.o;
     if (!before(this.current, 'switching'))
       throw new ImagoError(`the new app is not provisioned again in phase ${this.current}`, plan.name);
@@ -313,6 +334,12 @@ export class Driver {
         onSpawn: async (pid) => void (await this.record(phase, 'app-starting', { pid })),
       });
       say(`new universe's app started (pid ${started.pid}) at ${started.url}; log ${started.logFile}`);
+      // A refusal leaves nothing running (the journal's app-starting lets a resume stop it too).
+      await check?.().catch(async (err: unknown) => {
+        say(`stopping the new app (pid ${started.pid}): the new database cannot take the conversion`);
+        await stopDetachedApp(started.pid);
+        throw err;
+      });
       app = { url: started.url, pid: started.pid };
     }
     for (const node of this.nodes) {

@@ -1,17 +1,22 @@
 /**
- * `imago plan`'s dry run: what the upgrade would create and how long the copy would take, without
- * creating anything. The old database is only read (in a read-only transaction); the copy estimate
- * runs the plan's transforms on a sample of each table (lookups answer "not found", since the new
- * database is not filled yet) and extrapolates by the table's size. Writes into the new database are
- * not in the estimate; docs/driver.md says so.
+ * `imago plan`'s dry run: what the upgrade would create and how long the copy would take, and every
+ * check `imago start` makes before it starts anything (preflight.ts), without creating anything.
+ * Both databases are only read (in read-only transactions): every source table exists and can be
+ * captured, every target table exists and has a primary key, and each mapped column whose type
+ * narrows is warned of. The copy estimate runs the plan's transforms on a sample of each table
+ * (lookups answer "not found", since the new database is not filled yet) and extrapolates by the
+ * table's size. Writes into the new database are not in the estimate; docs/driver.md says so.
  */
 import pg from 'pg';
 import { loadConversion } from '../conversion/load-module.js';
-import { describeSourceTables } from '../capture/publication.js';
+import { describeSourceTables, type SourceTable } from '../capture/publication.js';
+import type { TableConversion, TargetRow } from '../conversion/api.js';
 import { ImagoError, errorMessage } from '../errors.js';
 import type { UpgradePlan } from '../plan/index.js';
 import { Fence, IngressNode } from '../switchover/index.js';
 import { quoteQualified } from '../sql.js';
+import { sampleRows, transformSample } from './preflight.js';
+import { addOutputs, checkTargets, declaredRoutes, type Routes } from './target-check.js';
 
 export interface TableEstimate {
   table: string;
@@ -29,14 +34,17 @@ export interface DryRun {
   estimatedCopySeconds: number | null;
   nodes: { name: string; reachable: boolean; route?: string; epoch?: number; error?: string }[];
   fencing: { mode: string; role?: string; ok: boolean; error?: string };
+  /** What would stop the upgrade (imago plan exits 1). */
   problems: string[];
+  /** What it would do that may not be meant: types that narrow, targets the new app must create. */
+  warnings: string[];
 }
 
 const SAMPLE_ROWS = 1_000;
-const asText = { getTypeParser: () => (value: string) => value };
 
 export async function dryRun(plan: UpgradePlan): Promise<DryRun> {
   const problems: string[] = [];
+  const warnings: string[] = [];
   const conversion = await loadConversion(plan.conversion);
   const tables = Object.keys(conversion.tables);
   const result: DryRun = {
@@ -58,6 +66,7 @@ export async function dryRun(plan: UpgradePlan): Promise<DryRun> {
     nodes: [],
     fencing: { mode: plan.switchover.fencing.mode, role: plan.switchover.fencing.role, ok: true },
     problems,
+    warnings,
   };
   result.nodes = await Promise.all(
     plan.ingress.nodes.map(async (spec) => {
@@ -81,25 +90,31 @@ export async function dryRun(plan: UpgradePlan): Promise<DryRun> {
   }
   try {
     await client.query('BEGIN READ ONLY');
-    // What the capture will check when it creates the publication, each table on its own so that
-    // every one that cannot be captured is named at once.
-    for (const table of tables) {
+    const routes = new Map<SourceTable, Routes>();
+    let seconds = 0;
+    for (const [table, how] of Object.entries(conversion.tables)) {
+      // What the capture will check when it creates the publication, each table on its own so that
+      // every one that cannot be captured is named at once.
       await client.query('SAVEPOINT capturable');
+      let source: SourceTable | undefined;
       try {
-        await describeSourceTables(client, [table]);
+        [source] = await describeSourceTables(client, [table]);
       } catch (err) {
         problems.push(withHint(err));
       }
       await client.query('ROLLBACK TO SAVEPOINT capturable');
-    }
-    let seconds = 0;
-    for (const table of tables) {
-      const estimate = await estimateTable(client, table, conversion.tables[table]);
-      result.tables.push(estimate);
-      seconds += estimate.rowsPerSecond > 0 ? estimate.rows / estimate.rowsPerSecond : 0;
+      if (!source) continue;
+      const estimate = await estimateTable(client, table, source, how);
+      result.tables.push(estimate.table);
+      const t = estimate.table;
+      seconds += t.rowsPerSecond > 0 ? t.rows / t.rowsPerSecond : 0;
+      const declared = declaredRoutes(table, how);
+      addOutputs(declared, estimate.outputs);
+      routes.set(source, declared);
     }
     result.estimatedCopySeconds = Math.round(seconds * 10) / 10;
     await client.query('COMMIT');
+    await checkNewDatabase(plan, routes, problems, warnings);
     try {
       await new Fence(
         plan.old.database,
@@ -122,49 +137,76 @@ export async function dryRun(plan: UpgradePlan): Promise<DryRun> {
 async function estimateTable(
   client: pg.Client,
   table: string,
-  how: Awaited<ReturnType<typeof loadConversion>>['tables'][string] | undefined,
-): Promise<TableEstimate> {
-  // The name as PostgreSQL quotes it (regclass::text), never the plan's text pasted into SQL.
-  const { rows: size } = await client.query<{ n: string; b: string; q: string }>(
-    `SELECT greatest(c.reltuples, 0)::bigint::text AS n, pg_table_size(c.oid)::text AS b, c.oid::regclass::text AS q
+  source: SourceTable,
+  how: TableConversion,
+): Promise<{ table: TableEstimate; outputs: TargetRow[] }> {
+  // The name rendered by src/sql.ts, never the plan's text pasted into SQL.
+  const relation = quoteQualified(source);
+  const { rows: size } = await client.query<{ n: string; b: string }>(
+    `SELECT greatest(c.reltuples, 0)::bigint::text AS n, pg_table_size(c.oid)::text AS b
        FROM pg_class c WHERE c.oid = to_regclass($1)`,
-    [quoteQualified(table)],
+    [relation],
   );
-  const quoted = size[0]?.q;
-  if (quoted === undefined) throw new Error(`table ${table} not found`);
   let rows = Number(size[0]?.n ?? 0);
   if (rows === 0) {
     // Never analysed: count (bounded, the dry run must stay quick).
     const { rows: c } = await client.query<{ n: string }>(
-      `SELECT count(*)::text AS n FROM (SELECT 1 FROM ${quoted} LIMIT 1000000) x`,
+      `SELECT count(*)::text AS n FROM (SELECT 1 FROM ${relation} LIMIT 1000000) x`,
     );
     rows = Number(c[0]?.n ?? 0);
   }
   const started = performance.now();
-  const sample = await client.query<Record<string, string | null>>({
-    text: `SELECT * FROM ${quoted} LIMIT ${SAMPLE_ROWS}`,
-    types: asText,
-  });
-  let transformErrors = 0;
-  if (how && 'transform' in how) {
-    const ctx = { lookup: () => Promise.resolve(undefined) };
-    for (const row of sample.rows) {
-      try {
-        await how.transform(row, ctx);
-      } catch {
-        transformErrors++;
-      }
-    }
-  }
+  const sample = await sampleRows(client, source, SAMPLE_ROWS);
+  const { outputs, errors } = await transformSample(how, sample);
   const seconds = (performance.now() - started) / 1000;
   return {
-    table,
-    rows,
-    bytes: Number(size[0]?.b ?? 0),
-    sampled: sample.rows.length,
-    transformErrors,
-    rowsPerSecond: sample.rows.length > 0 ? Math.round(sample.rows.length / Math.max(seconds, 1e-3)) : 0,
+    table: {
+      table,
+      rows,
+      bytes: Number(size[0]?.b ?? 0),
+      sampled: sample.length,
+      transformErrors: errors,
+      rowsPerSecond: sample.length > 0 ? Math.round(sample.length / Math.max(seconds, 1e-3)) : 0,
+    },
+    outputs,
   };
+}
+
+/**
+ * The new database's side: every target exists (when the driver starts the new app, which may
+ * create its schema, a missing one is a warning) and has a primary key; columns whose types narrow.
+ */
+async function checkNewDatabase(
+  plan: UpgradePlan,
+  routes: ReadonlyMap<SourceTable, Routes>,
+  problems: string[],
+  warnings: string[],
+): Promise<void> {
+  if (plan.new.database === 'embedded') {
+    warnings.push(
+      'the new database is embedded: imago start checks its target tables once the new app is up, before the copy',
+    );
+    return;
+  }
+  const client = new pg.Client({ connectionString: plan.new.database, connectionTimeoutMillis: 5_000 });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    await client.query('BEGIN READ ONLY');
+    const findings = await checkTargets(client, routes, 'command' in plan.new.app ? 'later' : 'refuse');
+    problems.push(...findings.problems.map(withHint));
+    warnings.push(
+      ...findings.missing.map(
+        (t) =>
+          `target table ${t} is not in the new database yet: the new app must create it when it starts (imago start checks it then, before the copy)`,
+      ),
+      ...findings.warnings,
+    );
+  } catch (err) {
+    problems.push(`new database: ${errorMessage(err)}`);
+  } finally {
+    await client.end().catch(() => {});
+  }
 }
 
 /** A problem as the dry run lists it: the error and, for one of Imago's, its hint. */

@@ -44,5 +44,6 @@ function print(run: DryRun, say: (line: string) => void): void {
   say(
     `fencing: ${run.fencing.mode}${run.fencing.role ? ` of role ${run.fencing.role}` : ''}${run.fencing.ok ? '' : ` — ${run.fencing.error}`}`,
   );
+  for (const w of run.warnings) say(`warning: ${w}`);
   for (const p of run.problems) say(`problem: ${p}`);
 }

@@ -162,15 +162,13 @@ export class Driver {
 
     // Before anything is started: a source table that cannot be captured is refused now, not after a
     // new app was started that the refusal would leave running (the capture checks again).
-    // The same for the targets (no primary key, missing): those an app the driver starts may create
-    // are checked once it is up, before the copy, and it is stopped if they fail (provision).
+    // The same for the targets: one without a primary key is refused now; missing ones (the new app
+    // may create its schema when it starts) are checked once it is up, before the copy.
     let targetsPending = false;
     if (before(this.current, 'copying')) {
       await checkSourceTables(this.dbs.old, Object.keys(conversion.tables));
-      const targets = await this.checkTargets(conversion, 'command' in plan.new.app ? 'later' : 'refuse');
-      targetsPending = targets.pending;
+      targetsPending = (await this.checkTargets(conversion, 'later')).pending;
     }
-    const checkPending = targetsPending ? () => this.checkTargets(conversion, 'refuse') : undefined;
     let app = lastDetail<NewApp>(events, 'provisioned');
     if (!before(this.current, 'switching')) {
       // The new app serves the clients now: never restarted, never replaced; a slow or failing one is
@@ -185,10 +183,21 @@ export class Driver {
         await this.record(this.current, 'app-unhealthy', { ...app });
       }
       await this.ensureUpstreams(app);
-    } else if (before(this.current, 'copying') || !app) app = await this.provision(events, checkPending);
+    } else if (before(this.current, 'copying') || !app) app = await this.provision(events);
     else if (!(await healthyWithin(app.url, appHealth(plan.new.app), 5_000)).healthy)
-      app = await this.provision(events, checkPending);
+      app = await this.provision(events);
     else await this.ensureUpstreams(app);
+    if (targetsPending) {
+      const started = app.pid;
+      // A refusal leaves nothing running that the driver started (a resume provisions again).
+      await this.checkTargets(conversion, 'refuse').catch(async (err: unknown) => {
+        if (started !== undefined) {
+          say(`stopping the new app (pid ${started}): the new database cannot take the conversion`);
+          await stopDetachedApp(started);
+        }
+        throw err;
+      });
+    }
 
     const converter = new Converter({
       sourceUrl: this.dbs.old,
@@ -297,11 +306,8 @@ export class Driver {
     return { pending };
   }
 
-  /**
-   * Starts (or checks) the new app; before `copying` it is the provisioning phase, later the phase
-   * stays. `check`: what must pass once a started app is up (its schema made), or it is stopped.
-   */
-  private async provision(events: JournalEvent[], check?: () => Promise<unknown>): Promise<NewApp> {
+  /** Starts (or checks) the new app; before `copying` it is the provisioning phase, later the phase stays. */
+  private async provision(events: JournalEvent[]): Promise<NewApp> {
     const { plan, say } = this.o;
     if (!before(this.current, 'switching'))
       throw new ImagoError(`the new app is not provisioned again in phase ${this.current}`, plan.name);
@@ -334,12 +340,6 @@ export class Driver {
         onSpawn: async (pid) => void (await this.record(phase, 'app-starting', { pid })),
       });
       say(`new universe's app started (pid ${started.pid}) at ${started.url}; log ${started.logFile}`);
-      // A refusal leaves nothing running (the journal's app-starting lets a resume stop it too).
-      await check?.().catch(async (err: unknown) => {
-        say(`stopping the new app (pid ${started.pid}): the new database cannot take the conversion`);
-        await stopDetachedApp(started.pid);
-        throw err;
-      });
       app = { url: started.url, pid: started.pid };
     }
     for (const node of this.nodes) {

@@ -111,6 +111,32 @@ test('imago start refuses it before the new app is started', async () => {
   assert.equal(existsSync(marker), false, 'the new app was started');
 });
 
+test("with the plan's consent to REPLICA IDENTITY FULL, the table is not refused (nor altered by the plan)", async () => {
+  const file = planFile(join(dir, 'never-started-by-plan-3'), { replicaIdentityFull: ['audit_log'] });
+  const planned = await run(process.execPath, [join(root, 'bin/imago.js'), 'plan', file, '--json'], {
+    cwd: root,
+  });
+  const result = JSON.parse(planned.stdout.trim().split('\n').at(-1) ?? '{}') as {
+    problems: string[];
+    warnings: string[];
+  };
+  assert.deepEqual(result.problems, []);
+  // The new app (started by imago start) has not created its table yet.
+  assert.deepEqual(result.warnings, [
+    'target table public.audit_log is not in the new database yet: the new app must create it when it starts (imago start checks it then, before the copy)',
+  ]);
+  const client = new pg.Client(world.oldDb);
+  await client.connect();
+  try {
+    const { rows } = await client.query(
+      `SELECT relreplident FROM pg_class WHERE oid = 'audit_log'::regclass`,
+    );
+    assert.deepEqual(rows, [{ relreplident: 'd' }]);
+  } finally {
+    await client.end();
+  }
+});
+
 // The new database's side (issue 21, item 6): `imago plan` did not look at it, so a target without a
 // primary key was found after four tables were copied, and a column that narrows (timestamp(6) into
 // timestamp(3)) only showed as 1 ms differences in the runtime test.

@@ -7,7 +7,7 @@
 import type pg from 'pg';
 import { ImagoError } from '../errors.js';
 import { missingTableHint } from '../catalog.js';
-import { parseTableName, quoteIdent as quote, quoteQualified, tableLabel } from '../sql.js';
+import { parseTableName, quoteIdent as quote, quoteQualified, tableKey, tableLabel } from '../sql.js';
 
 export interface SourceTable {
   schema: string;
@@ -19,8 +19,19 @@ export interface SourceTable {
   types: ReadonlyMap<string, string>;
 }
 
-export async function describeSourceTables(client: pg.Client, tables: string[]): Promise<SourceTable[]> {
+/**
+ * Describes the conversion's source tables, refusing one that does not exist or cannot be captured.
+ * `consented`: tables the plan lets Imago switch to REPLICA IDENTITY FULL (capture.replicaIdentityFull),
+ * described as they will be once it has (a check made before the switch, as the driver's preflight, must
+ * not refuse them).
+ */
+export async function describeSourceTables(
+  client: pg.Client,
+  tables: string[],
+  consented: readonly string[] = [],
+): Promise<SourceTable[]> {
   const result: SourceTable[] = [];
+  const full = new Set(consented.map((t) => tableKey(t, 'capture.replicaIdentityFull')));
   for (const spelling of tables) {
     const { schema, name } = parseTableName(spelling, "the conversion's tables");
     const table = tableLabel({ schema, name });
@@ -56,7 +67,8 @@ export async function describeSourceTables(client: pg.Client, tables: string[]):
         [rel.oid],
       )
     ).rows.map((r) => r.attname);
-    if (rel.relreplident === 'n' || (rel.relreplident !== 'f' && key.length === 0)) {
+    const replident = full.has(tableKey({ schema, name })) ? 'f' : rel.relreplident;
+    if (replident === 'n' || (replident !== 'f' && key.length === 0)) {
       throw new ImagoError(
         `table ${table} has no primary key or replica identity, so its updates and deletes cannot be captured`,
         table,
@@ -66,7 +78,7 @@ export async function describeSourceTables(client: pg.Client, tables: string[]):
     result.push({
       schema,
       name,
-      key: rel.relreplident === 'f' && key.length === 0 ? columns : key,
+      key: replident === 'f' && key.length === 0 ? columns : key,
       columns,
       types,
     });

@@ -166,7 +166,7 @@ export class Driver {
     // may create its schema when it starts) are checked once it is up, before the copy.
     let targetsPending = false;
     if (before(this.current, 'copying')) {
-      await checkSourceTables(this.dbs.old, Object.keys(conversion.tables));
+      await checkSourceTables(this.dbs.old, Object.keys(conversion.tables), plan.capture.replicaIdentityFull);
       targetsPending = (await this.checkTargets(conversion, 'later')).pending;
     }
     let app = lastDetail<NewApp>(events, 'provisioned');
@@ -301,7 +301,13 @@ export class Driver {
     conversion: Conversion,
     missing: 'refuse' | 'later',
   ): Promise<{ pending: boolean }> {
-    const { warnings, pending } = await checkTargetTables(this.dbs.old, this.dbs.new, conversion, missing);
+    const { warnings, pending } = await checkTargetTables(
+      this.dbs.old,
+      this.dbs.new,
+      conversion,
+      missing,
+      this.o.plan.capture.replicaIdentityFull,
+    );
     if (!pending) for (const w of warnings) this.o.say(`warning: ${w}`);
     return { pending };
   }

@@ -98,7 +98,7 @@ export async function dryRun(plan: UpgradePlan): Promise<DryRun> {
       await client.query('SAVEPOINT capturable');
       let source: SourceTable | undefined;
       try {
-        [source] = await describeSourceTables(client, [table]);
+        [source] = await describeSourceTables(client, [table], plan.capture.replicaIdentityFull);
       } catch (err) {
         problems.push(withHint(err));
       }

@@ -25,11 +25,15 @@ import {
 const PREFLIGHT_SAMPLE = 100;
 
 /** Describes the source tables (throws the capture's own ImagoError for one that cannot be captured). */
-export async function checkSourceTables(oldDatabase: string, tables: string[]): Promise<SourceTable[]> {
+export async function checkSourceTables(
+  oldDatabase: string,
+  tables: string[],
+  consented: readonly string[] = [],
+): Promise<SourceTable[]> {
   const client = await connectClient(oldDatabase, 'old');
   try {
     await client.query('BEGIN READ ONLY');
-    return await describeSourceTables(client, tables);
+    return await describeSourceTables(client, tables, consented);
   } finally {
     await client.end().catch(() => {});
   }
@@ -112,13 +116,14 @@ export async function checkTargetTables(
   newDatabase: string,
   conversion: Conversion,
   missing: 'refuse' | 'later',
+  consented: readonly string[] = [],
 ): Promise<{ warnings: string[]; pending: boolean }> {
   const [old, target] = await connectClients([oldDatabase, 'old'], [newDatabase, 'new']);
   let findings: TargetFindings;
   try {
     await old.query('BEGIN READ ONLY');
     await target.query('BEGIN READ ONLY');
-    const sources = await describeSourceTables(old, Object.keys(conversion.tables));
+    const sources = await describeSourceTables(old, Object.keys(conversion.tables), consented);
     findings = await checkTargets(target, await routesOf(old, conversion, sources), missing);
   } finally {
     await Promise.all([old.end().catch(() => {}), target.end().catch(() => {})]);

@@ -4,9 +4,11 @@
 // `public.Remark`). Before one rule and one quoting function, `User` made the dry run and revoke
 // fencing look for `user`, and `"User"` made the copy look for `public."""User"""`. Through copy,
 // stream, stored and keyed lineage, lookups, sequences, the dry run, every fencing mode and
-// late-write detection; and a table spelled in the wrong case is named with the spelling it has.
+// late-write detection and `imago status`; and a table spelled in the wrong case is named with the spelling it has.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,6 +26,7 @@ import { fencingModes } from '../src/plan/index.js';
 import { ImagoError } from '../src/errors.js';
 import { parseTableName, quoteQualified, tableKey } from '../src/sql.js';
 
+const run = promisify(execFile);
 const ROLE = 'orm_app';
 let pair: ClusterPair;
 let dir: string;
@@ -323,3 +326,52 @@ for (const mode of fencingModes)
     await fence.lift(record);
     assert.equal(await appCanWrite(), true);
   });
+
+test('imago status names a quoted table whose indexes an unfinished copy deferred', async () => {
+  await pair.oldDb.query(`CREATE TABLE "Gadget" (id int PRIMARY KEY, "serialNo" text NOT NULL);
+    INSERT INTO "Gadget" VALUES (1, 'g-1'), (2, 'g-2')`);
+  await pair.newDb.query(`CREATE TABLE "Gadget" (id int PRIMARY KEY, "serialNo" text NOT NULL UNIQUE)`);
+  const unfinished = new Converter({
+    sourceUrl: pair.old.url,
+    targetUrl: pair.new.url,
+    conversion: {
+      tables: {
+        '"Gadget"': {
+          transform: (row) => {
+            if (row.id === '2') throw new Error('stopped half-way');
+            return [
+              { table: 'public."Gadget"', row: { id: row.id ?? null, serialNo: row.serialNo ?? null } },
+            ];
+          },
+        },
+      },
+    },
+    name: 'mixed_status',
+  });
+  try {
+    await unfinished.prepare();
+    await assert.rejects(unfinished.copy(), /stopped half-way/);
+  } finally {
+    // As a crash leaves it (an abort would build the indexes again); the cluster goes with the test.
+    await unfinished.stop();
+  }
+  const file = join(dir, 'status.yaml');
+  writeFileSync(
+    file,
+    JSON.stringify({
+      name: 'mixed_status',
+      old: { database: pair.old.url, app: { url: 'http://127.0.0.1:1' } },
+      new: { database: pair.new.url, app: { url: 'http://127.0.0.1:1' } },
+      conversion: conversionFile,
+      ingress: { nodes: [{ name: 'n1', control: 'http://127.0.0.1:1', token: 'x'.repeat(16) }] },
+    }),
+  );
+  const status = await run(process.execPath, [join(root, 'bin/imago.js'), 'status', file, '--json'], {
+    cwd: root,
+  });
+  assert.match(status.stderr, /new database: indexes of Gadget deferred by an unfinished copy/);
+  const result = JSON.parse(status.stdout.trim().split('\n').at(-1) ?? '{}') as {
+    deferredIndexes?: string[];
+  };
+  assert.deepEqual(result.deferredIndexes, ['Gadget']);
+});

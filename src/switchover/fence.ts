@@ -15,7 +15,7 @@ import type { FencingMode } from '../plan/index.js';
 import { redactUrl } from '../redact.js';
 import { parseLsn } from '../capture/lsn.js';
 import { missingTableHint } from '../catalog.js';
-import { parseTableName, quoteQualified, tableKey } from '../sql.js';
+import { parseTableName, quoteIdent, quoteLiteral, quoteQualified, tableKey } from '../sql.js';
 
 const WRITE_PRIVILEGES = ['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'] as const;
 
@@ -106,7 +106,7 @@ export class Fence {
    * within `timeoutMs`.
    */
   async apply(record: FenceRecord, timeoutMs: number): Promise<bigint> {
-    const role = pg.escapeIdentifier(record.role ?? '');
+    const role = quoteIdent(record.role ?? '');
     return this.withClient(timeoutMs, async (c) => {
       await this.fenceRole(c, record, role);
       const { rows } = await c.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn');
@@ -139,7 +139,7 @@ export class Fence {
             );
         }
       } else {
-        const db = pg.escapeIdentifier(await currentDatabase(c));
+        const db = quoteIdent(await currentDatabase(c));
         await c.query(`ALTER ROLE ${role} IN DATABASE ${db} SET default_transaction_read_only = on`);
         await c.query(
           `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
@@ -153,17 +153,17 @@ export class Fence {
   /** Gives the role back what `plan` recorded; idempotent (abort and crash recovery may both call it). */
   async lift(record: FenceRecord, timeoutMs = 10_000): Promise<void> {
     if (record.mode === 'none' || !record.role) return;
-    const role = pg.escapeIdentifier(record.role);
+    const role = quoteIdent(record.role);
     await this.withClient(timeoutMs, async (c) => {
       if (record.mode === 'revoke') {
         for (const { table, privileges } of record.grants ?? [])
           if (privileges.length > 0)
             await c.query(`GRANT ${privileges.join(', ')} ON TABLE ${quoteQualified(table)} TO ${role}`);
       } else {
-        const db = pg.escapeIdentifier(await currentDatabase(c));
+        const db = quoteIdent(await currentDatabase(c));
         if (record.previous)
           await c.query(
-            `ALTER ROLE ${role} IN DATABASE ${db} SET default_transaction_read_only = ${pg.escapeLiteral(record.previous)}`,
+            `ALTER ROLE ${role} IN DATABASE ${db} SET default_transaction_read_only = ${quoteLiteral(record.previous)}`,
           );
         else await c.query(`ALTER ROLE ${role} IN DATABASE ${db} RESET default_transaction_read_only`);
       }

@@ -13,6 +13,7 @@ import {
   quoteLiteral as literal,
   quoteQualified,
   tableKey,
+  tableLabel,
 } from '../sql.js';
 
 export { quote, literal, quoteQualified };
@@ -63,7 +64,11 @@ async function describe(client: pg.Client, name: string): Promise<TargetTable> {
   return table;
 }
 
-async function readTable(client: pg.Client, name: string): Promise<TargetTable> {
+/** A target table's columns as the catalog has them (none when it does not exist). */
+export async function targetColumns(
+  client: pg.Client,
+  name: string,
+): Promise<{ attname: string; key: boolean; type: string; is_array: boolean }[]> {
   const { rows } = await client.query<{ attname: string; key: boolean; type: string; is_array: boolean }>(
     `SELECT a.attname,
             -- The key's own columns: a primary key's INCLUDE columns are not part of it.
@@ -76,25 +81,38 @@ async function readTable(client: pg.Client, name: string): Promise<TargetTable> 
       ORDER BY a.attnum`,
     [quoteQualified(name)],
   );
-  if (rows.length === 0) {
-    throw new ImagoError(
-      `target table ${name} does not exist in the new database`,
-      name,
-      await missingTableHint(
-        client,
-        parseTableName(name),
-        'the new version must create its schema before conversion starts, or fix the table name in the transform',
-      ),
-    );
-  }
+  return rows;
+}
+
+/** The error for a target table the new database does not have (with a case-differing spelling). */
+export async function missingTargetError(client: pg.Client, name: string): Promise<ImagoError> {
+  const label = tableLabel(name);
+  return new ImagoError(
+    `target table ${label} does not exist in the new database`,
+    label,
+    await missingTableHint(
+      client,
+      parseTableName(name),
+      'the new version must create its schema before the copy, or fix the table name in the conversion',
+    ),
+  );
+}
+
+/** The error for a target table without a primary key. */
+export function keylessTargetError(name: string): ImagoError {
+  const label = tableLabel(name);
+  return new ImagoError(
+    `target table ${label} has no primary key`,
+    label,
+    'the copy and the stream upsert by primary key; add one to the new schema',
+  );
+}
+
+async function readTable(client: pg.Client, name: string): Promise<TargetTable> {
+  const rows = await targetColumns(client, name);
+  if (rows.length === 0) throw await missingTargetError(client, name);
   const key = rows.filter((r) => r.key).map((r) => r.attname);
-  if (key.length === 0) {
-    throw new ImagoError(
-      `target table ${name} has no primary key`,
-      name,
-      'conversion upserts by primary key; add one to the new schema',
-    );
-  }
+  if (key.length === 0) throw keylessTargetError(name);
   return {
     name,
     key,

@@ -7,11 +7,11 @@
  */
 import type pg from 'pg';
 import type { SourceTable } from '../capture/publication.js';
-import { missingTableHint } from '../catalog.js';
 import type { TableConversion, TargetRow } from '../conversion/api.js';
 import { narrowing } from '../conversion/narrowing.js';
-import { ImagoError } from '../errors.js';
-import { parseTableName, quoteQualified, tableKey, tableLabel } from '../sql.js';
+import type { ImagoError } from '../errors.js';
+import { keylessTargetError, missingTargetError, targetColumns } from '../conversion/target.js';
+import { tableKey, tableLabel } from '../sql.js';
 
 /** Target table → the columns written into it ('all': an identity copy writes every source column). */
 export type Routes = Map<string, Set<string> | 'all'>;
@@ -73,28 +73,9 @@ export async function checkTargets(
       if (!described.has(table)) {
         const d = await describeTarget(client, table);
         described.set(table, d);
-        const label = tableLabel(table);
-        if (!d && missing === 'later') findings.missing.push(label);
-        else if (!d)
-          findings.problems.push(
-            new ImagoError(
-              `target table ${label} does not exist in the new database`,
-              label,
-              await missingTableHint(
-                client,
-                parseTableName(table),
-                'the new version must create its schema before the copy, or fix the table name in the conversion',
-              ),
-            ),
-          );
-        else if (d.key.length === 0)
-          findings.problems.push(
-            new ImagoError(
-              `target table ${label} has no primary key`,
-              label,
-              'the copy and the stream upsert by primary key; add one to the new schema',
-            ),
-          );
+        if (!d && missing === 'later') findings.missing.push(tableLabel(table));
+        else if (!d) findings.problems.push(await missingTargetError(client, table));
+        else if (d.key.length === 0) findings.problems.push(keylessTargetError(table));
       }
       const target = described.get(table);
       if (target) findings.warnings.push(...narrowings(source, table, target, columns));
@@ -104,16 +85,7 @@ export async function checkTargets(
 }
 
 async function describeTarget(client: pg.Client, table: string): Promise<TargetDescription | undefined> {
-  const { rows } = await client.query<{ attname: string; type: string; key: boolean }>(
-    `SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type,
-            coalesce(a.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1]), false) AS key
-       FROM pg_class c
-       JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-       LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
-      WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'p')
-      ORDER BY a.attnum`,
-    [quoteQualified(table)],
-  );
+  const rows = await targetColumns(client, table);
   if (rows.length === 0) return undefined;
   return {
     key: rows.filter((r) => r.key).map((r) => r.attname),

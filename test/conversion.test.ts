@@ -130,11 +130,11 @@ describe('conversion', () => {
           analyzeTargets(newCluster.url, 1),
           30_000,
         );
-        // Names as quoted in SQL.
-        assert.deepEqual([result.analyzed, result.missing], [['"item"'], ['"person"']]);
+        // Names as quoted in SQL (src/sql.ts: always with the schema).
+        assert.deepEqual([result.analyzed, result.missing], [['"public"."item"'], ['"public"."person"']]);
         assert.deepEqual(
           result.failed.map((f) => f.table),
-          ['"person"'],
+          ['"public"."person"'],
         );
         assert.match(result.failed[0]?.error ?? '', /lock timeout/);
       } finally {

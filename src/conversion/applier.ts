@@ -193,8 +193,10 @@ export class Applier {
         produced.push([output.table, key]);
       }
       const kept = new Set(produced.map(([t, k]) => `${t}\0${k.join('\0')}`));
+      // tableKey: a lineage an earlier Imago wrote may spell a table otherwise (public.page).
       for (const [t, key] of lineage.get(table, sourceKey)) {
-        if (!kept.has(`${t}\0${key.join('\0')}`)) this.batch.deleteKey(await this.catalog.table(t), key);
+        if (!kept.has(`${tableKey(t)}\0${key.join('\0')}`))
+          this.batch.deleteKey(await this.catalog.table(t), key);
       }
       lineage.set(table, sourceKey, row ? produced : null);
     };
@@ -334,7 +336,7 @@ export class Applier {
     const kept = new Set(produced.map(([t, k]) => `${t}\0${k.join('\0')}`));
     // Delete in reverse order of production, so that rows referring to others go first.
     for (const [t, key] of [...previous].reverse()) {
-      if (!kept.has(`${t}\0${key.join('\0')}`))
+      if (!kept.has(`${tableKey(t)}\0${key.join('\0')}`))
         await deleteByKey(this.client, await this.catalog.table(t), key);
     }
     if (keyed) return;

@@ -179,6 +179,27 @@ describe('conversion fidelity', () => {
     });
   });
 
+  test('a value longer than a varchar(n) target stops the stream, never cut short, however many rows', async () => {
+    await oldDb.query(`CREATE TABLE handle (id int8 PRIMARY KEY, h text); INSERT INTO handle VALUES (1, 'ab')`);
+    await newDb.query('CREATE TABLE handle (id int8 PRIMARY KEY, h varchar(5))');
+    const { converter, failure } = await streamingUntilFailure(pair, {
+      conversion: defineConversion({ tables: { handle: identity() } }),
+      name: 'narrow_varchar',
+    });
+    try {
+      // Enough rows in one transaction for the writer's typed unnest() path (16 and more).
+      await oldDb.query(
+        `INSERT INTO handle SELECT g, CASE WHEN g = 20 THEN 'far too long' ELSE 'ok' END FROM generate_series(2, 40) g`,
+      );
+      const err = await withDeadline('the stream to stop at the long value', failure, 20_000);
+      assert.ok(err instanceof Error, String(err));
+      assert.match(err.message, /value too long for type character varying\(5\)/);
+      assert.deepEqual(await textRows(newDb, `SELECT id, h FROM handle WHERE id = 20`), []);
+    } finally {
+      await converter.stop({ dropCapture: true });
+    }
+  });
+
   test('a table without a primary key is refused with the statement to run; the old app keeps writing', async () => {
     await oldDb.query(`CREATE TABLE loose (a int, b text); INSERT INTO loose VALUES (1, 'x')`);
     await newDb.query('CREATE TABLE loose (a int PRIMARY KEY, b text)');

@@ -22,7 +22,7 @@ export interface TargetTable {
   name: string;
   key: string[];
   columns: Set<string>;
-  /** SQL type of each column (format_type), for typed unnest() arrays; undefined for array columns. */
+  /** Each column's cast type (TargetColumn.cast_type) for typed unnest() arrays; undefined for arrays. */
   types: Map<string, string | undefined>;
 }
 
@@ -64,16 +64,32 @@ async function describe(client: pg.Client, name: string): Promise<TargetTable> {
   return table;
 }
 
+export interface TargetColumn {
+  attname: string;
+  key: boolean;
+  /** As declared, modifier included: varchar(5), timestamp(3) without time zone. */
+  type: string;
+  /** What a batch's values are cast to: the type without its length or precision. */
+  cast_type: string;
+  is_array: boolean;
+}
+
 /** A target table's columns as the catalog has them (none when it does not exist). */
 export async function targetColumns(
   client: pg.Client,
   name: string,
-): Promise<{ attname: string; key: boolean; type: string; is_array: boolean }[]> {
-  const { rows } = await client.query<{ attname: string; key: boolean; type: string; is_array: boolean }>(
+): Promise<TargetColumn[]> {
+  const { rows } = await client.query<TargetColumn>(
     `SELECT a.attname,
             -- The key's own columns: a primary key's INCLUDE columns are not part of it.
             coalesce(a.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1]), false) AS key,
-            format_type(a.atttypid, a.atttypmod) AS type, t.typcategory = 'A' AS is_array
+            format_type(a.atttypid, a.atttypmod) AS type,
+            -- An explicit cast to varchar(n) or char(n) cuts a longer value short without a word;
+            -- cast to the type without its modifier, the column's own assignment refuses it (and
+            -- still rounds timestamp(3), numeric(p,s)). A bare 'bit' would read as bit(1).
+            CASE WHEN t.typname = 'bit' THEN 'bit varying' WHEN t.typname = '_bit' THEN 'bit varying[]'
+                 ELSE format_type(a.atttypid, -1) END AS cast_type,
+            t.typcategory = 'A' AS is_array
        FROM pg_attribute a
        JOIN pg_type t ON t.oid = a.atttypid
        LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
@@ -118,7 +134,7 @@ async function readTable(client: pg.Client, name: string): Promise<TargetTable> 
     key,
     columns: new Set(rows.map((r) => r.attname)),
     // unnest() flattens arrays of arrays, so array columns take the VALUES path.
-    types: new Map(rows.map((r) => [r.attname, r.is_array ? undefined : r.type])),
+    types: new Map(rows.map((r) => [r.attname, r.is_array ? undefined : r.cast_type])),
   };
 }
 

@@ -8,14 +8,14 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
+import { isDeepStrictEqual, promisify } from 'node:util';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { startClusterPair, type ClusterPair } from './fixtures/cluster-pair.js';
 import { root } from './fixtures/driver-run.js';
-import { withDeadline } from '../src/deadline.js';
+import { waitUntil } from '../src/deadline.js';
 import { Converter } from '../src/conversion/converter.js';
 import { loadConversion } from '../src/conversion/load-module.js';
 import { bringSequencesPast } from '../src/conversion/sequences.js';
@@ -103,20 +103,13 @@ async function rows(client: pg.Client, sql: string): Promise<unknown[]> {
 /** Polls the new database until `sql` returns `expected` (the stream applies asynchronously). */
 async function eventually(sql: string, expected: unknown[]): Promise<void> {
   let last: unknown[] = [];
-  await withDeadline(
+  await waitUntil(
     `the new database to show ${JSON.stringify(expected)} for ${sql}`,
-    (async () => {
-      for (;;) {
-        last = await rows(pair.newDb, sql);
-        try {
-          assert.deepEqual(last, expected);
-          return;
-        } catch {
-          await new Promise((r) => setTimeout(r, 50));
-        }
-      }
-    })(),
-    20_000,
+    async () => {
+      last = await rows(pair.newDb, sql);
+      return isDeepStrictEqual(last, expected) || undefined;
+    },
+    { timeoutMs: 20_000, intervalMs: 50 },
   ).catch((err: unknown) => {
     throw new Error(`${String(err)}; last seen ${JSON.stringify(last)}`);
   });

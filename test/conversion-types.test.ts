@@ -180,7 +180,9 @@ describe('conversion fidelity', () => {
   });
 
   test('a value longer than a varchar(n) target stops the stream, never cut short, however many rows', async () => {
-    await oldDb.query(`CREATE TABLE handle (id int8 PRIMARY KEY, h text); INSERT INTO handle VALUES (1, 'ab')`);
+    await oldDb.query(
+      `CREATE TABLE handle (id int8 PRIMARY KEY, h text); INSERT INTO handle VALUES (1, 'ab')`,
+    );
     await newDb.query('CREATE TABLE handle (id int8 PRIMARY KEY, h varchar(5))');
     const { converter, failure } = await streamingUntilFailure(pair, {
       conversion: defineConversion({ tables: { handle: identity() } }),

@@ -127,6 +127,20 @@ test('one reading of every spelling, and one rendering for SQL', () => {
     assert.throws(() => parseTableName(bad, "the conversion's tables"), ImagoError, bad);
 });
 
+test('two spellings of one table in a conversion are refused, naming both', async () => {
+  const file = join(dir, 'twice.ts');
+  writeFileSync(
+    file,
+    `export default { tables: { User: { identity: true }, '"User"': { identity: true } } };\n`,
+  );
+  await assert.rejects(loadConversion(file), (err: unknown) => {
+    assert.ok(err instanceof ImagoError);
+    assert.match(err.message, /names table public\.User twice: 'User' and '"User"'/);
+    assert.match(err.hint ?? '', /keep one entry/);
+    return true;
+  });
+});
+
 test('the dry run finds every table, spelled as the conversion spells it', async () => {
   const plan = validatePlan(
     {

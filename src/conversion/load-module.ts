@@ -4,6 +4,7 @@
  */
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { tableKeys } from './row-converter.js';
 import { ImagoError, errorMessage, moduleLoadHint } from '../errors.js';
 import { importUserModule } from '../user-module.js';
 import type { Conversion } from './api.js';
@@ -29,5 +30,7 @@ export async function loadConversion(path: string): Promise<Conversion> {
       'export default defineConversion({ tables: { … } })',
     );
   }
+  // Refused at load, so that `imago plan` says it before anything runs.
+  tableKeys(conversion);
   return conversion;
 }

@@ -6,7 +6,7 @@ import { ImagoError, errorMessage } from '../errors.js';
 import type { SourceTable } from '../capture/publication.js';
 import type { Row } from '../capture/change.js';
 import type { Conversion, TargetRow, TargetValue, TransformContext } from './api.js';
-import { quoteQualified, tableKey } from '../sql.js';
+import { quoteQualified, tableKey, tableLabel } from '../sql.js';
 
 export class TransformError extends ImagoError {
   constructor(
@@ -50,9 +50,7 @@ export class RowConverter {
   constructor(conversion: Conversion, sources: SourceTable[]) {
     // Every spelling of a table (`User`, `"User"`, `public."User"`) means one table, keyed by its
     // canonical spelling (src/sql.ts) here and everywhere after.
-    const order = Object.keys(conversion.tables).map((spelling) =>
-      tableKey(spelling, "the conversion's tables"),
-    );
+    const order = tableKeys(conversion);
     const after = (list: string[]) => list.map((t) => tableKey(t, 'after'));
     for (const source of sources) {
       const name = tableKey(source);
@@ -274,4 +272,24 @@ export class RowConverter {
   private fail(table: string, row: Row, err: unknown): never {
     throw new TransformError(table, this.keyOf(table, row), err);
   }
+}
+
+/**
+ * The conversion's source tables by canonical name, in its order. Two spellings of one table
+ * (`User` and `"User"`) are refused: one of the two transforms would be ignored.
+ */
+export function tableKeys(conversion: Conversion): string[] {
+  const seen = new Map<string, string>();
+  for (const spelling of Object.keys(conversion.tables)) {
+    const key = tableKey(spelling, "the conversion's tables");
+    const first = seen.get(key);
+    if (first !== undefined)
+      throw new ImagoError(
+        `the conversion names table ${tableLabel(key)} twice: '${first}' and '${spelling}'`,
+        spelling,
+        'both spellings mean the same table (names are read as PostgreSQL stores them); keep one entry',
+      );
+    seen.set(key, spelling);
+  }
+  return [...seen.keys()];
 }

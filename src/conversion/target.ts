@@ -75,10 +75,7 @@ export interface TargetColumn {
 }
 
 /** A target table's columns as the catalog has them (none when it does not exist). */
-export async function targetColumns(
-  client: pg.Client,
-  name: string,
-): Promise<TargetColumn[]> {
+export async function targetColumns(client: pg.Client, name: string): Promise<TargetColumn[]> {
   const { rows } = await client.query<TargetColumn>(
     `SELECT a.attname,
             -- The key's own columns: a primary key's INCLUDE columns are not part of it.

@@ -6,6 +6,7 @@
 import type pg from 'pg';
 import { retainedWalBytes } from './wal-watch.js';
 import { quoteIdent, quoteLiteral } from '../sql.js';
+import { slotName } from './names.js';
 
 const MARK = 'imago:';
 
@@ -41,17 +42,17 @@ export async function findCapture(client: pg.Client): Promise<CaptureLeftover[]>
     } catch {
       continue; // someone else's comment that happens to start with "imago:"
     }
-    const slotName = `${meta.name}_slot`;
+    const ownSlot = slotName(meta.name);
     const slot = await client.query<{ active: boolean }>(
       'SELECT active FROM pg_replication_slots WHERE slot_name = $1',
-      [slotName],
+      [ownSlot],
     );
     found.push({
       name: meta.name,
       publication: row.pubname,
-      slot: slot.rows[0] ? slotName : undefined,
+      slot: slot.rows[0] ? ownSlot : undefined,
       active: slot.rows[0]?.active ?? false,
-      retainedWalBytes: slot.rows[0] ? await retainedWalBytes(client, slotName) : undefined,
+      retainedWalBytes: slot.rows[0] ? await retainedWalBytes(client, ownSlot) : undefined,
       createdAt: meta.createdAt,
     });
   }

@@ -25,6 +25,7 @@ import {
 import { ChangeStream } from '../capture/stream.js';
 import { watchWal } from '../capture/wal-watch.js';
 import { markPublication } from '../capture/orphans.js';
+import { publicationName, slotName } from '../capture/names.js';
 import type { SourceTransaction } from '../capture/change.js';
 import { formatLsn, parseLsn, type Lsn } from '../capture/lsn.js';
 import { ImagoError, errorMessage } from '../errors.js';
@@ -142,11 +143,11 @@ export class Converter {
   }
 
   get slotName(): string {
-    return `${this.options.name}_slot`;
+    return slotName(this.options.name);
   }
 
   get publicationName(): string {
-    return `${this.options.name}_pub`;
+    return publicationName(this.options.name);
   }
 
   /**

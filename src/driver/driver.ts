@@ -15,10 +15,8 @@
  */
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import pg from 'pg';
 import { withDeadline } from '../deadline.js';
-import { dropPublication } from '../capture/publication.js';
-import { dropSlot, releaseSlot } from '../capture/slot.js';
+import { dropCapture } from '../capture/drop.js';
 import {
   Throttler,
   activeSessionsSignal,
@@ -158,7 +156,7 @@ export class Driver {
     if (this.phase === 'switching') await this.recoverSwitch(events);
     else if (this.phase === 'switched') this.committed = true;
     if (this.current === 'switched' && events.some((e) => e.event === 'finishing'))
-      return this.completeFinish(conversion);
+      return this.completeFinish();
 
     // Before anything is started: a source table that cannot be captured is refused now, not after a
     // new app was started that the refusal would leave running (the capture checks again).
@@ -650,32 +648,12 @@ export class Driver {
   }
 
   /** Resumed after `finishing` was journaled: the stream is not resumed (its slot may be gone). */
-  private async completeFinish(conversion: Awaited<ReturnType<typeof loadConversion>>): Promise<Phase> {
+  private async completeFinish(): Promise<Phase> {
     this.o.say('the driver stopped while finishing: dropping the capture and finishing');
     await this.ensureRoute('new');
-    await this.dropCapture(conversion);
+    await dropCapture(this.dbs.old, this.plan.name);
     await this.record('finished', 'finished', { recovered: true });
     return 'finished';
-  }
-
-  /** Drops the slot and publication on the old database without preparing a conversion (no reset). */
-  private async dropCapture(conversion: Awaited<ReturnType<typeof loadConversion>>): Promise<void> {
-    const names = new Converter({
-      sourceUrl: this.dbs.old,
-      targetUrl: this.dbs.new,
-      conversion,
-      name: this.plan.name,
-    });
-    const client = new pg.Client({ connectionString: this.dbs.old, connectionTimeoutMillis: 10_000 });
-    client.on('error', () => {});
-    await client.connect();
-    try {
-      await releaseSlot(client, names.slotName).catch(() => {});
-      await dropSlot(client, names.slotName);
-      await dropPublication(client, names.publicationName);
-    } finally {
-      await client.end().catch(() => {});
-    }
   }
 
   private async maxEpoch(floor: number): Promise<number> {
@@ -707,7 +685,7 @@ export class Driver {
     else {
       // No converter (resumed mid-abort, or aborted after a crash): the capture on the old database
       // may still be there, and the new schema may lack the indexes an unfinished copy deferred.
-      await this.dropCapture(await loadConversion(this.plan.conversion));
+      await dropCapture(this.dbs.old, this.plan.name);
       await restoreDeferred(this.dbs.new).catch((err: unknown) =>
         this.o.say(`warning: could not rebuild the indexes the copy deferred: ${errorMessage(err)}`),
       );

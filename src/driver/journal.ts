@@ -5,7 +5,8 @@
  * it is gone, no COMMIT can be recorded and the old universe keeps serving, which is the safe outcome.
  *
  * - `journal`: append-only (a trigger refuses UPDATE and DELETE); each event carries the phase the
- *   upgrade is in after it, so the current phase is the last row's.
+ *   upgrade is in after it, so the current phase is the last row's. Only a start over of an aborted
+ *   upgrade removes its rows (forget()).
  * - `commands`: what `imago switch|abort|finish` ask of the running driver (a queue, with results);
  *   a command expires when the CLI that issued it stops waiting, so it never runs later by surprise.
  * - `status`: the driver's heartbeat with live figures (copy progress, lag), overwritten each second.
@@ -102,7 +103,8 @@ export class Journal {
     return journal;
   }
 
-  private async tryLock(): Promise<boolean> {
+  /** Takes the upgrade's lock for this session (held until close); false when a driver holds it. */
+  async tryLock(): Promise<boolean> {
     const { rows } = await this.client.query<{ ok: boolean }>(
       'SELECT pg_try_advisory_lock(hashtext($1)) AS ok',
       [`imago:${this.upgrade}`],
@@ -125,6 +127,30 @@ export class Journal {
       [this.upgrade, phase, event, JSON.stringify(redactValue(detail), bigints)],
     );
     return rows[0] as JournalEvent;
+  }
+
+  /**
+   * Removes every record of this upgrade — journal events, commands, heartbeat — for a start over
+   * after an abort (`imago start --fresh`). The append-only trigger is off inside this transaction
+   * only (no other session ever sees it off) and only this upgrade's rows are deleted. Returns how
+   * many journal events were removed.
+   */
+  async forget(): Promise<number> {
+    await this.client.query('BEGIN');
+    try {
+      await this.client.query('ALTER TABLE imago_control.journal DISABLE TRIGGER append_only');
+      const { rowCount } = await this.client.query('DELETE FROM imago_control.journal WHERE upgrade = $1', [
+        this.upgrade,
+      ]);
+      await this.client.query('ALTER TABLE imago_control.journal ENABLE TRIGGER append_only');
+      await this.client.query('DELETE FROM imago_control.commands WHERE upgrade = $1', [this.upgrade]);
+      await this.client.query('DELETE FROM imago_control.status WHERE upgrade = $1', [this.upgrade]);
+      await this.client.query('COMMIT');
+      return rowCount ?? 0;
+    } catch (err) {
+      await this.client.query('ROLLBACK').catch(() => {});
+      throw err;
+    }
   }
 
   async events(limit?: number): Promise<JournalEvent[]> {

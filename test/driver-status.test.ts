@@ -13,6 +13,7 @@ import { waitUntil, withDeadline } from '../src/deadline.js';
 import { Journal } from '../src/driver/index.js';
 import {
   root,
+  runImago,
   startDriver,
   stopProvisionedApps,
   wikiUpgradeSpec,
@@ -44,18 +45,7 @@ after(async () => {
 
 /** Runs `imago status <plan>`, with `--json` when asked; exit code and both outputs. */
 function status(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [join(root, 'bin/imago.js'), 'status', file, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  return withDeadline(
-    'imago status',
-    new Promise((resolve) => child.once('exit', (code) => resolve({ code, stdout, stderr }))),
-    60_000,
-  );
+  return runImago(['status', file, ...args], 60_000);
 }
 
 async function sourceRows(): Promise<number> {

@@ -72,6 +72,8 @@ export interface DriverOptions {
    * COMMIT stands, and then the abort is refused.
    */
   abort?: string;
+  /** The plan's file as the user named it, for the hints the driver prints (default `<plan>`). */
+  planFile?: string;
 }
 
 interface NewApp {
@@ -139,6 +141,10 @@ export class Driver {
         planHash: planHash(plan),
         nodes: this.nodes.map((n) => n.name),
       });
+    } else if (isTerminal(this.phase)) {
+      // Nothing to resume, and nothing journaled: an ended upgrade's journal ends with its end.
+      say(endedUpgrade(plan.name, events.at(-1), this.o.planFile ?? '<plan>'));
+      return this.phase;
     } else {
       say(`resuming upgrade ${plan.name} from phase ${this.phase}`);
       await this.record(this.phase, 'resumed', { pid: process.pid });
@@ -150,7 +156,6 @@ export class Driver {
       plan.switchover.fencing.role,
       Object.keys(conversion.tables),
     );
-    if (isTerminal(this.phase)) return this.phase as Phase;
     if (this.o.abort !== undefined) return this.abortStopped(this.o.abort, events);
     if (this.phase === 'aborting') return this.abort('resumed an interrupted abort');
     if (this.phase === 'switching') await this.recoverSwitch(events);
@@ -724,6 +729,13 @@ function startedPids(events: JournalEvent[]): number[] {
     if ((e.event === 'app-starting' || e.event === 'provisioned') && typeof e.detail.pid === 'number')
       pids.add(e.detail.pid);
   return [...pids];
+}
+
+/** What `imago start` says of an upgrade that ended: when, and for an aborted one how to begin again. */
+function endedUpgrade(upgrade: string, last: JournalEvent | undefined, planFile: string): string {
+  if (last?.phase === 'aborted')
+    return `upgrade ${upgrade} was aborted at ${last.at}; to begin again: imago start ${planFile} --fresh`;
+  return `upgrade ${upgrade} finished at ${last?.at ?? 'an unknown time'}; there is nothing to resume`;
 }
 
 function lastDetail<T>(events: JournalEvent[], event: string): T | undefined {

@@ -11,3 +11,4 @@ export { PHASES, type Phase } from './phases.js';
 export { dryRun, type DryRun } from './dry-run.js';
 export { knownDatabases, provideDatabases } from './databases.js';
 export { upgradeStatus, sendCommand, NoDriverError, type UpgradeStatus } from './client.js';
+export { StartOver, type StartOverPlan, type Removal } from './start-over.js';

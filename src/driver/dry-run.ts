@@ -10,6 +10,7 @@
 import pg from 'pg';
 import { loadConversion } from '../conversion/load-module.js';
 import { describeSourceTables, type SourceTable } from '../capture/publication.js';
+import { publicationName, slotName } from '../capture/names.js';
 import type { TableConversion, TargetRow } from '../conversion/api.js';
 import { ImagoError, errorMessage } from '../errors.js';
 import type { UpgradePlan } from '../plan/index.js';
@@ -51,8 +52,8 @@ export async function dryRun(plan: UpgradePlan): Promise<DryRun> {
     name: plan.name,
     creates: {
       old: [
-        `publication ${plan.name}_pub on ${tables.join(', ')}`,
-        `logical replication slot ${plan.name}_slot (retains WAL until finish or abort)`,
+        `publication ${publicationName(plan.name)} on ${tables.join(', ')}`,
+        `logical replication slot ${slotName(plan.name)} (retains WAL until finish or abort)`,
       ],
       new: [
         ...(plan.new.database === 'embedded' ? ['an embedded PostgreSQL cluster'] : []),

@@ -34,7 +34,13 @@ import {
   type TargetTable,
 } from './target.js';
 import { WriteBatch, keyString } from './write-batch.js';
-import { isReorderingConflict } from './copy-in.js';
+import {
+  ConstraintViolationError,
+  constraintDefinition,
+  isConstraintViolation,
+  type PgViolation,
+} from './constraint-violation.js';
+import { formatLsn } from '../capture/lsn.js';
 import { KeyedLineage, canonicalKey } from './keyed-lineage.js';
 import { lookupIn } from './lookup.js';
 import { tableKey } from '../sql.js';
@@ -81,10 +87,11 @@ export class Applier {
     try {
       await this.applyOnce(txns, true);
     } catch (err) {
-      if (!isReorderingConflict(err)) throw err;
+      if (!isConstraintViolation(err)) throw err;
       // A row the group writes met an existing one (a row new to us that the target already had, a
       // unique value moved between rows, rows written in another order than their foreign keys
-      // need): apply the group again, exactly as the source ran it.
+      // need): apply the group again, exactly as the source ran it. A row the new database refuses
+      // whatever the order fails there too, named by the change that produced it.
       this.batch.copyFresh = false;
       try {
         await this.applyOnce(txns, false);
@@ -111,8 +118,14 @@ export class Applier {
           const change = changes[c] as Change;
           if (!fast) {
             // Exact: each change written before the next, as the source ran them.
-            await this.applyChange(change);
-            await this.batch.flush(this.client);
+            try {
+              await this.applyChange(change);
+              await this.batch.flush(this.client);
+            } catch (err) {
+              throw isConstraintViolation(err)
+                ? await this.refused(err, txns[t] as SourceTransaction, change)
+                : err;
+            }
             continue;
           }
           // Most changes are to identity tables already described: no await, no round trip.
@@ -129,6 +142,23 @@ export class Applier {
       this.catalog.forget();
       throw err;
     }
+  }
+
+  /** A change whose row the new database refuses, as the user's error (the group is rolled back). */
+  private async refused(
+    err: PgViolation,
+    txn: SourceTransaction,
+    change: Change,
+  ): Promise<ConstraintViolationError> {
+    await this.client.query('ROLLBACK').catch(() => {});
+    const row = change.op === 'truncate' ? undefined : change.op === 'delete' ? change.old : change.new;
+    return new ConstraintViolationError(err, {
+      during: 'the change stream',
+      sourceTable: change.op === 'truncate' ? change.tables.join(', ') : change.table,
+      ...(row && change.op !== 'truncate' ? { sourceKey: this.converter.keyOf(change.table, row) } : {}),
+      at: `the ${change.op} in the source transaction that committed at ${formatLsn(txn.commitEndLsn)}`,
+      definition: await constraintDefinition(this.client, err),
+    });
   }
 
   /** The lineage of every transform-table row the group changes, in one query. */

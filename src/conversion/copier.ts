@@ -13,7 +13,13 @@ import { connectClient, connectClients } from '../database.js';
 import { settleAll } from '../deadline.js';
 import { to as copyTo } from 'pg-copy-streams';
 import { setImmediate } from 'node:timers/promises';
-import { copyTextIn, isUniqueViolation } from './copy-in.js';
+import { copyRowsIn, copyTextIn, isUniqueViolation } from './copy-in.js';
+import {
+  ConstraintViolationError,
+  constraintDefinition,
+  isConstraintViolation,
+  type PgViolation,
+} from './constraint-violation.js';
 import { CopyTextBatch, segmentRows } from './copy-batch.js';
 import { CopyTextParser } from './copy-text.js';
 import { cachedLookup } from './lookup.js';
@@ -196,7 +202,7 @@ async function copyTable(
       batch = new CopyTextBatch();
       batchRows = 0;
       if (writing) result.targetRows += await writing;
-      writing = writeBatch(target, targets, full, mode);
+      writing = writeBatch(target, targets, full, mode, table);
       writing.catch(() => {}); // awaited (and thrown) at the next flush or the end of the table
       result.rows += rows;
       report({ table, rows: result.rows, bytes: result.bytes });
@@ -213,7 +219,7 @@ async function copyTable(
           const t = targets.known(o.table) ?? (await targets.table(o.table));
           batch.add(o.table, o.row, withLineage ? t : undefined);
         }
-        if (withLineage) batch.endSource(table, converter.keyOf(table, row));
+        batch.endSource(table, converter.keyOf(table, row), withLineage);
         if (++batchRows >= BATCH_ROWS || batch.chars >= BATCH_CHARS) await flush();
         // Let the previous batch's write take its next step (BEGIN, each COPY, COMMIT) meanwhile:
         // converting a whole slice without yielding left the new database idle between steps.
@@ -296,6 +302,7 @@ async function writeBatch(
   targets: CopyTargets,
   batch: CopyTextBatch,
   mode: WriteMode,
+  sourceTable: string,
 ): Promise<number> {
   const segments = batch.segments();
   // Tables with deferred indexes cannot conflict: COPY, whatever the mode.
@@ -312,15 +319,81 @@ async function writeBatch(
       });
       return batch.outputs;
     } catch (err) {
-      if (!isUniqueViolation(err)) throw err;
+      if (!isConstraintViolation(err)) throw err;
       // Rows already there (a target seeded by the new version, or N:1 outputs): upsert from now on —
       // also into a table whose indexes a lookup built meanwhile (no longer deferred).
-      mode.copyIn = false;
+      if (isUniqueViolation(err)) mode.copyIn = false;
       const next = plan();
-      if (next.every((c, i) => c === copy[i])) throw err;
-      copy = next;
+      if (isUniqueViolation(err) && next.some((c, i) => c !== copy[i])) {
+        copy = next;
+        continue;
+      }
+      // Not something upserts resolve: the new database refuses a row. Name its source row.
+      throw await refusedRow(target, targets, batch, copy, sourceTable, err);
     }
   }
+}
+
+/**
+ * The row of a batch the new database refuses, found by writing the batch again as it was written,
+ * in one transaction rolled back at the end: each segment whole, and the one that fails bisected
+ * (savepoints; what was written before a failing slice is kept, as in the batch), so a few dozen
+ * statements find the first refused row of 40,000. Constraints are checked immediately meanwhile
+ * (a deferred one would only fail at COMMIT). The error names the source row that produced it.
+ */
+async function refusedRow(
+  target: pg.Client,
+  targets: CopyTargets,
+  batch: CopyTextBatch,
+  copy: boolean[],
+  sourceTable: string,
+  original: PgViolation,
+): Promise<ConstraintViolationError> {
+  let found: { err: PgViolation; sourceKey: string } | undefined;
+  try {
+    await target.query('BEGIN');
+    await target.query('SET CONSTRAINTS ALL IMMEDIATE');
+    for (const [i, s] of batch.segments().entries()) {
+      const rows = segmentRows(s);
+      const table = await targets.table(s.table);
+      const write = async (from: number, to: number): Promise<unknown> => {
+        await target.query('SAVEPOINT imago_refused');
+        try {
+          const slice = rows.slice(from, to);
+          if (copy[i]) await copyRowsIn(target, s.table, s.columns, slice);
+          else await upsert(target, table, slice);
+          await target.query('RELEASE SAVEPOINT imago_refused');
+          return undefined;
+        } catch (err) {
+          await target.query('ROLLBACK TO SAVEPOINT imago_refused');
+          if (!isConstraintViolation(err)) throw err;
+          return err;
+        }
+      };
+      if ((await write(0, rows.length)) === undefined) continue;
+      // rows[0, start) are written; writing rows[start, end) fails.
+      let start = 0;
+      let end = rows.length;
+      while (end - start > 1) {
+        const mid = Math.floor((start + end) / 2);
+        if ((await write(start, mid)) === undefined) start = mid;
+        else end = mid;
+      }
+      const err = await write(start, start + 1);
+      if (isConstraintViolation(err))
+        found = { err, sourceKey: batch.sourceKeys[s.sources[start] as number] as string };
+      break;
+    }
+  } finally {
+    await target.query('ROLLBACK').catch(() => {});
+  }
+  const err = found?.err ?? original;
+  return new ConstraintViolationError(err, {
+    during: 'the bulk copy',
+    sourceTable,
+    ...(found ? { sourceKey: found.sourceKey } : {}),
+    definition: await constraintDefinition(target, err),
+  });
 }
 
 const LINEAGE_COLUMNS = ['source_table', 'source_key', 'targets'];

@@ -14,6 +14,8 @@ export interface CopySegment {
   table: string;
   columns: string[];
   text: CopyTextWriter;
+  /** Per line, the source row that produced it (an index into the batch's sourceKeys). */
+  sources: number[];
 }
 
 /** A segment's rows as values again (for the upsert fallback). */
@@ -30,6 +32,8 @@ export class CopyTextBatch {
   /** Lineage rows (source_table, source_key, targets as JSON), as COPY text. */
   readonly lineage = new CopyTextWriter();
   outputs = 0;
+  /** The key of each source row of the batch, in order: a row the new database refuses is named by it. */
+  readonly sourceKeys: string[] = [];
   /** COPY text written so far, in UTF-16 units (bytes for ASCII): what bounds a batch's size. */
   chars = 0;
   /** The current source row's targets as JSON array elements. */
@@ -43,6 +47,7 @@ export class CopyTextBatch {
     let line = copyField(row[columns[0] as string]);
     for (let i = 1; i < columns.length; i++) line += '\t' + copyField(row[columns[i] as string]);
     segment.text.line(line);
+    segment.sources.push(this.sourceKeys.length);
     this.chars += line.length + 1;
     this.outputs++;
     if (target) {
@@ -58,8 +63,13 @@ export class CopyTextBatch {
     }
   }
 
-  /** Ends the current source row: its lineage entry lists the targets added since the last call. */
-  endSource(sourceTable: string, sourceKey: string): void {
+  /**
+   * Ends the current source row; with `lineage`, its lineage entry lists the targets added since the
+   * last call.
+   */
+  endSource(sourceTable: string, sourceKey: string, lineage: boolean): void {
+    this.sourceKeys.push(sourceKey);
+    if (!lineage) return;
     const line = `${copyField(sourceTable)}\t${copyField(sourceKey)}\t${copyField(`[${this.targets}]`)}`;
     this.lineage.line(line);
     this.chars += line.length + 1;
@@ -77,7 +87,7 @@ export class CopyTextBatch {
     if (last && hasColumns(row, last.columns)) return last;
     const columns = Object.keys(row);
     for (const segment of segments) if (hasColumns(row, segment.columns)) return segment;
-    const segment = { table, columns, text: new CopyTextWriter() };
+    const segment: CopySegment = { table, columns, text: new CopyTextWriter(), sources: [] };
     segments.push(segment);
     return segment;
   }

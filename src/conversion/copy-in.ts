@@ -46,12 +46,3 @@ export async function copyTextIn(
 export function isUniqueViolation(err: unknown): boolean {
   return typeof err === 'object' && err !== null && (err as { code?: string }).code === '23505';
 }
-
-/**
- * A unique (23505) or foreign-key (23503) violation: what collapsing a group's writes per row can
- * cause where applying them in the source's order would not; the applier then retries exactly.
- */
-export function isReorderingConflict(err: unknown): boolean {
-  const code = typeof err === 'object' && err !== null ? (err as { code?: string }).code : undefined;
-  return code === '23505' || code === '23503';
-}

@@ -366,6 +366,8 @@ export class Driver {
     for (;;) {
       if (this.streamFailure) {
         await this.record(this.current, 'error', { message: errorMessage(this.streamFailure) });
+        // One the user must fix (a row the new database refuses) keeps its own subject and hint.
+        if (this.streamFailure instanceof ImagoError) throw this.streamFailure;
         throw new ImagoError(
           `the change stream failed: ${errorMessage(this.streamFailure)}`,
           this.plan.name,

@@ -188,6 +188,8 @@ async function copyTable(
       copyTo(`COPY (SELECT ${columns.map(quote).join(', ')} FROM ${quoteQualified(table)}) TO STDOUT`),
     );
     const mode: WriteMode = { copyIn: true };
+    // A refused row is named by its source row's key (see refusedRow).
+    const from: BatchSource = { table, keyOf: (row) => converter.keyOf(table, row) };
     // Identity rows need none; keyed ones are found through their key columns (api.ts, sourceKeyIn).
     const withLineage =
       converter.identityTarget(table) === undefined && converter.keyedBy(table) === undefined;
@@ -202,7 +204,7 @@ async function copyTable(
       batch = new CopyTextBatch();
       batchRows = 0;
       if (writing) result.targetRows += await writing;
-      writing = writeBatch(target, targets, full, mode, table);
+      writing = writeBatch(target, targets, full, mode, from);
       writing.catch(() => {}); // awaited (and thrown) at the next flush or the end of the table
       result.rows += rows;
       report({ table, rows: result.rows, bytes: result.bytes });
@@ -219,7 +221,7 @@ async function copyTable(
           const t = targets.known(o.table) ?? (await targets.table(o.table));
           batch.add(o.table, o.row, withLineage ? t : undefined);
         }
-        batch.endSource(table, converter.keyOf(table, row), withLineage);
+        batch.endSource(table, row, withLineage ? converter.keyOf(table, row) : undefined);
         if (++batchRows >= BATCH_ROWS || batch.chars >= BATCH_CHARS) await flush();
         // Let the previous batch's write take its next step (BEGIN, each COPY, COMMIT) meanwhile:
         // converting a whole slice without yielding left the new database idle between steps.
@@ -296,13 +298,21 @@ interface WriteMode {
   copyIn: boolean;
 }
 
+type SourceRow = Record<string, string | null>;
+
+/** The source table a batch was converted from, and how its rows' keys are spelled. */
+interface BatchSource {
+  table: string;
+  keyOf(row: SourceRow): string;
+}
+
 /** Writes a converted batch with its lineage in one transaction; returns the target rows written. */
 async function writeBatch(
   target: pg.Client,
   targets: CopyTargets,
   batch: CopyTextBatch,
   mode: WriteMode,
-  sourceTable: string,
+  source: BatchSource,
 ): Promise<number> {
   const segments = batch.segments();
   // Tables with deferred indexes cannot conflict: COPY, whatever the mode.
@@ -329,7 +339,7 @@ async function writeBatch(
         continue;
       }
       // Not something upserts resolve: the new database refuses a row. Name its source row.
-      throw await refusedRow(target, targets, batch, copy, sourceTable, err);
+      throw await refusedRow(target, targets, batch, copy, source, err);
     }
   }
 }
@@ -346,7 +356,7 @@ async function refusedRow(
   targets: CopyTargets,
   batch: CopyTextBatch,
   copy: boolean[],
-  sourceTable: string,
+  source: BatchSource,
   original: PgViolation,
 ): Promise<ConstraintViolationError> {
   let found: { err: PgViolation; sourceKey: string } | undefined;
@@ -381,7 +391,10 @@ async function refusedRow(
       }
       const err = await write(start, start + 1);
       if (isConstraintViolation(err))
-        found = { err, sourceKey: batch.sourceKeys[s.sources[start] as number] as string };
+        found = {
+          err,
+          sourceKey: source.keyOf(batch.sourceRows[s.sources[start] as number] as SourceRow),
+        };
       break;
     }
   } finally {
@@ -390,7 +403,7 @@ async function refusedRow(
   const err = found?.err ?? original;
   return new ConstraintViolationError(err, {
     during: 'the bulk copy',
-    sourceTable,
+    sourceTable: source.table,
     ...(found ? { sourceKey: found.sourceKey } : {}),
     definition: await constraintDefinition(target, err),
   });

@@ -14,7 +14,7 @@ export interface CopySegment {
   table: string;
   columns: string[];
   text: CopyTextWriter;
-  /** Per line, the source row that produced it (an index into the batch's sourceKeys). */
+  /** Per line, the source row that produced it (an index into the batch's sourceRows). */
   sources: number[];
 }
 
@@ -32,8 +32,11 @@ export class CopyTextBatch {
   /** Lineage rows (source_table, source_key, targets as JSON), as COPY text. */
   readonly lineage = new CopyTextWriter();
   outputs = 0;
-  /** The key of each source row of the batch, in order: a row the new database refuses is named by it. */
-  readonly sourceKeys: string[] = [];
+  /**
+   * Each source row of the batch, in order: a row the new database refuses is named by its source
+   * row's key, computed then — keeping a reference costs nothing per row, computing every key did.
+   */
+  readonly sourceRows: Record<string, string | null>[] = [];
   /** COPY text written so far, in UTF-16 units (bytes for ASCII): what bounds a batch's size. */
   chars = 0;
   /** The current source row's targets as JSON array elements. */
@@ -47,7 +50,7 @@ export class CopyTextBatch {
     let line = copyField(row[columns[0] as string]);
     for (let i = 1; i < columns.length; i++) line += '\t' + copyField(row[columns[i] as string]);
     segment.text.line(line);
-    segment.sources.push(this.sourceKeys.length);
+    segment.sources.push(this.sourceRows.length);
     this.chars += line.length + 1;
     this.outputs++;
     if (target) {
@@ -64,12 +67,12 @@ export class CopyTextBatch {
   }
 
   /**
-   * Ends the current source row; with `lineage`, its lineage entry lists the targets added since the
-   * last call.
+   * Ends the current source row; given its key, its lineage entry lists the targets added since the
+   * last call (tables without lineage pass none).
    */
-  endSource(sourceTable: string, sourceKey: string, lineage: boolean): void {
-    this.sourceKeys.push(sourceKey);
-    if (!lineage) return;
+  endSource(sourceTable: string, sourceRow: Record<string, string | null>, sourceKey?: string): void {
+    this.sourceRows.push(sourceRow);
+    if (sourceKey === undefined) return;
     const line = `${copyField(sourceTable)}\t${copyField(sourceKey)}\t${copyField(`[${this.targets}]`)}`;
     this.lineage.line(line);
     this.chars += line.length + 1;

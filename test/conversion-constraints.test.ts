@@ -17,7 +17,7 @@ import { createDatabase } from '../src/universe/cluster.js';
 import { waitUntil, withDeadline } from '../src/deadline.js';
 import { parseLsn } from '../src/capture/lsn.js';
 import { Converter } from '../src/conversion/converter.js';
-import { ConstraintViolationError } from '../src/conversion/constraint-violation.js';
+import { RefusedRowError } from '../src/conversion/refused-row.js';
 import conversion from './fixtures/slug-conversion.js';
 import { root } from './fixtures/driver-run.js';
 
@@ -201,7 +201,7 @@ test('change stream: a duplicate slug stops the stream before it; nothing past i
   ]);
 });
 
-test('bulk copy: not-null, check and foreign-key violations name their row too', async () => {
+test('bulk copy: not-null, check, foreign-key and too-long values name their row too', async () => {
   const cases = [
     {
       name: 'copy_not_null',
@@ -225,6 +225,14 @@ test('bulk copy: not-null, check and foreign-key violations name their row too',
       kind: /foreign-key constraint post_title_fkey violated .*is not present in table "known"/,
       key: '["11"]',
     },
+    {
+      // A value its column's type refuses: PostgreSQL names no table, Imago names the batch's.
+      name: 'copy_too_long',
+      sql: `UPDATE article SET slug = 'a slug far too long' WHERE id = 13`,
+      target: `CREATE TABLE post (id int PRIMARY KEY, slug varchar(10), title text)`,
+      kind: /refused a row for public\.post during the bulk copy: value too long for type character varying\(10\)/,
+      key: '["13"]',
+    },
   ];
   for (const c of cases) {
     const urls = await databases(c.name, 20, c.sql, c.target);
@@ -240,7 +248,7 @@ test('bulk copy: not-null, check and foreign-key violations name their row too',
         () => assert.fail(`${c.name}: the copy went through`),
         (e: unknown) => e,
       );
-      assert.ok(err instanceof ConstraintViolationError, `${c.name}: ${String(err)}`);
+      assert.ok(err instanceof RefusedRowError, `${c.name}: ${String(err)}`);
       assert.match(err.message, c.kind, c.name);
       assert.match(
         err.message,

@@ -196,6 +196,7 @@ describe('conversion fidelity', () => {
       const err = await withDeadline('the stream to stop at the long value', failure, 20_000);
       assert.ok(err instanceof Error, String(err));
       assert.match(err.message, /value too long for type character varying\(5\)/);
+      assert.match(err.message, /produced by handle row \["20"\]/, 'the source row named');
       assert.deepEqual(await textRows(newDb, `SELECT id, h FROM handle WHERE id = 20`), []);
     } finally {
       await converter.stop({ dropCapture: true });

@@ -34,12 +34,7 @@ import {
   type TargetTable,
 } from './target.js';
 import { WriteBatch, keyString } from './write-batch.js';
-import {
-  ConstraintViolationError,
-  constraintDefinition,
-  isConstraintViolation,
-  type PgViolation,
-} from './constraint-violation.js';
+import { RefusedRowError, constraintDefinition, isRefusedRow, type PgViolation } from './refused-row.js';
 import { formatLsn } from '../capture/lsn.js';
 import { KeyedLineage, canonicalKey } from './keyed-lineage.js';
 import { lookupIn } from './lookup.js';
@@ -87,7 +82,7 @@ export class Applier {
     try {
       await this.applyOnce(txns, true);
     } catch (err) {
-      if (!isConstraintViolation(err)) throw err;
+      if (!isRefusedRow(err)) throw err;
       // A row the group writes met an existing one (a row new to us that the target already had, a
       // unique value moved between rows, rows written in another order than their foreign keys
       // need): apply the group again, exactly as the source ran it. A row the new database refuses
@@ -122,9 +117,7 @@ export class Applier {
               await this.applyChange(change);
               await this.batch.flush(this.client);
             } catch (err) {
-              throw isConstraintViolation(err)
-                ? await this.refused(err, txns[t] as SourceTransaction, change)
-                : err;
+              throw isRefusedRow(err) ? await this.refused(err, txns[t] as SourceTransaction, change) : err;
             }
             continue;
           }
@@ -145,14 +138,10 @@ export class Applier {
   }
 
   /** A change whose row the new database refuses, as the user's error (the group is rolled back). */
-  private async refused(
-    err: PgViolation,
-    txn: SourceTransaction,
-    change: Change,
-  ): Promise<ConstraintViolationError> {
+  private async refused(err: PgViolation, txn: SourceTransaction, change: Change): Promise<RefusedRowError> {
     await this.client.query('ROLLBACK').catch(() => {});
     const row = change.op === 'truncate' ? undefined : change.op === 'delete' ? change.old : change.new;
-    return new ConstraintViolationError(err, {
+    return new RefusedRowError(err, {
       during: 'the change stream',
       sourceTable: change.op === 'truncate' ? change.tables.join(', ') : change.table,
       ...(row && change.op !== 'truncate' ? { sourceKey: this.converter.keyOf(change.table, row) } : {}),

@@ -14,12 +14,7 @@ import { settleAll } from '../deadline.js';
 import { to as copyTo } from 'pg-copy-streams';
 import { setImmediate } from 'node:timers/promises';
 import { copyRowsIn, copyTextIn, isUniqueViolation } from './copy-in.js';
-import {
-  ConstraintViolationError,
-  constraintDefinition,
-  isConstraintViolation,
-  type PgViolation,
-} from './constraint-violation.js';
+import { RefusedRowError, constraintDefinition, isRefusedRow, type PgViolation } from './refused-row.js';
 import { CopyTextBatch, segmentRows } from './copy-batch.js';
 import { CopyTextParser } from './copy-text.js';
 import { cachedLookup } from './lookup.js';
@@ -329,7 +324,7 @@ async function writeBatch(
       });
       return batch.outputs;
     } catch (err) {
-      if (!isConstraintViolation(err)) throw err;
+      if (!isRefusedRow(err)) throw err;
       // Rows already there (a target seeded by the new version, or N:1 outputs): upsert from now on —
       // also into a table whose indexes a lookup built meanwhile (no longer deferred).
       if (isUniqueViolation(err)) mode.copyIn = false;
@@ -358,8 +353,8 @@ async function refusedRow(
   copy: boolean[],
   source: BatchSource,
   original: PgViolation,
-): Promise<ConstraintViolationError> {
-  let found: { err: PgViolation; sourceKey: string } | undefined;
+): Promise<RefusedRowError> {
+  let found: { err: PgViolation; sourceKey: string; table: string } | undefined;
   try {
     await target.query('BEGIN');
     await target.query('SET CONSTRAINTS ALL IMMEDIATE');
@@ -376,7 +371,7 @@ async function refusedRow(
           return undefined;
         } catch (err) {
           await target.query('ROLLBACK TO SAVEPOINT imago_refused');
-          if (!isConstraintViolation(err)) throw err;
+          if (!isRefusedRow(err)) throw err;
           return err;
         }
       };
@@ -390,9 +385,10 @@ async function refusedRow(
         else end = mid;
       }
       const err = await write(start, start + 1);
-      if (isConstraintViolation(err))
+      if (isRefusedRow(err))
         found = {
           err,
+          table: s.table,
           sourceKey: source.keyOf(batch.sourceRows[s.sources[start] as number] as SourceRow),
         };
       break;
@@ -401,10 +397,10 @@ async function refusedRow(
     await target.query('ROLLBACK').catch(() => {});
   }
   const err = found?.err ?? original;
-  return new ConstraintViolationError(err, {
+  return new RefusedRowError(err, {
     during: 'the bulk copy',
     sourceTable: source.table,
-    ...(found ? { sourceKey: found.sourceKey } : {}),
+    ...(found ? { sourceKey: found.sourceKey, targetTable: found.table } : {}),
     definition: await constraintDefinition(target, err),
   });
 }

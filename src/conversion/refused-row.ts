@@ -1,20 +1,30 @@
 /**
- * A row the new database refuses (unique, not-null, check or foreign-key violation) is the user's to
- * fix — in the transform or in the new schema — not an internal error: it is reported naming the
- * target table, the constraint with its columns and PostgreSQL's detail, and the source row that
- * produced it, with what to do. Nothing of the refused change is applied or acknowledged, so the
- * upgrade goes on from there once the transform is fixed.
+ * A row the new database refuses (unique, not-null, check or foreign-key violation, or a value its
+ * column's type refuses: too long for a varchar(n), out of an integer's range) is the user's to fix —
+ * in the transform or in the new schema — not an internal error: it is reported naming the target
+ * table, the constraint with its columns (or the column and type) and PostgreSQL's detail, and the
+ * source row that produced it, with what to do. Nothing of the refused change is applied or
+ * acknowledged, so the upgrade goes on from there once the transform is fixed.
  */
 import type pg from 'pg';
 import { ImagoError } from '../errors.js';
-import { quoteIdent } from '../sql.js';
+import { quoteIdent, tableLabel } from '../sql.js';
 
 const KINDS = {
   '23505': 'unique',
   '23502': 'not-null',
   '23514': 'check',
   '23503': 'foreign-key',
+  // A value the column's type refuses (a transform's output, or a type the new schema narrowed).
+  '22001': 'value too long',
+  '22003': 'value out of range',
+  '22008': 'value out of range',
+  '22P02': 'invalid value',
+  '22007': 'invalid value',
 } as const;
+
+/** The kinds that are about a value, not a constraint. */
+const VALUE_KINDS: ReadonlySet<Kind> = new Set(['value too long', 'value out of range', 'invalid value']);
 
 type Kind = (typeof KINDS)[keyof typeof KINDS];
 
@@ -27,9 +37,11 @@ export interface PgViolation {
   column?: string;
   constraint?: string;
   detail?: string;
+  /** Where it happened; for COPY `COPY post, line 3, column slug: "…"`. */
+  where?: string;
 }
 
-export function isConstraintViolation(err: unknown): err is PgViolation {
+export function isRefusedRow(err: unknown): err is PgViolation {
   const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
   return typeof code === 'string' && code in KINDS;
 }
@@ -45,22 +57,30 @@ export interface ViolationSource {
   at?: string;
   /** The constraint's definition (pg_get_constraintdef / pg_get_indexdef), when it could be read. */
   definition?: string;
+  /** The target table, when PostgreSQL's error does not name it (a value its type refuses). */
+  targetTable?: string;
 }
 
-export class ConstraintViolationError extends ImagoError {
+export class RefusedRowError extends ImagoError {
   readonly kind: Kind;
   readonly targetTable: string;
   readonly constraintName: string | undefined;
 
   constructor(err: PgViolation, source: ViolationSource) {
     const kind = KINDS[err.code];
-    const target = err.table ? (err.schema ? `${err.schema}.${err.table}` : err.table) : 'the new database';
+    const target = err.table
+      ? tableLabel({ schema: err.schema ?? 'public', name: err.table })
+      : source.targetTable
+        ? tableLabel(source.targetTable)
+        : 'the new database';
     const constraint = err.constraint ?? (err.column ? `NOT NULL on ${err.column}` : undefined);
     const sourceRow = `${source.sourceTable} row ${source.sourceKey ?? '(its key could not be told)'}`;
+    const column = err.column ?? /\bcolumn ([^:]+):/.exec(err.where ?? '')?.[1];
+    const refused = VALUE_KINDS.has(kind)
+      ? `${err.message}${column ? ` (column ${column})` : ''}`
+      : `${kind} constraint ${constraint ?? '(unnamed)'} violated${source.definition ? ` (${source.definition})` : ''}${err.detail ? `: ${err.detail}` : `: ${err.message}`}`;
     const parts = [
-      `the new database refused a row for ${target} during ${source.during}: ${kind} constraint ${constraint ?? '(unnamed)'} violated`,
-      source.definition ? ` (${source.definition})` : '',
-      err.detail ? `: ${err.detail}` : `: ${err.message}`,
+      `the new database refused a row for ${target} during ${source.during}: ${refused}`,
       `; the row was produced by ${sourceRow}`,
       source.at ? ` (${source.at})` : '',
     ];
@@ -72,7 +92,7 @@ export class ConstraintViolationError extends ImagoError {
         cause: err,
       },
     );
-    this.name = 'ConstraintViolationError';
+    this.name = 'RefusedRowError';
     this.kind = kind;
     this.targetTable = target;
     this.constraintName = err.constraint;
@@ -92,6 +112,10 @@ function hintFor(kind: Kind, err: PgViolation, source: ViolationSource): string 
       return `give ${err.column ?? 'the column'} a value in ${transform}, or let the new schema allow NULL or give it a default; ${then}`;
     case 'check':
       return `make ${transform} produce values the check accepts, or relax the check in the new schema; ${then}`;
+    case 'value too long':
+    case 'value out of range':
+    case 'invalid value':
+      return `make ${transform} produce values the column's type accepts (shorten or check them), or widen the column's type in the new schema (imago plan warns of narrowed columns); ${then}`;
     case 'foreign-key':
       return `the row refers to a row the new database does not have (or still has rows referring to it): produce the referenced rows first (order the tables, \`after\`), skip such rows in ${transform}, or relax the constraint; ${then}`;
   }

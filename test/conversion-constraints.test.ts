@@ -77,17 +77,24 @@ function convert(name: string, urls: { oldUrl: string; newUrl: string }, env: Re
   );
   let stderr = '';
   const events: string[] = [];
+  const warnings: string[] = [];
   const waiters = new Map<string, () => void>();
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   createInterface({ input: child.stdout }).on('line', (line) => {
-    const event = (JSON.parse(line) as { event?: string }).event ?? 'result';
+    const parsed = JSON.parse(line) as { event?: string; message?: string };
+    const event = parsed.event ?? 'result';
     events.push(event);
+    if (event === 'warning') warnings.push(parsed.message ?? '');
     waiters.get(event)?.();
   });
   const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   return {
     exit: () =>
-      withDeadline(`imago convert ${name} to exit`, exit, 90_000).then((code) => ({ code, stderr })),
+      withDeadline(`imago convert ${name} to exit`, exit, 90_000).then((code) => ({
+        code,
+        stderr,
+        warnings,
+      })),
     event: (name: string) =>
       withDeadline(
         `imago convert reaching "${name}"`,
@@ -124,7 +131,7 @@ test('bulk copy: a duplicate slug is named by table, constraint and source key; 
   // 50,000 rows: the duplicate of row 300 is row 45,000, in the second batch of 40,000.
   const urls = await databases('copy_unique', 50_000, `UPDATE article SET slug = 'a-300' WHERE id = 45000`);
   const run = convert('copy_unique', urls);
-  const { code, stderr } = await run.exit();
+  const { code, stderr, warnings } = await run.exit();
   assert.equal(code, 2, stderr);
   assertUserError(stderr);
   assert.match(
@@ -135,6 +142,8 @@ test('bulk copy: a duplicate slug is named by table, constraint and source key; 
   assert.match(stderr, /Key \(slug\)=\(a-300\) already exists/, "PostgreSQL's detail");
   assert.match(stderr, /produced by article row \["45000"\]/, 'the source table and key');
   assert.match(stderr, /hint: .*dedupe them in article's transform/);
+  // The deferred unique index failed first: imago convert says so (it said nothing before).
+  assert.match(warnings.join('\n'), /the bulk copy wrote the same key twice into/);
   // JSON for scripts: the same message.
   assert.ok((await slot(urls.oldUrl, 'copy_unique')) !== undefined, 'the slot stays for the next run');
 

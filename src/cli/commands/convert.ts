@@ -35,6 +35,9 @@ export function registerConvert(program: Command): void {
           conversion: await loadConversion(opts.conversion),
           name: opts.name,
           replicaIdentityFull: opts.replicaIdentityFull?.split(',').filter(Boolean),
+          // WAL held past its threshold, a copy run again, statistics not gathered: the user's to see.
+          onWarning: (message) =>
+            out.json ? out.result({ event: 'warning', message }) : out.say(`warning: ${message}`),
         });
         const running = converter;
         onTeardown('conversion', () => running.stop({ dropCapture: Boolean(opts.dropCaptureOnExit) }));

@@ -17,7 +17,7 @@ import type pg from 'pg';
 import { connectClient } from '../database.js';
 import { settleAll } from '../deadline.js';
 import { ImagoError } from '../errors.js';
-import { quoteQualified } from '../sql.js';
+import { quoteQualified, tableLabel } from '../sql.js';
 
 export const DEFERRED_INDEX_DDL = `CREATE TABLE IF NOT EXISTS imago.deferred_index (
       target text NOT NULL,
@@ -93,16 +93,22 @@ export async function deferredTables(client: pg.Client): Promise<string[]> {
   return rows.map((r) => r.target);
 }
 
-/** Thrown when a deferred unique index cannot be built: the copy wrote the same key twice. */
+/**
+ * Thrown when a deferred unique index cannot be built: the copy wrote the same key twice. Either an
+ * N:1 transform did (several source rows, one target row: the copy with the index in place turns
+ * them into upserts) or the old data has duplicates the new schema refuses (that copy names the
+ * source row). Which one cannot be told from the index alone, so the message says both.
+ */
 export class DuplicateKeysError extends ImagoError {
   constructor(
     readonly table: string,
     cause: unknown,
   ) {
+    const { constraint, detail } = cause as { constraint?: string; detail?: string };
     super(
-      `the bulk copy wrote the same key twice into ${table}, so its unique index could not be built`,
+      `the bulk copy wrote the same key twice into ${tableLabel(table)}, so its unique index${constraint ? ` ${constraint}` : ''} could not be built${detail ? ` (${detail})` : ''}`,
       table,
-      'several source rows produce the same target row (N:1): the copy runs again with the indexes in place',
+      'copying again with the indexes in place: rows of an N:1 transform become upserts, and a row the new schema refuses is named with its source row',
       { cause },
     );
     this.name = 'DuplicateKeysError';

@@ -15,6 +15,7 @@ import { PgoutputDecoder, PG_EPOCH_US, pgTimestampMs, type PgoutputSink } from '
 import { CopyDataFramer } from './copy-data-framer.js';
 import { ReadCoalescer } from './read-coalescer.js';
 import type { Lsn } from './lsn.js';
+import { quoteIdent } from '../sql.js';
 
 const STATUS_INTERVAL_MS = 10_000;
 
@@ -78,7 +79,7 @@ export class ReplicationConnection {
       `messages 'true'`,
     ];
     const streaming = this.client.query(
-      `START_REPLICATION SLOT ${pg.escapeIdentifier(this.options.slotName)} LOGICAL 0/0 (${options.join(', ')})`,
+      `START_REPLICATION SLOT ${quoteIdent(this.options.slotName)} LOGICAL 0/0 (${options.join(', ')})`,
     );
     streaming.catch((err: unknown) => this.fail(err));
     await Promise.race([started, streaming.then(() => undefined)]);

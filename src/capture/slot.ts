@@ -7,6 +7,7 @@
 import pg from 'pg';
 import { parseLsn, type Lsn } from './lsn.js';
 import { waitUntil, withDeadline } from '../deadline.js';
+import { quoteIdent } from '../sql.js';
 
 export interface ExportedSlot {
   slotName: string;
@@ -39,7 +40,7 @@ export async function createSlotWithSnapshot(
     const { rows } = await withDeadline(
       `creation of replication slot ${slotName}`,
       conn.query<{ consistent_point: string; snapshot_name: string }>(
-        `CREATE_REPLICATION_SLOT ${pg.escapeIdentifier(slotName)} LOGICAL pgoutput (SNAPSHOT 'export')`,
+        `CREATE_REPLICATION_SLOT ${quoteIdent(slotName)} LOGICAL pgoutput (SNAPSHOT 'export')`,
       ),
       timeoutMs,
       'a transaction left open on the old database blocks it: end it (see pg_stat_activity, state "idle in transaction")',

@@ -14,6 +14,7 @@ import pg from 'pg';
 import { ImagoError, errorMessage } from '../errors.js';
 import { waitUntil } from '../deadline.js';
 import { redactUrl } from '../redact.js';
+import { quoteIdent } from '../sql.js';
 import { freePort } from './ports.js';
 import { postgresBinaries } from './postgres-binaries.js';
 import { onTeardown } from './teardown.js';
@@ -241,7 +242,7 @@ export async function createDatabase(cluster: Cluster, database: string): Promis
   await client.connect();
   try {
     const { rowCount } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [database]);
-    if (!rowCount) await client.query(`CREATE DATABASE ${pg.escapeIdentifier(database)}`);
+    if (!rowCount) await client.query(`CREATE DATABASE ${quoteIdent(database)}`);
   } finally {
     await client.end();
   }

@@ -15,7 +15,7 @@ import type { FencingMode } from '../plan/index.js';
 import { redactUrl } from '../redact.js';
 import { parseLsn } from '../capture/lsn.js';
 import { missingTableHint } from '../catalog.js';
-import { parseTableName, quoteIdent, quoteLiteral, quoteQualified, tableKey } from '../sql.js';
+import { parseTableName, quoteIdent, quoteLiteral, quoteQualified, tableKey, tableLabel } from '../sql.js';
 
 const WRITE_PRIVILEGES = ['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'] as const;
 
@@ -75,7 +75,7 @@ export class Fence {
           );
           if (!found[0]?.found)
             throw new ImagoError(
-              `table ${table} does not exist in the old database, so revoke fencing cannot fence it`,
+              `table ${tableLabel(table)} does not exist in the old database, so revoke fencing cannot fence it`,
               table,
               await missingTableHint(c, parseTableName(table), "check the conversion's tables"),
             );

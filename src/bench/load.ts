@@ -6,7 +6,7 @@
 import { Pool } from 'undici';
 
 export interface LoadRequest {
-  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
   path: string;
   body?: unknown;
   /** Marks a write; acknowledged writes (2xx) are kept for the durability check. */

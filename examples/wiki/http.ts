@@ -1,5 +1,5 @@
 /**
- * HTTP plumbing shared by both wiki versions: a tiny router over node:http, JSON bodies with a size
+ * HTTP plumbing shared by both wiki versions (and the blog example's): a tiny router over node:http, JSON bodies with a size
  * limit, JSON replies with fixed extra headers, errors turned into JSON answers (never a crash), and a
  * graceful close. It knows nothing about wikis: routes are supplied by the caller.
  */
@@ -47,6 +47,8 @@ export interface ServeOptions {
   headers?: Record<string, string>;
   /** Releases what the routes use (e.g. a pool) once the server has stopped. */
   onClose?: () => Promise<void>;
+  /** Names the app in the log lines of failed requests. */
+  name?: string;
 }
 
 export interface Served {
@@ -178,7 +180,7 @@ export function serve(options: ServeOptions): Promise<Served> {
         } else {
           // Database and programming errors: answer 500 and keep serving.
           console.error(
-            `wiki: ${req.method} ${req.url}: ${err instanceof Error ? err.message : String(err)}`,
+            `${options.name ?? 'wiki'}: ${req.method} ${req.url}: ${err instanceof Error ? err.message : String(err)}`,
           );
           reply = { status: 500, body: { error: 'internal error' } };
         }

@@ -7,25 +7,32 @@ import pg from 'pg';
 
 export const WIKI_APP_ROLE = 'wiki_app';
 
-/** Creates the role, hands it the v1 tables, and returns the connection string the app should use. */
-export async function createWikiAppRole(oldDbUrl: string): Promise<string> {
+/**
+ * Creates a login role with a random password, hands it `tables` (named as stored; quoted here)
+ * and returns the connection string of `adminUrl`'s database as that role.
+ */
+export async function createAppRole(adminUrl: string, role: string, tables: string[]): Promise<string> {
   const password = randomBytes(8).toString('hex');
-  const client = new pg.Client({ connectionString: oldDbUrl });
+  const client = new pg.Client({ connectionString: adminUrl });
   await client.connect();
   try {
     for (const statement of [
-      `CREATE ROLE ${WIKI_APP_ROLE} LOGIN PASSWORD '${password}'`,
-      `GRANT CREATE, USAGE ON SCHEMA public TO ${WIKI_APP_ROLE}`,
-      `ALTER TABLE cur OWNER TO ${WIKI_APP_ROLE}`,
-      `ALTER TABLE old OWNER TO ${WIKI_APP_ROLE}`,
+      `CREATE ROLE ${role} LOGIN PASSWORD '${password}'`,
+      `GRANT CREATE, USAGE ON SCHEMA public TO ${role}`,
+      ...tables.map((table) => `ALTER TABLE "${table.replace(/"/g, '""')}" OWNER TO ${role}`),
     ]) {
       await client.query(statement);
     }
   } finally {
     await client.end();
   }
-  const url = new URL(oldDbUrl);
-  url.username = WIKI_APP_ROLE;
+  const url = new URL(adminUrl);
+  url.username = role;
   url.password = password;
   return url.toString();
+}
+
+/** The wiki's role, owning v1's tables; returns the connection string the app should use. */
+export function createWikiAppRole(oldDbUrl: string): Promise<string> {
+  return createAppRole(oldDbUrl, WIKI_APP_ROLE, ['cur', 'old']);
 }

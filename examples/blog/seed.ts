@@ -16,6 +16,11 @@ export async function seedBlog(
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 1, options: '-c TimeZone=UTC' });
   try {
     await migrate(pool, schemaV1);
+    const { rowCount } = await pool.query(`SELECT 1 FROM "User" LIMIT 1`);
+    if (rowCount)
+      throw new Error(
+        `${new URL(databaseUrl).pathname.slice(1)} already holds users: seed an empty database`,
+      );
     const counts = await pool.query<{ users: number; posts: number; tags: number; post_tags: number }>(
       `WITH u AS (
          INSERT INTO "User" ("email", "name", "createdAt", "updatedAt")

@@ -11,7 +11,7 @@
  * switch. The order is the foreign keys' (v2 has them): users and tags before posts, posts before
  * their tags.
  */
-import { defineConversion, identity, type Row } from '../../src/conversion/api.js';
+import { defineConversion, identity, type Row } from 'imago/conversion';
 import { postSlug } from './slug.js';
 
 function value(row: Row, column: string): string {

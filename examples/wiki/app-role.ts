@@ -4,12 +4,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { quoteIdent, quoteLiteral, quoteQualified } from '../../src/sql.js';
 
 export const WIKI_APP_ROLE = 'wiki_app';
 
 /**
- * Creates a login role with a random password, hands it `tables` (named as stored; quoted here)
- * and returns the connection string of `adminUrl`'s database as that role.
+ * Creates a login role with a random password, hands it `tables` (spelled as Imago's plans spell
+ * them: `User` or `"User"`, schema public unless given) and returns the connection string of
+ * `adminUrl`'s database as that role.
  */
 export async function createAppRole(adminUrl: string, role: string, tables: string[]): Promise<string> {
   const password = randomBytes(8).toString('hex');
@@ -17,9 +19,9 @@ export async function createAppRole(adminUrl: string, role: string, tables: stri
   await client.connect();
   try {
     for (const statement of [
-      `CREATE ROLE ${role} LOGIN PASSWORD '${password}'`,
-      `GRANT CREATE, USAGE ON SCHEMA public TO ${role}`,
-      ...tables.map((table) => `ALTER TABLE "${table.replace(/"/g, '""')}" OWNER TO ${role}`),
+      `CREATE ROLE ${quoteIdent(role)} LOGIN PASSWORD ${quoteLiteral(password)}`,
+      `GRANT CREATE, USAGE ON SCHEMA public TO ${quoteIdent(role)}`,
+      ...tables.map((table) => `ALTER TABLE ${quoteQualified(table)} OWNER TO ${quoteIdent(role)}`),
     ]) {
       await client.query(statement);
     }

@@ -24,9 +24,53 @@ export interface TransformContext {
   lookup(table: string, where: Record<string, TargetValue>): Promise<Row | undefined>;
 }
 
+/**
+ * What an inverse reads: the new database (the reverse stream's source), inside the reverse
+ * applier's transaction. It sees the new database's current state, which may be ahead of the change
+ * being applied; every later change re-triggers the rows it touches, so once the reverse stream has
+ * applied a rollback's fence the old database equals the inverse of the new one (docs/rollback.md).
+ */
+export interface InverseContext {
+  /** One row of the new database's `table` whose columns equal `where` (undefined: none). */
+  read(table: string, where: Record<string, TargetValue>): Promise<Row | undefined>;
+  /** Every row of the new database's `table` whose columns equal `where`. */
+  readAll(table: string, where: Record<string, TargetValue>): Promise<Row[]>;
+}
+
+/** An old table's key: its primary key's columns and values. */
+export type OldKey = Record<string, TargetValue>;
+
+/**
+ * How the rows of this (old) table are rebuilt from the new database, for a rollback after the
+ * switch. State-based, not change-based: a change of a new row says which old rows it touches
+ * (`from`), and each touched old row is computed again from the new database (`row`) — upserted if
+ * it exists, deleted if not. No lineage is needed, so rows converted before the switch roll back too.
+ * Fields `row` cannot restore are reported by `imago plan` (a round trip of sampled rows).
+ */
+export interface TableInverse {
+  /** The old table's primary-key columns, in order. */
+  key: string[];
+  /**
+   * Per new table, the keys of the old rows of this table that a changed new row touches. Called
+   * with the change's new image and its old image (a delete's old image may carry only the new
+   * table's key columns, unless that table has REPLICA IDENTITY FULL).
+   */
+  from: Record<string, (row: Row, ctx: InverseContext) => OldKey[] | Promise<OldKey[]>>;
+  /** The old row for `key`, read from the new database; undefined when it does not exist there. */
+  row(
+    key: OldKey,
+    ctx: InverseContext,
+  ): Record<string, TargetValue> | undefined | Promise<Record<string, TargetValue> | undefined>;
+}
+
 export type TableConversion = (
   | {
       transform(row: Row, ctx: TransformContext): TargetRow[] | Promise<TargetRow[]>;
+      /**
+       * The transform's inverse, for a rollback after the switch (see TableInverse). Without it,
+       * this table cannot be rolled back, and `imago plan` says so.
+       */
+      inverse?: TableInverse;
       /**
        * Where the target rows carry this source row's key: target table → its columns that hold the
        * source key's values, in key order (`{ person: ['id'], person_tag: ['person_id'] }`). Imago then
@@ -41,7 +85,10 @@ export type TableConversion = (
        */
       sourceKeyIn?: Record<string, string[]>;
     }
-  /** Copied unchanged, into the table of the same name or `table`; needs no lineage. */
+  /**
+   * Copied unchanged, into the table of the same name or `table`; needs no lineage. Its inverse is
+   * implied: the new table's rows copied back unchanged.
+   */
   | { identity: true; table?: string }
 ) & {
   /**

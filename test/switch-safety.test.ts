@@ -60,10 +60,11 @@ async function startNode(
   upstreams: { old: string[]; new?: string[] },
   store = new MemoryControlStore(),
   port?: number,
+  route: 'old' | 'new' = 'old',
 ): Promise<Node> {
   const ingress = await startIngress({
     upstreams,
-    route: 'old',
+    route,
     control: { token: TOKEN, store, nodeId: name, port },
   });
   const control = ingress.control;
@@ -185,6 +186,61 @@ describe('switch protocol', () => {
     } finally {
       await a.ingress.close();
       await b.ingress.close();
+      await backend.close();
+    }
+  });
+});
+
+describe('rollback: the switch protocol the other way', () => {
+  test('drains at new, journals rollback-*, flips to old; an abort leaves new serving', async () => {
+    const oldB = await startEchoBackend({ name: 'old' });
+    const newB = await startEchoBackend({ name: 'new' });
+    const n = await startNode('n1', { old: [oldB.url], new: [newB.url] }, undefined, undefined, 'new');
+    try {
+      const failed = memoryJournal();
+      const aborted = await runSwitchover({
+        ...switchOptions([n], failed),
+        direction: 'back',
+        beforeStep: (step) => {
+          if (step === 'catch-up') throw new Error('the reverse stream is behind');
+        },
+      });
+      assert.equal(aborted.switched, false);
+      assert.equal(n.ingress.route(), 'new', 'an aborted rollback leaves the new universe serving');
+      assert.equal(n.ingress.holding(), false);
+      assert.deepEqual(
+        failed.events.map((e) => e.event),
+        ['rollback-prepare', 'rollback-abort', 'rollback-aborted'],
+      );
+
+      const journal = memoryJournal();
+      const r = await runSwitchover({ ...switchOptions([n], journal), direction: 'back' });
+      assert.equal(r.switched, true, r.reason);
+      assert.equal(n.ingress.route(), 'old');
+      assert.deepEqual(
+        journal.events.map((e) => e.event),
+        ['rollback-prepare', 'rollback-commit', 'rolled-back'],
+      );
+      assert.ok(r.epoch > aborted.releaseEpoch, 'a new epoch for each attempt');
+      const answer = await request(`${n.ingress.url}/x`);
+      assert.match(await answer.body.text(), /old/, 'served by the old universe');
+      assert.ok(await journal.committed?.(r.epoch), 'the memory journal settles a rollback COMMIT too');
+    } finally {
+      await n.ingress.close();
+      await oldB.close();
+      await newB.close();
+    }
+  });
+
+  test('the precheck of a rollback needs upstreams of the old universe', async () => {
+    const backend = await startEchoBackend({ name: 'b' });
+    const n = await startNode('n1', { old: [], new: [backend.url] }, undefined, undefined, 'new');
+    try {
+      const r = await runSwitchover({ ...switchOptions([n], memoryJournal()), direction: 'back' });
+      assert.equal(r.held, false);
+      assert.match(r.reason ?? '', /no upstreams for the old universe on n1/);
+    } finally {
+      await n.ingress.close();
       await backend.close();
     }
   });

@@ -5,8 +5,15 @@
  * COMMIT is recorded before any node flips, and it never sends one request to both universes (that
  * is enforced by the nodes holding until the decision).
  */
-export { runSwitchover, CommitInDoubtError } from './protocol.js';
-export type { SwitchOptions, SwitchResult, SwitchJournal, SwitchStep, CatchUpSource } from './protocol.js';
+export { runSwitchover, commitEvent, CommitInDoubtError } from './protocol.js';
+export type {
+  SwitchOptions,
+  SwitchResult,
+  SwitchJournal,
+  SwitchStep,
+  SwitchDirection,
+  CatchUpSource,
+} from './protocol.js';
 export { releaseAll, Redriver } from './release.js';
 export { Fence, type FenceRecord } from './fence.js';
 export { LateWriteDetector, type LateWrite } from './late-writes.js';

@@ -1,5 +1,7 @@
 /** A journal kept in memory, for one-shot switches (the demo, the benches) that have no driver. */
-import type { SwitchJournal } from './protocol.js';
+import { commitEvent, type SwitchJournal } from './protocol.js';
+
+const COMMITS = [commitEvent('forward'), commitEvent('back')];
 
 export function memoryJournal(): SwitchJournal & {
   events: { event: string; detail: Record<string, unknown> }[];
@@ -12,6 +14,6 @@ export function memoryJournal(): SwitchJournal & {
       return Promise.resolve();
     },
     committed: (epoch) =>
-      Promise.resolve(events.some((e) => e.event === 'switch-commit' && e.detail.epoch === epoch)),
+      Promise.resolve(events.some((e) => COMMITS.includes(e.event) && e.detail.epoch === epoch)),
   };
 }

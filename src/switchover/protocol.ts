@@ -14,6 +14,10 @@
  * by both: a node dispatches nothing while it holds, and flips only after COMMIT, which is only
  * written once every node has drained. Each attempt uses a new epoch, so a delayed command from an
  * earlier attempt is refused by the nodes.
+ *
+ * A rollback (`direction: 'back'`, docs/rollback.md) is the same protocol the other way: it drains at
+ * the new universe, fences the new database, waits for the reverse stream, commits and flips to the
+ * old universe; an abort leaves the new universe serving. Its journal events are named `rollback-…`.
  */
 import { DeadlineError, errorMessage } from '../errors.js';
 import { withDeadline } from '../deadline.js';
@@ -27,11 +31,43 @@ import { releaseAll } from './release.js';
 export type SwitchStep =
   'precheck' | 'prepare' | 'drain' | 'fence' | 'catch-up' | 'sequences' | 'commit' | 'flip';
 
+/** Forward: old → new (the switch). Back: new → old (a rollback after the switch). */
+export type SwitchDirection = 'forward' | 'back';
+
+type Universe = 'old' | 'new';
+type SwitchEvent = 'refused' | 'prepare' | 'commit' | 'abort' | 'aborted' | 'done';
+
+/** The universes and journal event names of each direction. */
+const DIRECTIONS: Record<
+  SwitchDirection,
+  { from: Universe; to: Universe; event: (e: SwitchEvent) => string; verb: string; done: string }
+> = {
+  forward: {
+    from: 'old',
+    to: 'new',
+    event: (e) => (e === 'done' ? 'switched' : `switch-${e}`),
+    verb: 'switch',
+    done: 'switched',
+  },
+  back: {
+    from: 'new',
+    to: 'old',
+    event: (e) => (e === 'done' ? 'rolled-back' : `rollback-${e}`),
+    verb: 'rollback',
+    done: 'rolled back',
+  },
+};
+
+/** The journal event that records a COMMIT in `direction`. */
+export function commitEvent(direction: SwitchDirection): string {
+  return DIRECTIONS[direction].event('commit');
+}
+
 /** Where the decision is made durable; the driver's journal, or a list in the demo and benches. */
 export interface SwitchJournal {
   record(event: string, detail?: Record<string, unknown>): Promise<void>;
   /**
-   * After a failed `record('switch-commit')`: reads the journal again (on a fresh connection) and says
+   * After a failed COMMIT record (`switch-commit`, `rollback-commit`): reads the journal again (on a fresh connection) and says
    * whether the COMMIT of `epoch` is there after all; throws when it cannot tell. Without it, a failed
    * COMMIT write is treated as in doubt.
    */
@@ -55,7 +91,10 @@ export class CommitInDoubtError extends Error {
   }
 }
 
-/** What the switch needs from the conversion. */
+/**
+ * What the switch needs from the stream into the universe it switches to: the forward conversion, or
+ * for a rollback the reverse stream (its sequences are the old database's).
+ */
 export interface CatchUpSource {
   catchUp(timeoutMs: number): Promise<{ markerLsn: bigint; waitedMs: number }>;
   bringSequencesPast(): Promise<number>;
@@ -64,6 +103,8 @@ export interface CatchUpSource {
 }
 
 export interface SwitchOptions {
+  /** Default forward. */
+  direction?: SwitchDirection;
   nodes: IngressNode[];
   converter: CatchUpSource;
   fence: Fence;
@@ -102,6 +143,7 @@ export interface SwitchResult {
 
 export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
   const log = o.log ?? (() => {});
+  const way = DIRECTIONS[o.direction ?? 'forward'];
   const d = o.budget.deadlines;
   const r: SwitchResult = {
     switched: false,
@@ -136,13 +178,13 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
     if (closed) throw new Error(`runtime-test gate closed: ${closed}`);
     const states = await Promise.all(o.nodes.map((n) => n.state(d.prepareMs)));
     // A node without backends for the new universe would refuse the flip (or answer 502 after it).
-    const bare = o.nodes.filter((_, i) => !states[i]?.upstreams?.new?.length).map((n) => n.name);
-    if (bare.length > 0) throw new Error(`no upstreams for the new universe on ${bare.join(', ')}`);
+    const bare = o.nodes.filter((_, i) => !states[i]?.upstreams?.[way.to]?.length).map((n) => n.name);
+    if (bare.length > 0) throw new Error(`no upstreams for the ${way.to} universe on ${bare.join(', ')}`);
     // Nor should it flip to backends all out of rotation (failing health checks or connections).
-    const failing = o.nodes.filter((_, i) => noNewBackendUp(states[i])).map((n) => n.name);
+    const failing = o.nodes.filter((_, i) => noBackendUp(states[i], way.to)).map((n) => n.name);
     if (failing.length > 0)
       throw new Error(
-        `every new-universe backend is out of rotation (failing its health check or its connections) on ${failing.join(', ')}`,
+        `every ${way.to}-universe backend is out of rotation (failing its health check or its connections) on ${failing.join(', ')}`,
       );
     const left = precheckEnd - performance.now();
     if (left <= 0)
@@ -159,12 +201,12 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
   } catch (err) {
     r.step = step;
     r.reason = errorMessage(err);
-    log(`switch refused at precheck: ${r.reason}`);
-    await o.journal.record('switch-refused', { reason: r.reason }).catch(() => {});
+    log(`${way.verb} refused at precheck: ${r.reason}`);
+    await o.journal.record(way.event('refused'), { reason: r.reason }).catch(() => {});
     return r;
   }
 
-  await o.journal.record('switch-prepare', {
+  await o.journal.record(way.event('prepare'), {
     epoch: r.epoch,
     fence: fenceRecord,
     nodes: o.nodes.map((n) => n.name),
@@ -176,7 +218,7 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
   const within = (stepMs: number): number => {
     const left = o.budget.maxPauseMs - elapsed();
     if (left <= 0)
-      throw new DeadlineError('the switch within the pause budget (maxPauseMs)', o.budget.maxPauseMs);
+      throw new DeadlineError(`the ${way.verb} within the pause budget (maxPauseMs)`, o.budget.maxPauseMs);
     return Math.min(stepMs, left);
   };
   let fenceApplied = false;
@@ -189,7 +231,7 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
 
     step = 'drain';
     await o.beforeStep?.(step);
-    await all(o.nodes, (n) => n.drain('old', within(d.drainMs)));
+    await all(o.nodes, (n) => n.drain(way.from, within(d.drainMs)));
     r.drainMs = elapsed() - r.prepareMs;
 
     step = 'fence';
@@ -219,26 +261,26 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
     await o.beforeStep?.(step);
     within(d.commitMs);
     // The decision exists once it is in the journal; a driver that dies after this line flips on resume.
-    await recordCommit(o.journal, r.epoch, r.fenceLsn, log);
+    await recordCommit(o.journal, way.event('commit'), r.epoch, r.fenceLsn, log);
   } catch (err) {
     // In doubt: neither flip nor release (either could contradict the journal); recovery decides.
     if (err instanceof CommitInDoubtError) throw err;
     o.lateWrites?.disarm();
     r.step = step;
     r.reason = errorMessage(err);
-    await o.journal.record('switch-abort', { epoch: r.epoch, step, reason: r.reason }).catch(() => {});
+    await o.journal.record(way.event('abort'), { epoch: r.epoch, step, reason: r.reason }).catch(() => {});
     if (fenceApplied)
       await o.fence
         .lift(fenceRecord)
         .catch((e: unknown) => log(`could not lift the fence: ${errorMessage(e)}`));
     // A higher epoch than PREPARE's: a hold of this attempt arriving late is refused by the nodes.
     r.releaseEpoch = r.epoch + 1;
-    const released = await releaseAll(o.nodes, r.releaseEpoch, 'old', d.commitMs);
+    const released = await releaseAll(o.nodes, r.releaseEpoch, way.from, d.commitMs);
     r.pauseMs = elapsed();
     r.heldRequests = released.released;
     r.unconfirmed = released.unconfirmed;
     await o.journal
-      .record('switch-aborted', {
+      .record(way.event('aborted'), {
         epoch: r.epoch,
         releaseEpoch: r.releaseEpoch,
         pauseMs: r.pauseMs,
@@ -246,7 +288,7 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
       })
       .catch(() => {});
     log(
-      `switch aborted at ${step} after ${r.pauseMs.toFixed(1)} ms: ${r.reason}; ${r.heldRequests} held requests released to the old universe`,
+      `${way.verb} aborted at ${step} after ${r.pauseMs.toFixed(1)} ms: ${r.reason}; ${r.heldRequests} held requests released to the ${way.from} universe`,
     );
     return r;
   }
@@ -254,19 +296,19 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
   step = 'flip';
   await o.beforeStep?.(step);
   r.releaseEpoch = r.epoch;
-  const released = await releaseAll(o.nodes, r.epoch, 'new', d.commitMs);
+  const released = await releaseAll(o.nodes, r.epoch, way.to, d.commitMs);
   r.pauseMs = elapsed();
   r.switched = true;
   r.heldRequests = released.released;
   r.unconfirmed = released.unconfirmed;
-  await o.journal.record('switched', {
+  await o.journal.record(way.event('done'), {
     epoch: r.epoch,
     pauseMs: r.pauseMs,
     fenceLsn: r.fenceLsn,
     unconfirmed: r.unconfirmed,
   });
   log(
-    `switched at epoch ${r.epoch}: paused ${r.pauseMs.toFixed(1)} ms (prepare ${r.prepareMs.toFixed(1)}, drain ${r.drainMs.toFixed(1)}, fence ${r.fenceMs.toFixed(1)}, catch-up ${r.catchUpMs} ms), ${r.heldRequests} held requests released to the new universe`,
+    `${way.done} at epoch ${r.epoch}: paused ${r.pauseMs.toFixed(1)} ms (prepare ${r.prepareMs.toFixed(1)}, drain ${r.drainMs.toFixed(1)}, fence ${r.fenceMs.toFixed(1)}, catch-up ${r.catchUpMs} ms), ${r.heldRequests} held requests released to the ${way.to} universe`,
   );
   return r;
 }
@@ -279,12 +321,13 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
  */
 async function recordCommit(
   journal: SwitchJournal,
+  event: string,
   epoch: number,
   fenceLsn: string | undefined,
   log: (line: string) => void,
 ): Promise<void> {
   try {
-    await journal.record('switch-commit', { epoch, fenceLsn });
+    await journal.record(event, { epoch, fenceLsn });
   } catch (err) {
     if (!journal.committed) throw new CommitInDoubtError(epoch, errorMessage(err));
     let stored: boolean;
@@ -323,9 +366,9 @@ async function predictCatchUp(
   }
 }
 
-/** True when a node reports its new-universe backends and none is in rotation. */
-function noNewBackendUp(state: NodeState | undefined): boolean {
-  const health = state?.backends?.new;
+/** True when a node reports its backends of `universe` and none is in rotation. */
+function noBackendUp(state: NodeState | undefined, universe: Universe): boolean {
+  const health = state?.backends?.[universe];
   return health !== undefined && health.length > 0 && !health.some((b) => b.up);
 }
 

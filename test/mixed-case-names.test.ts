@@ -334,6 +334,18 @@ for (const mode of fencingModes)
     assert.equal(await appCanWrite(), true);
   });
 
+test('a rollback fences the new database: what it refuses names the new database', async () => {
+  await assert.rejects(
+    new Fence(pair.new.url, 'revoke', 'no_such_app_role', ['user_account'], 'new').plan(),
+    /fencing role "no_such_app_role" does not exist in the new database/,
+  );
+  await pair.newDb.query(`DO $$ BEGIN CREATE ROLE v2_app LOGIN; EXCEPTION WHEN duplicate_object THEN END $$`);
+  await assert.rejects(
+    new Fence(pair.new.url, 'revoke', 'v2_app', ['"NoSuchTable"'], 'new').plan(),
+    /table public\.NoSuchTable does not exist in the new database, so revoke fencing cannot fence it/,
+  );
+});
+
 test('imago status names a quoted table whose indexes an unfinished copy deferred', async () => {
   await pair.oldDb.query(`CREATE TABLE "Gadget" (id int PRIMARY KEY, "serialNo" text NOT NULL);
     INSERT INTO "Gadget" VALUES (1, 'g-1'), (2, 'g-2')`);

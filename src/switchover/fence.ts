@@ -1,6 +1,7 @@
 /**
- * Write fencing of the old database during the switch, so that nothing the old universe's app does
- * after the drain can commit unseen:
+ * Write fencing of the database being left during a switch — the old one on the way forward, the new
+ * one on a rollback (docs/rollback.md) — so that nothing its app does after the drain can commit
+ * unseen:
  * - `revoke`: REVOKE INSERT, UPDATE, DELETE (and TRUNCATE) on the converted tables from the app role,
  *   restoring exactly the privileges it held directly on abort;
  * - `read-only`: the role's sessions in this database default to read-only, and its open sessions
@@ -40,6 +41,8 @@ export class Fence {
     readonly mode: FencingMode,
     private readonly role: string | undefined,
     private readonly tables: string[],
+    /** Which universe's database this is, for messages: the old one, unless a rollback fences new. */
+    private readonly database: 'old' | 'new' = 'old',
   ) {}
 
   /** Checks the fence can work and returns what lifting it must restore. */
@@ -52,10 +55,11 @@ export class Fence {
         [role],
       );
       const r = rows[0];
-      if (!r) throw new ImagoError(`fencing role "${role}" does not exist in the old database`, role);
+      if (!r)
+        throw new ImagoError(`fencing role "${role}" does not exist in the ${this.database} database`, role);
       if (r.me === role)
         throw new ImagoError(
-          `fencing role "${role}" is the role Imago connects to the old database with`,
+          `fencing role "${role}" is the role Imago connects to the ${this.database} database with`,
           role,
           'give the app its own role, or connect Imago with an administrative role',
         );
@@ -75,7 +79,7 @@ export class Fence {
           );
           if (!found[0]?.found)
             throw new ImagoError(
-              `table ${tableLabel(table)} does not exist in the old database, so revoke fencing cannot fence it`,
+              `table ${tableLabel(table)} does not exist in the ${this.database} database, so revoke fencing cannot fence it`,
               table,
               await missingTableHint(c, parseTableName(table), "check the conversion's tables"),
             );
@@ -101,7 +105,7 @@ export class Fence {
   }
 
   /**
-   * Stops the role's writes and returns the fence LSN: the old database's WAL position once the fence
+   * Stops the role's writes and returns the fence LSN: the database's WAL position once the fence
    * is in force. Whatever commits after it is a late write. Fails (and the switch aborts) if it cannot
    * within `timeoutMs`.
    */
@@ -221,7 +225,7 @@ export class Fence {
       if (!ready) await client.connect();
     } catch (err) {
       throw new ImagoError(
-        `cannot connect to the old database to fence it: ${errorMessage(err)}`,
+        `cannot connect to the ${this.database} database to fence it: ${errorMessage(err)}`,
         redactUrl(this.databaseUrl),
       );
     }

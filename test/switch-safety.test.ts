@@ -232,6 +232,43 @@ describe('rollback: the switch protocol the other way', () => {
     }
   });
 
+  test("the destination's fence is lifted before COMMIT, and put back when the switch aborts after", async () => {
+    const oldB = await startEchoBackend({ name: 'old' });
+    const newB = await startEchoBackend({ name: 'new' });
+    const n = await startNode('n1', { old: [oldB.url], new: [newB.url] }, undefined, undefined, 'new');
+    try {
+      // One list for the journal's events and the fence's moves, to see their order.
+      const order: string[] = [];
+      const journal: SwitchJournal = {
+        record: (event) => Promise.resolve(void order.push(event)),
+      };
+      const unfence = {
+        lift: () => Promise.resolve(void order.push('lift')),
+        restore: () => Promise.resolve(void order.push('restore')),
+      };
+      const aborted = await runSwitchover({
+        ...switchOptions([n], journal),
+        direction: 'back',
+        unfence,
+        beforeStep: (step) => {
+          if (step === 'commit') throw new Error('the journal is unreachable');
+        },
+      });
+      assert.equal(aborted.switched, false);
+      assert.deepEqual(order, ['rollback-prepare', 'lift', 'rollback-abort', 'restore', 'rollback-aborted']);
+      assert.equal(n.ingress.route(), 'new');
+
+      order.length = 0;
+      const r = await runSwitchover({ ...switchOptions([n], journal), direction: 'back', unfence });
+      assert.equal(r.switched, true, r.reason);
+      assert.deepEqual(order, ['rollback-prepare', 'lift', 'rollback-commit', 'rolled-back']);
+    } finally {
+      await n.ingress.close();
+      await oldB.close();
+      await newB.close();
+    }
+  });
+
   test('the precheck of a rollback needs upstreams of the old universe', async () => {
     const backend = await startEchoBackend({ name: 'b' });
     const n = await startNode('n1', { old: [], new: [backend.url] }, undefined, undefined, 'new');

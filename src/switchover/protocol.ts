@@ -4,7 +4,8 @@
  *   precheck (gate; every node answers; a probe fence marker measures the catch-up time against the
  *   budget; the fence can work) → PREPARE (every node holds, acknowledging the epoch) → drain (no
  *   request in flight at the old universe on any node) → fence (old database's writes stopped) →
- *   catch-up (the conversion applied everything up to the fence LSN) → sequences → COMMIT, written to
+ *   catch-up (the conversion applied everything up to the fence LSN) → sequences → (after a move the
+ *   other way: the destination database's fence lifted) → COMMIT, written to
  *   the journal first → every node flips to the new universe and releases its queue in order.
  *
  * A step past its deadline, a node that does not acknowledge, or the pause budget running out before
@@ -29,7 +30,7 @@ import type { IngressNode, NodeState } from './nodes.js';
 import { releaseAll } from './release.js';
 
 export type SwitchStep =
-  'precheck' | 'prepare' | 'drain' | 'fence' | 'catch-up' | 'sequences' | 'commit' | 'flip';
+  'precheck' | 'prepare' | 'drain' | 'fence' | 'catch-up' | 'sequences' | 'unfence' | 'commit' | 'flip';
 
 /** Forward: old → new (the switch). Back: new → old (a rollback after the switch). */
 export type SwitchDirection = 'forward' | 'back';
@@ -111,6 +112,13 @@ export interface SwitchOptions {
   budget: Pick<SwitchoverSpec, 'maxPauseMs' | 'maxCatchUpLagMs' | 'deadlines'>;
   journal: SwitchJournal;
   lateWrites?: LateWriteDetector;
+  /**
+   * The fence of the database switched to, left by the last move the other way (a rollback fences
+   * the new database, a switch the old one): lifted after the catch-up and before COMMIT, so that a
+   * failure to lift aborts cleanly instead of flipping clients onto a database they cannot write;
+   * put back if the switch aborts after it. Its app gets no request before the flip meanwhile.
+   */
+  unfence?: { lift(): Promise<void>; restore(): Promise<void> };
   /** Returns why the runtime-test gate is closed, or undefined when it is open. */
   gate?: () => Promise<string | undefined>;
   /** Fault injection in tests and benches: runs before each step. */
@@ -222,6 +230,7 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
     return Math.min(stepMs, left);
   };
   let fenceApplied = false;
+  let unfenced = false;
   try {
     step = 'prepare';
     await o.beforeStep?.(step);
@@ -257,6 +266,14 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
       within(d.catchUpMs),
     );
 
+    if (o.unfence) {
+      step = 'unfence';
+      await o.beforeStep?.(step);
+      // Set first: a lift cut short by its deadline may have happened all the same.
+      unfenced = true;
+      await withDeadline(`lifting the ${way.to} database's fence`, o.unfence.lift(), within(d.fenceMs));
+    }
+
     step = 'commit';
     await o.beforeStep?.(step);
     within(d.commitMs);
@@ -273,6 +290,10 @@ export async function runSwitchover(o: SwitchOptions): Promise<SwitchResult> {
       await o.fence
         .lift(fenceRecord)
         .catch((e: unknown) => log(`could not lift the fence: ${errorMessage(e)}`));
+    if (unfenced)
+      await o.unfence
+        ?.restore()
+        .catch((e: unknown) => log(`could not fence the ${way.to} database again: ${errorMessage(e)}`));
     // A higher epoch than PREPARE's: a hold of this attempt arriving late is refused by the nodes.
     r.releaseEpoch = r.epoch + 1;
     const released = await releaseAll(o.nodes, r.releaseEpoch, way.from, d.commitMs);
